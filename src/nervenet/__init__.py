@@ -1,0 +1,65 @@
+"""nervenet: per-workflow coordinators and a shared agent pool over Redis Streams.
+
+::
+
+    pool = Pool.from_url("redis://localhost:6379/0")   # or Pool.local() for an embedded pool
+    coordinator = pool.coordinator("run-42")
+    result = await coordinator.dispatch("docs/classify", payload, timeout=30)
+
+Workers serve handlers with ``nervenet worker MODULE:ATTR``. The core imports neither LangGraph
+nor CrewAI; their adapters are ``nervenet_langgraph`` and ``nervenet_crewai``.
+"""
+
+from .coordinator import Backoff, Coordinator
+from .envelope import RemoteError, Reply, TaskEnvelope
+from .errors import (
+    ConfigurationError,
+    DispatchError,
+    EnvelopeError,
+    LeaseLost,
+    NervenetError,
+    NoLiveWorker,
+    PoolConnectionError,
+    RemoteTaskError,
+    TaskEscalated,
+    TaskTimeout,
+)
+from .escalations import Escalation
+from .handlers import Handler, Handlers, HandlerSource, TaskContext, TaskFailure
+from .keys import Keys
+from .pool import Pool
+from .registry import WorkerInfo
+from .settings import PoolSettings
+from .status import PoolStatus, QueueStatus
+from .worker import Worker
+
+__all__ = [
+    "Backoff",
+    "ConfigurationError",
+    "Coordinator",
+    "DispatchError",
+    "EnvelopeError",
+    "Escalation",
+    "Handler",
+    "HandlerSource",
+    "Handlers",
+    "Keys",
+    "LeaseLost",
+    "NervenetError",
+    "NoLiveWorker",
+    "Pool",
+    "PoolConnectionError",
+    "PoolSettings",
+    "PoolStatus",
+    "QueueStatus",
+    "RemoteError",
+    "RemoteTaskError",
+    "Reply",
+    "TaskContext",
+    "TaskEnvelope",
+    "TaskEscalated",
+    "TaskFailure",
+    "TaskTimeout",
+    "Worker",
+    "WorkerInfo",
+]

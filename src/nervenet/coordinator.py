@@ -1,0 +1,181 @@
+"""A coordinator drives one workflow run: it dispatches the run's tasks and waits for their results.
+
+Coordinators are cheap (an id and a pool reference): thousands live in one process, share its
+connection pool and reply stream, and never talk to each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .envelope import Reply, ReplyKind, TaskEnvelope
+from .errors import (
+    DispatchError,
+    NoLiveWorker,
+    RemoteTaskError,
+    TaskEscalated,
+    TaskTimeout,
+)
+from .handlers import validate_task_type
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+#: Error type a worker reports when it escalated the task itself (poison, bad payload).
+ESCALATED_BY_WORKER = "nervenet.escalated"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter between attempts."""
+
+    initial: float = 0.2
+    """Upper bound of the first pause, seconds."""
+    multiplier: float = 2.0
+    """Growth of the bound per attempt."""
+    maximum: float = 10.0
+    """Cap of the bound, seconds."""
+    jitter: bool = True
+    """Draw uniformly below the bound, so retries of many workflows do not arrive together."""
+
+    def pause(self, attempt: int) -> float:
+        bound = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        return random.uniform(0, bound) if self.jitter else bound
+
+
+class Coordinator:
+    """Dispatches the tasks of one workflow run."""
+
+    def __init__(self, pool: Pool, workflow_id: str | None = None) -> None:
+        self.pool = pool
+        self.workflow_id = workflow_id or uuid.uuid4().hex
+
+    async def dispatch(
+        self,
+        task_type: str,
+        payload: bytes,
+        *,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        retries: int = 2,
+        backoff: Backoff = Backoff(),
+        escalate_errors: bool = True,
+        wait_for_worker: bool = False,
+        on_frame: Callable[[bytes], None] | None = None,
+        trace: str = "",
+    ) -> bytes:
+        """Run ``payload`` on a worker serving ``task_type``; return the result bytes.
+
+        ``task_id`` should be deterministic for the work (e.g. derived from the workflow step)
+        so a retried or resumed dispatch is answered from the result cache. ``timeout`` bounds
+        each attempt; after ``retries`` more attempts (timeouts and handler errors alike) the
+        task is escalated and :class:`TaskEscalated` raised. With ``escalate_errors=False`` a
+        handler error is raised at once as :class:`RemoteTaskError` (the caller has its own
+        retry policy); timeouts still retry and escalate. Frames the handler emits are passed
+        to ``on_frame`` in order.
+        """
+        validate_task_type(task_type)
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        await self.pool.ensure_started()
+        await self._require_worker(task_type, wait_for_worker)
+        task_id = task_id or uuid.uuid4().hex
+        last_error: DispatchError | None = None
+        envelope = None
+        for attempt in range(1, retries + 2):
+            envelope = TaskEnvelope(
+                task_id=task_id,
+                workflow_id=self.workflow_id,
+                task_type=task_type,
+                attempt=attempt,
+                deadline=time.time() + timeout if timeout else 0.0,
+                reply_to=self.pool.inbox.address,
+                payload=payload,
+                trace=trace,
+            )
+            try:
+                reply = await self._attempt(envelope, timeout, on_frame)
+            except TaskTimeout as exc:
+                last_error = exc
+            else:
+                if reply.kind is ReplyKind.RESULT:
+                    return reply.body
+                error = self._remote_error(reply, envelope)
+                if isinstance(error, TaskEscalated) or not escalate_errors:
+                    raise error
+                last_error = error
+            if attempt <= retries:
+                await asyncio.sleep(backoff.pause(attempt))
+        assert envelope is not None and last_error is not None
+        reason = f"no result after {retries + 1} attempt(s): {last_error}"
+        await self.pool.escalate(envelope, reason, error=str(last_error))
+        raise TaskEscalated(task_id=task_id, task_type=task_type, reason=reason, cause=last_error)
+
+    async def _attempt(
+        self,
+        envelope: TaskEnvelope,
+        timeout: float | None,
+        on_frame: Callable[[bytes], None] | None,
+    ) -> Reply:
+        inbox = self.pool.inbox
+        async with self.pool.in_flight:
+            waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
+            waiter.envelope = envelope
+            try:
+                await self.pool.publish(envelope)
+                if timeout is None:
+                    return await waiter.future
+                try:
+                    return await asyncio.wait_for(waiter.future, timeout)
+                except TimeoutError:
+                    raise TaskTimeout(
+                        f"task {envelope.task_id!r} ({envelope.task_type}) attempt "
+                        f"{envelope.attempt} gave no result within {timeout:g} s",
+                        task_id=envelope.task_id,
+                        task_type=envelope.task_type,
+                    ) from None
+            finally:
+                inbox.forget(waiter)
+
+    async def _require_worker(self, task_type: str, wait: bool) -> None:
+        registry = self.pool.registry
+        if task_type in await registry.served_task_types():
+            return
+        if task_type in await registry.served_task_types(fresh=True):
+            return
+        if not wait:
+            raise NoLiveWorker(task_type)
+        deadline = time.monotonic() + self.pool.settings.worker_wait_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.pool.settings.heartbeat_interval / 2)
+            if task_type in await registry.served_task_types(fresh=True):
+                return
+        raise NoLiveWorker(
+            task_type,
+            hint=f"waited {self.pool.settings.worker_wait_timeout:g} s for one to register",
+        )
+
+    @staticmethod
+    def _remote_error(reply: Reply, envelope: TaskEnvelope) -> DispatchError:
+        assert reply.error is not None
+        if reply.error.type_name == ESCALATED_BY_WORKER:
+            return TaskEscalated(
+                task_id=envelope.task_id,
+                task_type=envelope.task_type,
+                reason=reply.error.message,
+                cause=None,
+            )
+        return RemoteTaskError(
+            task_id=envelope.task_id,
+            task_type=envelope.task_type,
+            error_type=reply.error.type_name,
+            error_message=reply.error.message,
+            traceback=reply.error.traceback,
+            error_data=reply.error.data,
+        )

@@ -1,0 +1,250 @@
+"""The records that cross Redis: task envelopes and replies, as flat stream-entry fields.
+
+Stream entries are already a binary-safe field map, so every field is stored as its own bytes value
+and nothing needs a serializer that could revive objects: decoding is parsing a few ASCII numbers
+and UTF-8 strings with bounds. Anything read from Redis is untrusted, so every decoder validates
+and raises :class:`~nervenet.errors.EnvelopeError` with a short reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import EnvelopeError
+
+ENVELOPE_VERSION = b"1"
+MAX_ID_LENGTH = 256
+MAX_TASK_TYPE_LENGTH = 200
+MAX_TRACE_LENGTH = 512
+MAX_ATTEMPT = 1_000
+
+Fields = Mapping[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnvelope:
+    """One unit of work on a task stream."""
+
+    task_id: str
+    """Identifies the work, not the delivery: a retried or resumed step reuses it, so the worker's
+    result cache can answer it without running it again."""
+    workflow_id: str
+    """The workflow run (one graph run, one crew kickoff) the task belongs to."""
+    task_type: str
+    """Routing key: the stream it travels on and the handler that serves it."""
+    attempt: int
+    """1 for the first dispatch, +1 per coordinator retry; replies echo it."""
+    deadline: float
+    """Wall-clock epoch seconds after which nobody waits for the result (0 = no deadline)."""
+    reply_to: str
+    """Reply stream of the coordinator process waiting for the result."""
+    payload: bytes
+    """Handler input, opaque to the core."""
+    trace: str = ""
+    """W3C ``traceparent`` of the dispatching span, if tracing is on."""
+
+    def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
+        fields = {
+            b"v": ENVELOPE_VERSION,
+            b"id": self.task_id.encode(),
+            b"wf": self.workflow_id.encode(),
+            b"type": self.task_type.encode(),
+            b"attempt": str(self.attempt).encode(),
+            b"deadline": repr(self.deadline).encode(),
+            b"reply": self.reply_to.encode(),
+            b"trace": self.trace.encode(),
+            b"payload": self.payload,
+        }
+        if signer is not None:
+            fields[b"sig"] = signer.sign(fields)
+        return fields
+
+    @classmethod
+    def from_fields(
+        cls,
+        fields: Fields,
+        *,
+        max_payload_bytes: int,
+        reply_prefix: str,
+        signer: Signer | None = None,
+    ) -> TaskEnvelope:
+        if fields.get(b"v") != ENVELOPE_VERSION:
+            raise EnvelopeError(f"unsupported envelope version {fields.get(b'v')!r:.40}")
+        if signer is not None:
+            signer.verify(fields)
+        payload = _required(fields, b"payload")
+        if len(payload) > max_payload_bytes:
+            raise EnvelopeError(
+                f"payload of {len(payload)} bytes exceeds the limit of {max_payload_bytes}"
+            )
+        reply_to = _text(fields, b"reply", MAX_ID_LENGTH + 64)
+        if not reply_to.startswith(reply_prefix):
+            raise EnvelopeError(f"reply address {reply_to!r:.80} is outside this namespace")
+        return cls(
+            task_id=_identifier(fields, b"id"),
+            workflow_id=_identifier(fields, b"wf"),
+            task_type=_text(fields, b"type", MAX_TASK_TYPE_LENGTH),
+            attempt=_integer(fields, b"attempt", 1, MAX_ATTEMPT),
+            deadline=_deadline(fields),
+            reply_to=reply_to,
+            payload=payload,
+            trace=_text(fields, b"trace", MAX_TRACE_LENGTH, allow_empty=True),
+        )
+
+
+class ReplyKind(Enum):
+    RESULT = b"ok"
+    ERROR = b"error"
+    FRAME = b"frame"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """An exception raised by a handler, as text: nothing on the way back can execute code."""
+
+    type_name: str
+    """Qualified name of the exception class, e.g. ``builtins.ValueError``."""
+    message: str
+    """``str(exc)``."""
+    traceback: str
+    """The worker-side formatted traceback."""
+    data: bytes = b""
+    """Optional adapter-defined bytes to rebuild the exception faithfully (may be empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a worker sends back on a coordinator's reply stream."""
+
+    task_id: str
+    """Correlates the reply with the waiting dispatch."""
+    attempt: int
+    """Which attempt produced it, so a late error of an old attempt is not taken for a new one."""
+    kind: ReplyKind
+    """A final result, a final error, or an intermediate frame (streamed output)."""
+    body: bytes = b""
+    """Result bytes (RESULT) or frame bytes (FRAME)."""
+    error: RemoteError | None = field(default=None)
+    """Set for ERROR replies."""
+
+    def to_fields(self) -> dict[bytes, bytes]:
+        fields = {
+            b"id": self.task_id.encode(),
+            b"attempt": str(self.attempt).encode(),
+            b"kind": self.kind.value,
+            b"body": self.body,
+        }
+        if self.error is not None:
+            fields[b"etype"] = self.error.type_name.encode()
+            fields[b"emsg"] = self.error.message.encode()
+            fields[b"etb"] = self.error.traceback.encode()
+            fields[b"edata"] = self.error.data
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Reply:
+        try:
+            kind = ReplyKind(fields.get(b"kind"))
+        except ValueError:
+            raise EnvelopeError(f"unknown reply kind {fields.get(b'kind')!r:.40}") from None
+        error = None
+        if kind is ReplyKind.ERROR:
+            error = RemoteError(
+                type_name=_text(fields, b"etype", 300),
+                message=_decode(fields.get(b"emsg", b""), b"emsg"),
+                traceback=_decode(fields.get(b"etb", b""), b"etb"),
+                data=fields.get(b"edata", b""),
+            )
+        return cls(
+            task_id=_identifier(fields, b"id"),
+            attempt=_integer(fields, b"attempt", 1, MAX_ATTEMPT),
+            kind=kind,
+            body=fields.get(b"body", b""),
+            error=error,
+        )
+
+
+class Signer:
+    """HMAC-SHA256 over an envelope's fields with a shared secret.
+
+    With signing on, write access to a task stream is no longer enough to make a worker run
+    something: a worker refuses unsigned or altered envelopes.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the signing secret must be at least 16 bytes")
+        self._secret = secret
+
+    def sign(self, fields: Fields) -> bytes:
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
+        for name in sorted(k for k in fields if k != b"sig"):
+            value = fields[name]
+            mac.update(len(name).to_bytes(4, "big") + name)
+            mac.update(len(value).to_bytes(8, "big") + value)
+        return mac.hexdigest().encode()
+
+    def verify(self, fields: Fields) -> None:
+        signature = fields.get(b"sig")
+        if signature is None:
+            raise EnvelopeError("unsigned envelope (signing is required)")
+        if not hmac.compare_digest(signature, self.sign(fields)):
+            raise EnvelopeError("bad envelope signature")
+
+
+def _required(fields: Fields, name: bytes) -> bytes:
+    value = fields.get(name)
+    if value is None:
+        raise EnvelopeError(f"missing field {name.decode()!r}")
+    if not isinstance(value, bytes):  # defensive: clients configured to decode responses
+        raise EnvelopeError(f"field {name.decode()!r} is not bytes")
+    return value
+
+
+def _decode(raw: bytes, name: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise EnvelopeError(f"field {name.decode()!r} is not UTF-8") from None
+
+
+def _text(fields: Fields, name: bytes, max_length: int, *, allow_empty: bool = False) -> str:
+    raw = _required(fields, name)
+    if len(raw) > max_length:
+        raise EnvelopeError(f"field {name.decode()!r} longer than {max_length} bytes")
+    if not raw and not allow_empty:
+        raise EnvelopeError(f"field {name.decode()!r} is empty")
+    return _decode(raw, name)
+
+
+def _identifier(fields: Fields, name: bytes) -> str:
+    text = _text(fields, name, MAX_ID_LENGTH)
+    if not text.isprintable():
+        raise EnvelopeError(f"field {name.decode()!r} has non-printable characters")
+    return text
+
+
+def _integer(fields: Fields, name: bytes, low: int, high: int) -> int:
+    raw = _text(fields, name, 12)
+    if not raw.isdigit():
+        raise EnvelopeError(f"field {name.decode()!r} is not a whole number")
+    value = int(raw)
+    if not low <= value <= high:
+        raise EnvelopeError(f"field {name.decode()!r} = {value} outside {low}..{high}")
+    return value
+
+
+def _deadline(fields: Fields) -> float:
+    raw = _text(fields, b"deadline", 32)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EnvelopeError("field 'deadline' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise EnvelopeError("field 'deadline' must be a finite, non-negative number")
+    return value

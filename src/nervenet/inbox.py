@@ -1,0 +1,154 @@
+"""One reply stream per coordinator process, read by one loop, fanned out to waiting dispatches.
+
+Thousands of workflows in one process wait on futures keyed by task id; a single ``XREAD BLOCK``
+loop resolves them, so waiting costs no polling per workflow and one connection per process.
+Correlation is by task id *and* attempt: a late error from an attempt the coordinator already
+gave up on is dropped instead of failing the retry. A late success of an earlier attempt is
+accepted, since it is the same deterministic work and its result is already cached anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .envelope import Reply, ReplyKind, TaskEnvelope
+from .errors import EnvelopeError
+from .transport import Transport
+
+log = logging.getLogger("nervenet.inbox")
+
+FrameCallback = Callable[[bytes], None]
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A dispatch waiting for the reply to one attempt of one task."""
+
+    task_id: str
+    attempt: int
+    future: asyncio.Future[Reply]
+    on_frame: FrameCallback | None = None
+    envelope: TaskEnvelope | None = None
+    """What was published, to publish again if Redis lost it (a restart without persistence)."""
+
+
+class Inbox:
+    """Reads this process's reply stream and resolves :class:`Waiter` futures."""
+
+    def __init__(self, transport: Transport, address: str, *, block_ms: int) -> None:
+        self.transport = transport
+        self.address = address
+        self._block_ms = block_ms
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._last_id = "$"
+        self._task: asyncio.Task[None] | None = None
+        self.unmatched_replies = 0
+        self.malformed_replies = 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(ws) for ws in self._waiters.values())
+
+    def pending(self) -> list[Waiter]:
+        return [w for ws in self._waiters.values() for w in ws if not w.future.done()]
+
+    def expect(self, task_id: str, attempt: int, on_frame: FrameCallback | None) -> Waiter:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(task_id, attempt, future, on_frame)
+        self._waiters.setdefault(task_id, []).append(waiter)
+        return waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        waiters = self._waiters.get(waiter.task_id)
+        if waiters is None:
+            return
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            del self._waiters[waiter.task_id]
+
+    async def open(self) -> None:
+        """Create the reply stream so workers can answer with ``XADD NOMKSTREAM``.
+
+        NOMKSTREAM keeps a worker from resurrecting the reply stream of a dead process.
+        """
+        redis = self.transport.redis
+        last = await redis.xadd(self.address, {b"open": b"1"})
+        self._last_id = last.decode() if isinstance(last, bytes) else str(last)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._read_forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for waiters in list(self._waiters.values()):
+            for waiter in waiters:
+                if not waiter.future.done():
+                    waiter.future.cancel()
+        self._waiters.clear()
+
+    async def _read_forever(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        failures = 0
+        while True:
+            try:
+                batch = await self.transport.read(
+                    {self.address: self._last_id}, count=1_000, block_ms=self._block_ms
+                )
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failures += 1
+                log.warning("reply stream read failed (%s); reconnecting", exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            for _, entries in batch:
+                for entry_id, fields in entries:
+                    self._last_id = entry_id.decode()
+                    if b"open" in fields:
+                        continue
+                    self._deliver(fields)
+
+    def _deliver(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            reply = Reply.from_fields(fields)
+        except EnvelopeError as exc:
+            self.malformed_replies += 1
+            log.warning("dropped malformed reply on %s: %s", self.address, exc.reason)
+            return
+        waiters = self._waiters.get(reply.task_id)
+        if not waiters:
+            self.unmatched_replies += 1
+            log.debug("reply for task %s that nobody here waits for", reply.task_id)
+            return
+        for waiter in list(waiters):
+            self._deliver_to(waiter, reply)
+
+    @staticmethod
+    def _deliver_to(waiter: Waiter, reply: Reply) -> None:
+        if waiter.future.done():
+            return
+        if reply.kind is ReplyKind.FRAME:
+            if reply.attempt == waiter.attempt and waiter.on_frame is not None:
+                waiter.on_frame(reply.body)
+            return
+        if reply.kind is ReplyKind.ERROR and reply.attempt != waiter.attempt:
+            return
+        waiter.future.set_result(reply)
+
+    def resolve_from_cache(self, task_id: str, result: bytes) -> None:
+        """Complete waiters from a cached result (used after Redis lost our reply stream)."""
+        for waiter in list(self._waiters.get(task_id, [])):
+            self._deliver_to(waiter, Reply(task_id, waiter.attempt, ReplyKind.RESULT, body=result))
+
+    def reset_position(self) -> None:
+        """The stream was recreated: read it from the start."""
+        self._last_id = "0-0"

@@ -1,0 +1,301 @@
+"""The agent pool as seen from one process: connection, reply stream, heartbeat, in-process workers.
+
+Build one per process from a URL (``Pool.from_url("redis://...")``) or embedded
+(``Pool.local()``), then hand out coordinators, one per workflow run. There is no global pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .batching import CommandBatcher
+from .coordinator import Coordinator
+from .envelope import Signer, TaskEnvelope
+from .errors import ConfigurationError
+from .escalations import Escalations, escalation_fields
+from .handlers import Handler, handlers_of
+from .inbox import Inbox
+from .keys import Keys
+from .registry import Registry, WorkerInfo
+from .settings import PoolSettings
+from .transport import EmbeddedTransport, RedisTransport, Transport
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from .status import PoolStatus
+    from .worker import Worker
+
+log = logging.getLogger("nervenet.pool")
+
+HeartbeatHook = Callable[[], Awaitable[None]]
+
+
+class Pool:
+    """Shared agent pool handle for one process."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        namespace: str = "nn",
+        settings: PoolSettings | None = None,
+        signing_secret: bytes | str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.keys = Keys(namespace)
+        self.settings = settings or PoolSettings()
+        if isinstance(signing_secret, str):
+            signing_secret = signing_secret.encode()
+        self.signer = Signer(signing_secret) if signing_secret else None
+        self.process_id = uuid.uuid4().hex
+        self.registry = Registry(transport, self.keys)
+        self.escalations = Escalations(transport, self.keys, self.signer)
+        self.inbox = Inbox(
+            transport, self.keys.reply_stream(self.process_id), block_ms=self.settings.block_ms
+        )
+        self._batcher: CommandBatcher | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat_hooks: list[HeartbeatHook] = []
+        self._workers: list[Worker] = []
+        self._local_handlers: list[tuple[Mapping[str, Handler], int]] = []
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "nn",
+        settings: PoolSettings | None = None,
+        signing_secret: bytes | str | None = None,
+        max_connections: int = 64,
+    ) -> Pool:
+        """A pool on a real Redis/Valkey: ``redis://[[user]:password@]host:port/db``,
+        ``rediss://`` for TLS (``?ssl_cert_reqs=none`` etc. as redis-py accepts)."""
+        transport = RedisTransport(url, max_connections=max_connections)
+        return cls(transport, namespace=namespace, settings=settings, signing_secret=signing_secret)
+
+    @classmethod
+    def local(
+        cls,
+        handlers: object | None = None,
+        *,
+        workers: int = 1,
+        concurrency: int = 64,
+        namespace: str = "nn",
+        settings: PoolSettings | None = None,
+    ) -> Pool:
+        """An embedded pool: in-process fakeredis and in-process workers. No server needed.
+
+        ``handlers`` (a :class:`~nervenet.handlers.Handlers`, a distributed graph or crew) are
+        served by ``workers`` in-process workers once the pool starts; more can be added with
+        :meth:`serve`. Works inside an already running event loop (Jupyter).
+        """
+        pool = cls(EmbeddedTransport(), namespace=namespace, settings=settings)
+        if handlers is not None:
+            pool.serve_locally(handlers, workers=workers, concurrency=concurrency)
+        return pool
+
+    @property
+    def is_embedded(self) -> bool:
+        return isinstance(self.transport, EmbeddedTransport)
+
+    def serve_locally(self, handlers: object, *, workers: int = 1, concurrency: int = 64) -> None:
+        """Run ``workers`` in-process workers for ``handlers`` when the pool starts."""
+        resolved = handlers_of(handlers)
+        for _ in range(workers):
+            self._local_handlers.append((resolved, concurrency))
+        if self._started is not None and self._started.done():
+            raise ConfigurationError("call serve_locally before the pool starts, or use serve()")
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def ensure_started(self) -> None:
+        """Connect, open the reply stream and start the heartbeat (once; concurrent-safe)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        started = self._started
+        try:
+            await asyncio.shield(started)
+        except BaseException:
+            if started.done() and self._started is started:
+                self._started = None  # let a later call try again (e.g. Redis came up)
+            raise
+
+    async def _start(self) -> None:
+        await self.transport.check()
+        self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
+        self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
+        await self.inbox.open()
+        await self._renew_reply_stream()
+        self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        for handlers, concurrency in self._local_handlers:
+            await self._start_worker(handlers, concurrency)
+
+    async def aclose(self) -> None:
+        """Stop in-process workers and the heartbeat, delete the reply stream, disconnect."""
+        for worker in self._workers:
+            await worker.stop(grace=5.0)
+        self._workers.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        await self.inbox.close()
+        started_ok = (
+            self._started is not None
+            and self._started.done()
+            and not self._started.cancelled()
+            and self._started.exception() is None
+        )
+        if started_ok:
+            with contextlib.suppress(Exception):
+                await self.transport.redis.delete(self.inbox.address)
+        self._started = None
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Pool:
+        await self.ensure_started()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- coordinators -----------------------------------------------------------------------
+    def coordinator(self, workflow_id: str | None = None) -> Coordinator:
+        """A coordinator for one workflow run (cheap; make one per run)."""
+        return Coordinator(self, workflow_id)
+
+    async def dispatch(self, task_type: str, payload: bytes, **options: Any) -> bytes:
+        """One-off dispatch outside any workflow (see :meth:`Coordinator.dispatch`)."""
+        return await self.coordinator().dispatch(task_type, payload, **options)
+
+    # --- workers ----------------------------------------------------------------------------
+    async def serve(self, handlers: object, *, concurrency: int = 64) -> Worker:
+        """Start an in-process worker for ``handlers``; it stops when the pool closes."""
+        await self.ensure_started()
+        return await self._start_worker(handlers_of(handlers), concurrency)
+
+    async def _start_worker(self, handlers: Mapping[str, Handler], concurrency: int) -> Worker:
+        from .worker import Worker
+
+        worker = Worker(self, handlers, concurrency=concurrency)
+        await worker.start()
+        self._workers.append(worker)
+        self.registry.invalidate()
+        return worker
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers of this pool (any process)."""
+        await self.ensure_started()
+        return await self.registry.workers()
+
+    async def status(self) -> PoolStatus:
+        """Queues, workers, workflows and escalations, for ``nervenet status``."""
+        from .status import collect_status
+
+        await self.ensure_started()
+        return await collect_status(self)
+
+    # --- plumbing shared by coordinators and workers ----------------------------------------
+    @property
+    def batcher(self) -> CommandBatcher:
+        if self._batcher is None:
+            raise RuntimeError("the pool is not started; use `async with pool:` or ensure_started")
+        return self._batcher
+
+    @property
+    def in_flight(self) -> asyncio.Semaphore:
+        if self._in_flight is None:
+            raise RuntimeError("the pool is not started; use `async with pool:` or ensure_started")
+        return self._in_flight
+
+    async def publish(self, envelope: TaskEnvelope) -> None:
+        fields = envelope.to_fields(self.signer)
+        stream = self.keys.task_stream(envelope.task_type)
+        await self.batcher.run(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
+
+    def escalation_fields(self, reason: str, **kw: Any) -> dict[bytes, bytes]:
+        return escalation_fields(reason, **kw)
+
+    def add_escalation(self, pipe: Pipeline, fields: dict[bytes, bytes]) -> None:
+        pipe.xadd(
+            self.keys.escalations,
+            fields,  # type: ignore[arg-type]
+            maxlen=self.settings.escalation_stream_maxlen,
+            approximate=True,
+        )
+
+    async def escalate(self, envelope: TaskEnvelope, reason: str, *, error: str = "") -> None:
+        fields = escalation_fields(
+            reason,
+            source=self.keys.task_stream(envelope.task_type),
+            envelope=envelope,
+            error=error,
+        )
+        await self.batcher.run(lambda pipe: self.add_escalation(pipe, fields))
+
+    def add_heartbeat_hook(self, hook: HeartbeatHook) -> None:
+        """Run ``hook`` on every process heartbeat (used for workflow leases)."""
+        self._heartbeat_hooks.append(hook)
+
+    # --- heartbeat --------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._renew_reply_stream()
+                for hook in list(self._heartbeat_hooks):
+                    await hook()
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("pool heartbeat failed (%s); will retry", exc)
+            except Exception:
+                log.exception("pool heartbeat hook failed")
+
+    async def _renew_reply_stream(self) -> None:
+        """Keep our reply stream alive; if Redis lost it, recover the replies we were owed.
+
+        The stream expires a while after this process stops heartbeating, so dead processes
+        leave nothing behind. If it is gone while we live, the server lost data (a restart
+        without persistence): results already cached are delivered from the cache and tasks
+        not yet answered are published again (safe: task ids are idempotent).
+        """
+        ttl_ms = int(max(30.0, 10 * self.settings.heartbeat_interval) * 1000)
+        redis = self.transport.redis
+        if await redis.pexpire(self.inbox.address, ttl_ms):
+            return
+        log.warning(
+            "reply stream %s was lost; recovering %d waiting dispatches",
+            self.inbox.address,
+            self.inbox.waiting,
+        )
+        await redis.xadd(self.inbox.address, {b"open": b"1"})
+        await redis.pexpire(self.inbox.address, ttl_ms)
+        self.inbox.reset_position()
+        waiters = self.inbox.pending()
+        if not waiters:
+            return
+        cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
+        for waiter, result in zip(waiters, cached, strict=True):
+            if result is not None:
+                self.inbox.resolve_from_cache(waiter.task_id, result)
+            elif waiter.envelope is not None:
+                await self.publish(waiter.envelope)

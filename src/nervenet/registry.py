@@ -1,0 +1,117 @@
+"""Who is alive: worker registrations kept fresh by heartbeats, read by dispatchers and status.
+
+A worker is a sorted-set member scored by the time its registration expires, plus a hash with its
+task types and load. Nothing is ever "unregistered" by a timer on the reader's side: a member whose
+score is in the past simply stopped heartbeating, and readers skip it (and prune it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from .keys import Keys
+from .transport import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One live worker as published in the registry."""
+
+    worker_id: str
+    """Unique per worker process (also its consumer name in every consumer group)."""
+    task_types: tuple[str, ...]
+    """Task types it serves."""
+    concurrency: int
+    """How many tasks it runs at once at most."""
+    load: int
+    """Tasks in flight at its last heartbeat."""
+    started_at: float
+    """Epoch seconds when it started."""
+    host: str
+    """Host name and pid, to find the process."""
+    processed: int
+    """Tasks finished since start."""
+
+
+class Registry:
+    """Reads and writes worker registrations; caches live task types for fast dispatch checks."""
+
+    CACHE_SECONDS = 1.0
+
+    def __init__(self, transport: Transport, keys: Keys) -> None:
+        self._transport = transport
+        self._keys = keys
+        self._served: frozenset[str] = frozenset()
+        self._served_at = -1e9
+        self._refreshing: asyncio.Lock | None = None
+
+    async def register(self, info: WorkerInfo, ttl: float) -> None:
+        """Publish or renew a worker's registration for ``ttl`` seconds."""
+        expires_ms = int((time.time() + ttl) * 1000)
+        record = orjson.dumps(
+            {
+                "task_types": list(info.task_types),
+                "concurrency": info.concurrency,
+                "load": info.load,
+                "started_at": info.started_at,
+                "host": info.host,
+                "processed": info.processed,
+            }
+        )
+        async with self._transport.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._keys.workers, {info.worker_id: expires_ms})
+            pipe.set(self._keys.worker(info.worker_id), record, px=int(ttl * 1000))
+            await pipe.execute()
+
+    async def unregister(self, worker_id: str) -> None:
+        async with self._transport.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._keys.workers, worker_id)
+            pipe.delete(self._keys.worker(worker_id))
+            await pipe.execute()
+        self._served_at = -1e9
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers, pruning registrations whose heartbeat stopped."""
+        redis = self._transport.redis
+        now_ms = int(time.time() * 1000)
+        await redis.zremrangebyscore(self._keys.workers, "-inf", now_ms)
+        ids = [i.decode() for i in await redis.zrange(self._keys.workers, 0, -1)]
+        if not ids:
+            return []
+        records = await redis.mget([self._keys.worker(i) for i in ids])
+        live = []
+        for worker_id, raw in zip(ids, records, strict=True):
+            if raw is None:
+                continue
+            data = orjson.loads(raw)
+            live.append(
+                WorkerInfo(
+                    worker_id=worker_id,
+                    task_types=tuple(data["task_types"]),
+                    concurrency=int(data["concurrency"]),
+                    load=int(data["load"]),
+                    started_at=float(data["started_at"]),
+                    host=str(data["host"]),
+                    processed=int(data.get("processed", 0)),
+                )
+            )
+        return live
+
+    async def served_task_types(self, *, fresh: bool = False) -> frozenset[str]:
+        """Task types some live worker serves, cached for about a second."""
+        if fresh or time.monotonic() - self._served_at > self.CACHE_SECONDS:
+            if self._refreshing is None:
+                self._refreshing = asyncio.Lock()
+            async with self._refreshing:
+                if fresh or time.monotonic() - self._served_at > self.CACHE_SECONDS:
+                    workers = await self.workers()
+                    self._served = frozenset(t for w in workers for t in w.task_types)
+                    self._served_at = time.monotonic()
+        return self._served
+
+    def invalidate(self) -> None:
+        self._served_at = -1e9

@@ -1,0 +1,54 @@
+"""Tunables of a pool, with defaults that hold on a small machine and say why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Timing, size and safety limits shared by coordinators and workers of one process."""
+
+    heartbeat_interval: float = 1.0
+    """Seconds between heartbeats. A heartbeat renews worker registrations, coordinator leases
+    and the idle time of every in-flight stream entry."""
+    visibility_timeout: float = 5.0
+    """An in-flight entry whose idle time exceeds this is presumed abandoned and reclaimed with
+    XAUTOCLAIM. Live workers reset the idle time each heartbeat, so a long task is never taken
+    from a live worker; only a dead (or stopped) one loses its tasks. Keep it several heartbeats
+    long so an event-loop stall under load does not look like death."""
+    lease_ttl: float = 4.0
+    """Lifetime of a coordinator's lease on a workflow run without renewal; after it, another
+    coordinator process resumes the run from its last checkpoint."""
+    result_ttl: float = 24 * 3600.0
+    """How long finished results stay cached to answer redeliveries and resumed workflows."""
+    max_payload_bytes: int = 16 * 1024 * 1024
+    """Larger task payloads are refused and dead-lettered."""
+    max_deliveries: int = 5
+    """A task reclaimed this many times (it keeps killing workers) is escalated, not run again."""
+    max_in_flight: int = 10_000
+    """Tasks one process may have dispatched and not yet answered; further dispatches wait.
+    This is the backpressure that keeps task streams bounded without trimming unread tasks."""
+    reply_stream_maxlen: int = 100_000
+    """Approximate cap of a reply stream (entries are read within milliseconds)."""
+    escalation_stream_maxlen: int = 10_000
+    """Approximate cap of the escalation stream (oldest escalations are trimmed first)."""
+    block_ms: int = 1_000
+    """How long one blocking read waits before the loop checks for shutdown."""
+    worker_wait_timeout: float = 30.0
+    """How long ``wait_for_worker=True`` waits for a worker of the task type to register."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise ConfigurationError("heartbeat_interval must be positive")
+        if self.visibility_timeout < 2 * self.heartbeat_interval:
+            raise ConfigurationError(
+                "visibility_timeout must be at least two heartbeat intervals, or live workers "
+                "would lose their in-flight tasks to XAUTOCLAIM"
+            )
+        if self.lease_ttl < 2 * self.heartbeat_interval:
+            raise ConfigurationError("lease_ttl must be at least two heartbeat intervals")
+        if self.max_in_flight < 1 or self.max_deliveries < 1:
+            raise ConfigurationError("max_in_flight and max_deliveries must be at least 1")

@@ -1,0 +1,80 @@
+"""A snapshot of the pool for operators: queues, workers, workflows, escalations."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from .keys import WORKER_GROUP
+from .registry import WorkerInfo
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One task type's stream."""
+
+    task_type: str
+    """The task type."""
+    depth: int
+    """Entries in the stream: waiting plus in flight (done entries are deleted)."""
+    pending: int
+    """Delivered to a worker and not yet acknowledged (in flight)."""
+    oldest_pending_idle_ms: int
+    """Idle time of the most idle in-flight entry; large values mean a stuck or dead worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """Everything ``nervenet status`` shows."""
+
+    target: str
+    """Where the pool points (password masked)."""
+    namespace: str
+    """Key namespace."""
+    queues: list[QueueStatus]
+    """One per task stream, sorted by task type."""
+    workers: list[WorkerInfo]
+    """Live workers."""
+    running_workflows: int
+    """Durable workflow runs holding a lease (started with ``submit``)."""
+    escalations: int
+    """Entries on the escalation stream."""
+    taken_at: float
+    """Epoch seconds of the snapshot."""
+
+
+async def collect_status(pool: Pool) -> PoolStatus:
+    redis = pool.transport.redis
+    keys = pool.keys
+    queues = []
+    async for raw_key in redis.scan_iter(match=f"{keys.task_stream_prefix}*", count=500):
+        stream = raw_key.decode()
+        depth = int(await redis.xlen(stream))
+        pending, idle = 0, 0
+        try:
+            summary: Any = await redis.xpending(stream, WORKER_GROUP)
+            pending = int(summary["pending"])
+            if pending:
+                oldest = await redis.xpending_range(stream, WORKER_GROUP, "-", "+", 1)
+                idle = int(oldest[0]["time_since_delivered"]) if oldest else 0
+        except ResponseError:  # no consumer group yet: nobody ever served this type
+            pass
+        queues.append(QueueStatus(keys.task_type_of(stream), depth, pending, idle))
+    queues.sort(key=lambda q: q.task_type)
+    workers = await pool.registry.workers()
+    running = int(await redis.zcount(keys.workflows, "-inf", "+inf"))
+    return PoolStatus(
+        target=pool.transport.description,
+        namespace=keys.namespace,
+        queues=queues,
+        workers=workers,
+        running_workflows=running,
+        escalations=await pool.escalations.count(),
+        taken_at=time.time(),
+    )

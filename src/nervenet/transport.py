@@ -1,0 +1,208 @@
+"""The seam between nervenet and a Redis server: a real one, or an embedded in-process one.
+
+Both transports hand out the same redis-py asyncio client API. They differ in one thing only:
+how a reader waits for new stream entries. A real server blocks in ``XREAD(GROUP) BLOCK``.
+fakeredis answers ``XREADGROUP`` with ``BLOCK`` and ``COUNT`` at once instead of blocking, which
+would turn every read loop into a busy loop, so the embedded transport reads without blocking and
+waits on an in-process signal raised whenever nervenet wrote to a stream (all writers are in this
+process, so no write can be missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .errors import ConfigurationError, PoolConnectionError
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+StreamBatch = list[tuple[bytes, StreamEntries]]
+
+SUPPORTED_SCHEMES = ("redis", "rediss", "unix")
+
+
+class Transport(Protocol):
+    """What the pool needs from a Redis connection."""
+
+    redis: aioredis.Redis
+    """Async client; every command except blocking reads goes through it."""
+    description: str
+    """Where it points, with any password masked, for logs and the status view."""
+
+    async def read_group(
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+    ) -> StreamBatch:
+        """``XREADGROUP`` that waits up to ``block_ms`` for entries."""
+        ...
+
+    async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
+        """``XREAD`` that waits up to ``block_ms`` for entries."""
+        ...
+
+    def notify_written(self) -> None:
+        """Called after nervenet wrote stream entries (wakes embedded readers)."""
+        ...
+
+    async def check(self) -> None:
+        """Fail fast with :class:`PoolConnectionError` if the server is unusable."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisTransport:
+    """A real Redis or Valkey server, from ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs.
+
+    Blocking reads hold their own connection for the duration of the block; the pool keeps one
+    such reader per process for replies and one per worker, so connection use stays flat no
+    matter how many workflows wait.
+    """
+
+    def __init__(self, url: str, *, max_connections: int = 64) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in SUPPORTED_SCHEMES:
+            raise ConfigurationError(
+                f"unsupported Redis URL scheme {scheme!r} in {mask_password(url)!r}; use "
+                "redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket"
+            )
+        self.description = mask_password(url)
+        self.redis = aioredis.Redis.from_url(
+            url,
+            max_connections=max_connections,
+            socket_connect_timeout=5,
+            # Blocking reads wait block_ms on the server; the socket timeout must outlast them.
+            socket_timeout=None,
+            health_check_interval=15,
+            decode_responses=False,
+        )
+
+    async def read_group(
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+    ) -> StreamBatch:
+        result: Any = await self.redis.xreadgroup(
+            group,
+            consumer,
+            streams,
+            count=count,
+            block=block_ms,  # type: ignore[arg-type]
+        )
+        return list(result or [])
+
+    async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
+        result: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return list(result or [])
+
+    def notify_written(self) -> None:
+        """A real server wakes blocked readers itself."""
+
+    async def check(self) -> None:
+        try:
+            await self.redis.ping()
+            version = (await self.redis.info("server")).get("redis_version", "0")
+        except AuthenticationError as exc:
+            raise PoolConnectionError(
+                f"Redis at {self.description} refused the credentials ({exc}); check the user "
+                "and password in the URL"
+            ) from exc
+        except ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise PoolConnectionError(
+                    f"Redis at {self.description} needs a password: redis://:PASSWORD@host:port"
+                ) from exc
+            raise
+        except (RedisConnectionError, OSError) as exc:
+            raise PoolConnectionError(
+                f"cannot reach Redis at {self.description} ({exc}); start redis-server or "
+                "pass another --redis URL"
+            ) from exc
+        if _version_tuple(str(version)) < (6, 2):
+            raise PoolConnectionError(
+                f"Redis at {self.description} is {version}; nervenet needs 6.2 or newer "
+                "(XAUTOCLAIM, XADD NOMKSTREAM)"
+            )
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+class EmbeddedTransport:
+    """An in-process fakeredis server: nothing to install or start, for notebooks and tests."""
+
+    description = "embedded (in-process fakeredis)"
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.server = fakeredis.FakeServer()
+        self.redis = fakeredis.FakeAsyncRedis(server=self.server)
+        self._written: asyncio.Future[None] | None = None
+
+    def sync_client(self) -> Any:
+        """A synchronous client onto the same data (for sync APIs such as checkpointers)."""
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=self.server)
+
+    async def read_group(
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+    ) -> StreamBatch:
+        return await self._wait_for(
+            lambda: self.redis.xreadgroup(group, consumer, streams, count=count),  # type: ignore[arg-type]
+            block_ms,
+        )
+
+    async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
+        return await self._wait_for(lambda: self.redis.xread(streams, count=count), block_ms)  # type: ignore[arg-type]
+
+    async def _wait_for(self, read: Any, block_ms: int) -> StreamBatch:
+        # Take the "something was written" signal before reading: a write that lands after the
+        # read resolves this very future, so no wake-up is lost between reading and waiting.
+        written = self._next_write()
+        result = await read()
+        if result:
+            return list(result)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(written), block_ms / 1000)
+        return list(await read() or [])
+
+    def _next_write(self) -> asyncio.Future[None]:
+        if self._written is None or self._written.get_loop() is not asyncio.get_running_loop():
+            self._written = asyncio.get_running_loop().create_future()
+        return self._written
+
+    def notify_written(self) -> None:
+        written, self._written = self._written, None
+        if written is not None and not written.done():
+            written.get_loop().call_soon_threadsafe(_resolve, written)
+
+    async def check(self) -> None:
+        await self.redis.ping()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split(".")[:2]:
+        numbers.append(int(part) if part.isdigit() else 0)
+    return tuple(numbers)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,453 @@
+"""A worker serves handlers for some task types from their streams, in one consumer group each.
+
+Delivery is at-least-once and made safe by the result cache:
+
+* read with ``XREADGROUP`` (one blocking call covers every stream the worker serves);
+* a task whose result is already cached is answered from the cache, not run again;
+* the result is written, the reply sent, and only then the entry is ``XACK``-ed and deleted;
+* each heartbeat re-claims the worker's own in-flight entries (``XCLAIM ... JUSTID``) so their
+  idle time stays near zero while the worker lives, however long a task runs;
+* each heartbeat also ``XAUTOCLAIM``-s entries idle longer than the visibility timeout, which only
+  a dead or stopped consumer leaves behind; an entry delivered too often is escalated instead;
+* entries are deleted after acknowledgement, so a stream holds only work not yet done and never
+  needs ``MAXLEN`` trimming (which would drop unread tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .coordinator import ESCALATED_BY_WORKER
+from .envelope import RemoteError, Reply, ReplyKind, TaskEnvelope
+from .errors import EnvelopeError
+from .escalations import escalation_fields
+from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
+from .keys import WORKER_GROUP
+from .registry import WorkerInfo
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from .pool import Pool
+
+log = logging.getLogger("nervenet.worker")
+
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    stream: str
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """Runs handlers for the task types it serves until stopped.
+
+    Usually started by ``nervenet worker MODULE:ATTR``; in-process (embedded pool, tests) by
+    ``pool.worker(handlers)`` or ``async with Worker(pool, handlers): ...``.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int = 64,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.pool = pool
+        self.handlers = {validate_task_type(t): h for t, h in handlers.items()}
+        self.concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.started_at = time.time()
+        self.processed = 0
+        self.answered_from_cache = 0
+        self.dead_lettered = 0
+        self.reclaimed = 0
+        self._streams = {pool.keys.task_stream(t): t for t in self.handlers}
+        self._in_flight: dict[bytes, _InFlight] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._ensure_groups()
+        await self._heartbeat_once()
+        self._tasks = [
+            asyncio.ensure_future(self._read_loop()),
+            asyncio.ensure_future(self._maintenance_loop()),
+        ]
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
+        self._stopping.set()
+        self._slot_freed.set()
+        reader, maintenance = self._tasks or (None, None)
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        running = [f.task for f in self._in_flight.values() if f.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        await self._hand_back_unfinished()
+        if maintenance is not None:
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self.pool.registry.unregister(self.worker_id)
+
+    async def run_until(self, stop: asyncio.Event, grace: float = 30.0) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop(grace)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def load(self) -> int:
+        return len(self._in_flight)
+
+    # --- reading ----------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                batch = await self.pool.transport.read_group(
+                    WORKER_GROUP,
+                    self.worker_id,
+                    {stream: ">" for stream in self._streams},
+                    count=free,
+                    block_ms=self.pool.settings.block_ms,
+                )
+                failures = 0
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The server lost our groups (restarted without persistence): recreate them.
+                await self._ensure_groups()
+                continue
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                log.warning("worker %s: read failed (%s); retrying", self.worker_id, exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            for stream, entries in batch:
+                await self._accept(stream.decode(), entries)
+
+    async def _accept(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Validate a batch, answer cached ones, start the rest."""
+        runnable: list[tuple[_InFlight, TaskEnvelope]] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted while pending (XAUTOCLAIM can return those)
+                continue
+            if entry_id in self._in_flight:  # our own entry, re-claimed after a stall
+                continue
+            flight = _InFlight(stream, entry_id, fields)
+            try:
+                envelope = self._parse(flight)
+            except EnvelopeError as exc:
+                await self._dead_letter(flight, exc.reason)
+                continue
+            if envelope.deadline and envelope.deadline < time.time():
+                log.info("task %s expired before it started; dropped", envelope.task_id)
+                await self._settle(flight)
+                continue
+            self._in_flight[entry_id] = flight
+            runnable.append((flight, envelope))
+        if not runnable:
+            return
+        cached = await self.pool.transport.redis.mget(
+            [self.pool.keys.result(env.task_id) for _, env in runnable]
+        )
+        for (flight, envelope), result in zip(runnable, cached, strict=True):
+            if result is not None:
+                self.answered_from_cache += 1
+                await self._finish(
+                    flight,
+                    envelope,
+                    Reply(envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=result),
+                    cache=False,
+                )
+            else:
+                flight.task = asyncio.ensure_future(self._run(flight, envelope))
+
+    def _parse(self, flight: _InFlight) -> TaskEnvelope:
+        envelope = TaskEnvelope.from_fields(
+            flight.fields,
+            max_payload_bytes=self.pool.settings.max_payload_bytes,
+            reply_prefix=self.pool.keys.reply_stream_prefix,
+            signer=self.pool.signer,
+        )
+        if envelope.task_type != self._streams[flight.stream]:
+            raise EnvelopeError(
+                f"task type {envelope.task_type!r} sent on the stream of "
+                f"{self._streams[flight.stream]!r}"
+            )
+        return envelope
+
+    # --- running ----------------------------------------------------------------------------
+    async def _run(self, flight: _InFlight, envelope: TaskEnvelope) -> None:
+        handler = self.handlers[envelope.task_type]
+
+        async def emit(frame: bytes) -> None:
+            reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.FRAME, body=frame)
+            await self.pool.batcher.run(lambda pipe: self._add_reply(pipe, envelope, reply))
+
+        ctx = TaskContext(
+            task_id=envelope.task_id,
+            workflow_id=envelope.workflow_id,
+            task_type=envelope.task_type,
+            attempt=envelope.attempt,
+            deadline=envelope.deadline,
+            trace=envelope.trace,
+            pool=self.pool,
+            emit=emit,
+        )
+        try:
+            body = await handler(envelope.payload, ctx)
+            reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=body)
+        except asyncio.CancelledError:
+            raise
+        except TaskFailure as exc:
+            reply = _error_reply(envelope, exc, exc.type_name, exc.data, exc.traceback)
+        except Exception as exc:
+            reply = _error_reply(envelope, exc, _qualified_name(type(exc)), b"", "")
+        self.processed += 1
+        await self._finish(flight, envelope, reply, cache=reply.kind is ReplyKind.RESULT)
+
+    async def _finish(
+        self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, *, cache: bool
+    ) -> None:
+        """Cache the result, answer, then acknowledge: never acknowledge unanswered work."""
+        keys, settings = self.pool.keys, self.pool.settings
+
+        def commands(pipe: Pipeline) -> None:
+            if cache:
+                pipe.set(keys.result(envelope.task_id), reply.body, ex=int(settings.result_ttl))
+            self._add_reply(pipe, envelope, reply)
+            _ack(pipe, flight)
+
+        await self._write_until_done(commands)
+        self._release(flight)
+
+    def _add_reply(self, pipe: Pipeline, envelope: TaskEnvelope, reply: Reply) -> None:
+        pipe.xadd(
+            envelope.reply_to,
+            reply.to_fields(),  # type: ignore[arg-type]
+            maxlen=self.pool.settings.reply_stream_maxlen,
+            approximate=True,
+            nomkstream=True,
+        )
+
+    async def _settle(self, flight: _InFlight) -> None:
+        await self._write_until_done(lambda pipe: _ack(pipe, flight))
+        self._release(flight)
+
+    async def _dead_letter(
+        self, flight: _InFlight, reason: str, envelope: TaskEnvelope | None = None
+    ) -> None:
+        """Move an entry to the escalation stream; tell its coordinator if it can be told."""
+        self.dead_lettered += 1
+        log.warning("dead-lettered entry %s on %s: %s", flight.entry_id, flight.stream, reason)
+        fields = escalation_fields(
+            reason, source=flight.stream, envelope=envelope, raw=None if envelope else flight.fields
+        )
+
+        def commands(pipe: Pipeline) -> None:
+            self.pool.add_escalation(pipe, fields)
+            if envelope is not None:
+                error = RemoteError(ESCALATED_BY_WORKER, reason, "")
+                reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.ERROR, error=error)
+                self._add_reply(pipe, envelope, reply)
+            _ack(pipe, flight)
+
+        await self._write_until_done(commands)
+        self._release(flight)
+
+    async def _write_until_done(self, commands: Any) -> None:
+        """Retry a settlement across a Redis outage; the entry stays pending until it lands."""
+        failures = 0
+        while True:
+            try:
+                await self.pool.batcher.run(commands)
+                return
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "worker %s: could not settle a task (%s); retrying", self.worker_id, exc
+                    )
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+
+    def _release(self, flight: _InFlight) -> None:
+        self._in_flight.pop(flight.entry_id, None)
+        self._slot_freed.set()
+
+    # --- heartbeat, reclaim, hand-back -------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        interval = self.pool.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat_once()
+                if not self._stopping.is_set():
+                    await self._reclaim_abandoned()
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._ensure_groups()
+                else:
+                    log.exception("worker %s: maintenance failed", self.worker_id)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("worker %s: heartbeat failed (%s)", self.worker_id, exc)
+
+    async def _heartbeat_once(self) -> None:
+        settings = self.pool.settings
+        await self.pool.registry.register(
+            WorkerInfo(
+                worker_id=self.worker_id,
+                task_types=tuple(self.handlers),
+                concurrency=self.concurrency,
+                load=len(self._in_flight),
+                started_at=self.started_at,
+                host=f"{socket.gethostname()}:{os.getpid()}",
+                processed=self.processed,
+            ),
+            ttl=settings.visibility_timeout,
+        )
+        by_stream: dict[str, list[bytes]] = {}
+        for flight in self._in_flight.values():
+            by_stream.setdefault(flight.stream, []).append(flight.entry_id)
+        if by_stream:
+            async with self.pool.transport.redis.pipeline(transaction=False) as pipe:
+                for stream, ids in by_stream.items():
+                    # Claiming our own entries resets their idle time (JUSTID leaves the
+                    # delivery counter alone): this is what tells XAUTOCLAIM we are alive.
+                    pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, ids, justid=True)
+                await pipe.execute(raise_on_error=False)
+
+    async def _reclaim_abandoned(self) -> None:
+        settings = self.pool.settings
+        redis = self.pool.transport.redis
+        min_idle_ms = int(settings.visibility_timeout * 1000)
+        for stream in self._streams:
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                return
+            claimed: Any = await redis.xautoclaim(
+                stream, WORKER_GROUP, self.worker_id, min_idle_ms, "0-0", count=free
+            )
+            entries = [(i, f) for i, f in claimed[1] if f and i not in self._in_flight]
+            if not entries:
+                continue
+            self.reclaimed += len(entries)
+            log.info(
+                "worker %s reclaimed %d abandoned task(s) from %s",
+                self.worker_id,
+                len(entries),
+                stream,
+            )
+            fresh = []
+            for entry_id, fields in entries:
+                pending = await redis.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
+                deliveries = int(pending[0]["times_delivered"]) if pending else 1
+                if deliveries > settings.max_deliveries:
+                    await self._dead_letter_poison(stream, entry_id, fields, deliveries)
+                else:
+                    fresh.append((entry_id, fields))
+            await self._accept(stream, fresh)
+
+    async def _dead_letter_poison(
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
+    ) -> None:
+        flight = _InFlight(stream, entry_id, fields)
+        reason = f"delivered {deliveries} times without finishing; it may crash workers"
+        try:
+            envelope: TaskEnvelope | None = self._parse(flight)
+        except EnvelopeError:
+            envelope = None
+        await self._dead_letter(flight, reason, envelope)
+
+    async def _hand_back_unfinished(self) -> None:
+        """Give unfinished tasks back to the pool at once instead of after the visibility timeout.
+
+        Redis Streams have no negative acknowledgement, so the entry is re-added to its stream
+        (another worker reads it immediately) and the original acknowledged.
+        """
+        for flight in list(self._in_flight.values()):
+            if flight.task is not None and not flight.task.done():
+                flight.task.cancel()
+                await asyncio.gather(flight.task, return_exceptions=True)
+
+            def commands(pipe: Pipeline, flight: _InFlight = flight) -> None:
+                pipe.xadd(flight.stream, flight.fields)  # type: ignore[arg-type]
+                _ack(pipe, flight)
+
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.pool.batcher.run(commands)
+                log.info("worker %s handed back task entry %s", self.worker_id, flight.entry_id)
+            self._in_flight.pop(flight.entry_id, None)
+
+    async def _ensure_groups(self) -> None:
+        redis = self.pool.transport.redis
+        for stream in self._streams:
+            try:
+                # From id 0: tasks dispatched before any worker existed are served too.
+                await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+
+def _ack(pipe: Pipeline, flight: _InFlight) -> None:
+    pipe.xack(flight.stream, WORKER_GROUP, flight.entry_id)
+    pipe.xdel(flight.stream, flight.entry_id)
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _error_reply(
+    envelope: TaskEnvelope, exc: BaseException, type_name: str, data: bytes, tb: str
+) -> Reply:
+    error = RemoteError(
+        type_name=type_name,
+        message=str(exc),
+        traceback=tb or "".join(traceback.format_exception(exc)),
+        data=data,
+    )
+    return Reply(envelope.task_id, envelope.attempt, ReplyKind.ERROR, error=error)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from redis_server import RedisServer, redis_required  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole session (tests flush it through ``redis_url``)."""
+    if shutil.which("redis-server") is None:
+        if redis_required():
+            pytest.fail("redis-server is not on PATH but CI requires the real-Redis tests")
+        pytest.skip("redis-server is not on PATH")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """URL of a clean database on the session's private server."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A private redis-server for one test that kills or restarts it (appendonly on)."""
+    if shutil.which("redis-server") is None:
+        if redis_required():
+            pytest.fail("redis-server is not on PATH but CI requires the real-Redis tests")
+        pytest.skip("redis-server is not on PATH")
+    with RedisServer(appendonly=True) as server:
+        yield server
