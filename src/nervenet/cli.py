@@ -1,0 +1,303 @@
+"""The ``nervenet`` command: thin wrappers that parse, import ``module:attr`` and call the library.
+
+The Redis URL comes from ``--redis`` or the ``NERVENET_REDIS_URL`` environment variable (not
+``REDIS_URL``: CrewAI reads that one itself and changes how it stores data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import NervenetError
+from .handlers import handlers_of
+from .loader import load_target
+from .pool import Pool
+from .worker import Worker
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+app = typer.Typer(
+    help="Per-workflow coordinators and a Redis Streams agent pool.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+escalations_app = typer.Typer(
+    help="Inspect and replay the escalation (dead-letter) stream.", no_args_is_help=True
+)
+app.add_typer(escalations_app, name="escalations")
+console = Console()
+
+RedisOption = Annotated[
+    str,
+    typer.Option(
+        "--redis", envvar="NERVENET_REDIS_URL", help="Redis URL (redis://, rediss://, unix://)."
+    ),
+]
+NamespaceOption = Annotated[
+    str, typer.Option("--namespace", help="Key namespace shared by the app's processes.")
+]
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _run(coro: object) -> None:
+    try:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    except NervenetError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def worker(
+    target: Annotated[str, typer.Argument(help="MODULE:ATTR of what to serve.")],
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 64,
+    grace: Annotated[float, typer.Option(help="Seconds to finish tasks on SIGTERM.")] = 30.0,
+) -> None:
+    """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
+
+    Examples:
+
+        nervenet worker examples.document_pipeline:graph --redis redis://localhost:6379/0
+
+        NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        handlers = handlers_of(load_target(target))
+    except NervenetError as exc:
+        raise _fail(exc) from None
+    _run(_serve(redis, namespace, handlers, concurrency, grace))
+
+
+async def _serve(
+    url: str, namespace: str, handlers: object, concurrency: int, grace: float
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Pool.from_url(url, namespace=namespace) as pool:
+        worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
+        console.print(
+            f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
+            f"on {pool.transport.description} (concurrency {concurrency})"
+        )
+        await worker.run_until(stop, grace=grace)
+        console.print(f"worker stopped after {worker.processed} task(s)")
+
+
+@app.command()
+def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") -> None:
+    """Show queues (depth, in flight), live workers, running workflows and escalations.
+
+    Example:
+
+        nervenet status --redis redis://localhost:6379/0
+    """
+    _run(_status(redis, namespace))
+
+
+async def _status(url: str, namespace: str) -> None:
+    async with Pool.from_url(url, namespace=namespace) as pool:
+        snapshot = await pool.status()
+    console.print(f"[bold]pool[/] {snapshot.target}  namespace [bold]{snapshot.namespace}[/]")
+    queues = Table(title="queues")
+    for column in ("task type", "depth", "in flight", "oldest in flight"):
+        queues.add_column(column, justify="left" if column == "task type" else "right")
+    for q in snapshot.queues:
+        queues.add_row(
+            q.task_type,
+            str(q.depth),
+            str(q.pending),
+            f"{q.oldest_pending_idle_ms / 1000:.1f} s" if q.pending else "-",
+        )
+    console.print(queues)
+    workers = Table(title="workers")
+    for column in ("worker", "task types", "load", "processed", "age"):
+        workers.add_column(column)
+    now = time.time()
+    for w in snapshot.workers:
+        workers.add_row(
+            w.worker_id,
+            ", ".join(w.task_types),
+            f"{w.load}/{w.concurrency}",
+            str(w.processed),
+            f"{now - w.started_at:.0f} s",
+        )
+    console.print(workers)
+    console.print(
+        f"running workflows: {snapshot.running_workflows}   escalations: {snapshot.escalations}"
+    )
+
+
+@escalations_app.command("list")
+def escalations_list(
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """List escalated tasks, newest first.
+
+    Example:
+
+        nervenet escalations list --limit 20
+    """
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            entries = await pool.escalations.list(limit)
+        table = Table(title=f"escalations ({len(entries)} shown)")
+        for column in ("id", "when", "task type", "task id", "reason"):
+            table.add_column(column)
+        for e in entries:
+            when = datetime.datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(e.entry_id, when, e.task_type, e.task_id, e.reason)
+        console.print(table)
+
+    _run(show())
+
+
+@escalations_app.command("show")
+def escalations_show(
+    entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+) -> None:
+    """Show every field of one escalation (binary fields abbreviated).
+
+    Example:
+
+        nervenet escalations show 1764050000000-0
+    """
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            e = await pool.escalations.get(entry_id)
+        console.print(f"[bold]{e.entry_id}[/] {e.reason}")
+        for name, value in sorted(e.fields.items()):
+            text = value.decode(errors="replace")
+            console.print(
+                f"  {name}: {text[:500]}{'...' if len(text) > 500 else ''}",
+                markup=False,
+                highlight=False,
+            )
+
+    _run(show())
+
+
+@escalations_app.command("retry")
+def escalations_retry(
+    entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+) -> None:
+    """Put an escalated task back on its stream as a new attempt.
+
+    Example:
+
+        nervenet escalations retry 1764050000000-0
+    """
+
+    async def retry() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            new_id = await pool.escalations.retry(entry_id)
+        console.print(f"requeued as {new_id}")
+
+    _run(retry())
+
+
+@escalations_app.command("drop")
+def escalations_drop(
+    entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+) -> None:
+    """Delete one escalation.
+
+    Example:
+
+        nervenet escalations drop 1764050000000-0
+    """
+
+    async def drop() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            dropped = await pool.escalations.drop(entry_id)
+        console.print("dropped" if dropped else f"no escalation {entry_id}")
+
+    _run(drop())
+
+
+@app.command()
+def demo(
+    redis: Annotated[
+        str | None,
+        typer.Option("--redis", help="Run on this Redis instead of the embedded pool."),
+    ] = None,
+    workflows: Annotated[int, typer.Option(min=1)] = 300,
+    concurrency: Annotated[int, typer.Option(min=1, help="Workflows in flight.")] = 100,
+    workers: Annotated[int, typer.Option(min=1, help="In-process workers.")] = 2,
+    workload: Annotated[
+        str | None, typer.Option(help="Demo workload (default: the richest installed).")
+    ] = None,
+) -> None:
+    """Run a few hundred multi-step workflows through a pool and print throughput and p50/p99.
+
+    Examples:
+
+        nervenet demo
+
+        nervenet demo --redis redis://localhost:6379/0 --workflows 1000
+    """
+    from .demo import find_workload, run_demo
+
+    chosen = find_workload(workload)
+
+    async def go() -> None:
+        pool = Pool.local() if redis is None else Pool.from_url(redis)
+        async with pool:
+            for _ in range(workers):
+                await pool.serve(chosen.handlers())
+            console.print(
+                f"[bold]{chosen.title}[/]\non {pool.transport.description}, "
+                f"{workers} worker(s), {concurrency} workflows in flight"
+            )
+            with Progress(
+                TextColumn("workflows"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                bar = progress.add_task("run", total=workflows)
+                report = await run_demo(
+                    pool,
+                    chosen,
+                    workflows=workflows,
+                    concurrency=concurrency,
+                    on_progress=lambda: progress.advance(bar),
+                )
+        console.print(
+            f"{report.workflows} workflows in {report.seconds:.2f} s: "
+            f"[bold]{report.per_second:.0f} workflows/s[/], "
+            f"p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms"
+        )
+
+    _run(go())
+
+
+def main() -> None:
+    with contextlib.suppress(BrokenPipeError):
+        app(prog_name="nervenet")
+    sys.exit(0)
