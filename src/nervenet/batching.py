@@ -33,24 +33,31 @@ class CommandBatcher:
         # asyncio locks are FIFO, so batches leave in submission order.
         self._in_order = asyncio.Lock()
         self._flushing = False
+        self._flushes: set[asyncio.Future[None]] = set()
 
     async def run(self, build: BuildCommands) -> list[Any]:
         """Queue the commands ``build`` adds to a pipeline; return their replies.
 
         Raises the first command error of this batch, or the connection error of the pipeline.
         """
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        return await self.submit(build)
+
+    def submit(self, build: BuildCommands) -> asyncio.Future[list[Any]]:
+        """Queue without waiting (call on the loop's thread); order is kept with :meth:`run`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((build, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        return await future
+            loop.call_soon(self._start_flush)
+        return future
 
     def _start_flush(self) -> None:
         self._flushing = False
         if self._queue:
             batch, self._queue = self._queue, []
-            asyncio.ensure_future(self._flush(batch))
+            self._flushes.add(flush := asyncio.ensure_future(self._flush(batch)))
+            flush.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[tuple[BuildCommands, asyncio.Future[list[Any]]]]) -> None:
         async with self._in_order:

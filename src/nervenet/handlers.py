@@ -41,8 +41,9 @@ class TaskContext:
     """W3C traceparent of the dispatching span, or empty."""
     pool: Pool
     """The worker's pool, for handlers that need Redis themselves (stores, nested dispatch)."""
-    emit: Callable[[bytes], Awaitable[None]]
-    """Send an intermediate frame (streamed output) to the waiting coordinator, in order."""
+    emit: Callable[[bytes], None]
+    """Send an intermediate frame (streamed output) to the waiting coordinator. Callable from
+    any thread; frames arrive in call order and before the task's result."""
 
 
 Handler = Callable[[bytes, TaskContext], Awaitable[bytes]]

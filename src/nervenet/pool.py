@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .batching import CommandBatcher
 from .coordinator import Coordinator
@@ -22,6 +22,7 @@ from .escalations import Escalations, escalation_fields
 from .handlers import Handler, handlers_of
 from .inbox import Inbox
 from .keys import Keys
+from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
 from .transport import EmbeddedTransport, RedisTransport, Transport
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nervenet.pool")
 
 HeartbeatHook = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Pool:
@@ -60,6 +62,7 @@ class Pool:
         self.inbox = Inbox(
             transport, self.keys.reply_stream(self.process_id), block_ms=self.settings.block_ms
         )
+        self.portal = Portal()
         self._batcher: CommandBatcher | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._started: asyncio.Future[None] | None = None
@@ -131,6 +134,7 @@ class Pool:
             raise
 
     async def _start(self) -> None:
+        self.portal.adopt_running_loop()
         await self.transport.check()
         self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
         self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
@@ -161,6 +165,20 @@ class Pool:
                 await self.transport.redis.delete(self.inbox.address)
         self._started = None
         await self.transport.aclose()
+
+    def close(self) -> None:
+        """Close a pool that was used from synchronous code (``graph.invoke``)."""
+        if self.portal.loop is not None and not self.portal.loop.is_closed():
+            self.portal.call(self.aclose)
+        self.portal.close()
+
+    def call_sync(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the pool's loop from synchronous code; return its result."""
+        return self.portal.call(make)
+
+    async def on_home(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Await ``make()`` on the pool's loop from whichever loop the caller runs on."""
+        return await self.portal.run(make)
 
     async def __aenter__(self) -> Pool:
         await self.ensure_started()

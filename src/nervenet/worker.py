@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -221,9 +222,20 @@ class Worker:
     async def _run(self, flight: _InFlight, envelope: TaskEnvelope) -> None:
         handler = self.handlers[envelope.task_type]
 
-        async def emit(frame: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def send_frame(frame: bytes) -> None:
             reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.FRAME, body=frame)
-            await self.pool.batcher.run(lambda pipe: self._add_reply(pipe, envelope, reply))
+            sent = self.pool.batcher.submit(lambda pipe: self._add_reply(pipe, envelope, reply))
+            sent.add_done_callback(_log_lost_frame)
+
+        def emit(frame: bytes) -> None:
+            # Sync nodes run in threads; hop to the loop so frames keep their order.
+            if threading.get_ident() == loop_thread:
+                send_frame(frame)
+            else:
+                loop.call_soon_threadsafe(send_frame, frame)
 
         ctx = TaskContext(
             task_id=envelope.task_id,
@@ -430,6 +442,11 @@ class Worker:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+
+def _log_lost_frame(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("a streamed frame was lost: %s", sent.exception())
 
 
 def _ack(pipe: Pipeline, flight: _InFlight) -> None:

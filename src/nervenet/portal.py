@@ -1,0 +1,100 @@
+"""Reach a pool's event loop from synchronous code and from other event loops.
+
+A pool's connections, reply stream and in-process workers live on one event loop, its *home*: the
+loop that started it. Synchronous callers (``graph.invoke`` runs nodes in worker threads) and
+callers on another loop must hop to the home loop instead of touching its objects directly. A
+pool first used from synchronous code makes its home in a private daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .errors import ConfigurationError
+
+T = TypeVar("T")
+
+
+class Portal:
+    """A home event loop and the means to run coroutines on it from anywhere."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def adopt_running_loop(self) -> None:
+        """Make the running loop home, unless a home is already set."""
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.get_running_loop()
+
+    def _home_for_sync_caller(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                ready = threading.Event()
+                loop = asyncio.new_event_loop()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    ready.set()
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="nervenet-portal", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the home loop from synchronous code and wait for its result."""
+        home = self._home_for_sync_caller()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is home:
+            raise ConfigurationError(
+                "a synchronous nervenet call was made from inside the pool's own event loop, "
+                "which would block it; use the async API (e.g. `await graph.ainvoke(...)`)"
+            )
+        if not home.is_running():
+            raise ConfigurationError(
+                "the pool's event loop is not running (it was started in an event loop that "
+                "has finished); create the pool inside the loop that uses it"
+            )
+        return asyncio.run_coroutine_threadsafe(_awaitable(make), home).result()
+
+    async def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Await ``make()`` on the home loop from any loop (directly when already home)."""
+        running = asyncio.get_running_loop()
+        home = self._loop
+        if home is None or home is running or home.is_closed():
+            if home is None or home.is_closed():
+                self.adopt_running_loop()
+            return await make()
+        if not home.is_running():
+            raise ConfigurationError(
+                "the pool's event loop is not running; create the pool inside the loop that uses it"
+            )
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaitable(make), home))
+
+    def close(self) -> None:
+        """Stop the private thread's loop, if this portal made one."""
+        if self._thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
+            self._thread = None
+            self._loop = None
+
+
+async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
