@@ -1,0 +1,10 @@
+"""Run a LangGraph StateGraph on a nervenet pool: ``graph = distribute(builder, pool=pool, name=...)``.
+
+Everything LangGraph does between nodes stays in the calling process (one coordinator per run);
+each node's function runs as a task on whichever worker is free.
+"""
+
+from .graph import DistributedGraph, Distribution, distribute
+from .serde import strict_serializer
+
+__all__ = ["DistributedGraph", "Distribution", "distribute", "strict_serializer"]

@@ -138,7 +138,10 @@ class Inbox:
             return
         if reply.kind is ReplyKind.FRAME:
             if reply.attempt == waiter.attempt and waiter.on_frame is not None:
-                waiter.on_frame(reply.body)
+                try:
+                    waiter.on_frame(reply.body)
+                except Exception:  # a consumer's bug must not stop replies for everyone
+                    log.exception("frame callback of task %s failed", reply.task_id)
             return
         if reply.kind is ReplyKind.ERROR and reply.attempt != waiter.attempt:
             return

@@ -1,0 +1,150 @@
+"""``distribute(builder, pool=..., name=...)``: the one line that ports a StateGraph onto the pool.
+
+The result *is* a compiled LangGraph graph (a ``CompiledStateGraph`` subclass): ``invoke``,
+``ainvoke``, ``stream``, ``astream``, ``get_state``, ``update_state``, ``batch`` and
+``get_graph`` are LangGraph's own. Each run's Pregel loop is that run's coordinator; what changes
+is each node's function, which is replaced by a remote call to task type ``<name>/<node>``
+(``<name>/<subgraph node>/<node>`` inside subgraphs, whose own loops also stay on the
+coordinator). Workers serve the same object: ``nervenet worker app:graph``.
+
+``name`` is the registration name workers look the graph up by; the compiled graph's own name
+(LangGraph's ``compile(name=...)``, seen in tracing) is passed as ``graph_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import Runnable
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph.state import CompiledStateGraph, StateGraph
+from langgraph.pregel import Pregel
+from langgraph.pregel._read import PregelNode
+
+from nervenet import ConfigurationError, Handler, Pool, TaskContext
+from nervenet.handlers import validate_task_type
+
+from .node_runner import run_node
+from .remote_node import remote_runnable
+from .serde import graph_schemas, strict_serializer
+
+_LOCAL_NODES = ("__start__",)
+
+
+@dataclass
+class Distribution:
+    """How one distributed graph reaches the pool, and what its workers serve."""
+
+    pool: Pool
+    """Where coordinators dispatch node tasks."""
+    name: str
+    """Registration name: prefix of every task type of this graph."""
+    serde: JsonPlusSerializer
+    """Strict serializer for node inputs, outputs and frames."""
+    wait_for_worker: bool = False
+    """Wait for a worker to register instead of failing fast when none serves a node."""
+    local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
+    """Task type -> (the node's original function, the (sub)graph that owns it)."""
+
+    def handlers(self) -> dict[str, Handler]:
+        return {task_type: self._handler(task_type) for task_type in self.local_nodes}
+
+    def _handler(self, task_type: str) -> Handler:
+        bound, owner = self.local_nodes[task_type]
+        serde = self.serde
+
+        async def handle(payload: bytes, ctx: TaskContext) -> bytes:
+            store = getattr(owner, "store", None)
+            return await run_node(bound, payload, ctx, serde, store)
+
+        handle.__name__ = task_type
+        return handle
+
+
+class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
+    """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
+
+    def __init__(self, *args: Any, nervenet: Distribution, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nervenet = nervenet
+
+    def nervenet_handlers(self) -> Mapping[str, Handler]:
+        """What ``nervenet worker app:graph`` serves: one handler per node task type."""
+        return self.nervenet.handlers()
+
+
+def distribute(
+    graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any],
+    *,
+    pool: Pool,
+    name: str,
+    allowed_types: Iterable[type] = (),
+    wait_for_worker: bool = False,
+    graph_name: str | None = None,
+    **compile_kwargs: Any,
+) -> DistributedGraph:
+    """Compile ``graph`` (if it is a builder) so that every node runs on ``pool``.
+
+    ``compile_kwargs`` (``checkpointer``, ``store``, ``interrupt_before``...) go to
+    ``StateGraph.compile``. ``allowed_types`` lists extra classes node inputs, outputs or stream
+    chunks may contain beyond the graph's schemas (everything else is refused on decode).
+    """
+    validate_task_type(name)
+    if "name" in compile_kwargs:
+        raise ConfigurationError(
+            "`name` is the registration name workers find the graph by; pass LangGraph's own "
+            "compiled-graph name as graph_name=..."
+        )
+    if isinstance(graph, StateGraph):
+        if graph_name is not None:
+            compile_kwargs["name"] = graph_name
+        compiled = graph.compile(**compile_kwargs)
+    elif isinstance(graph, CompiledStateGraph):
+        if compile_kwargs or graph_name:
+            raise ConfigurationError("compile options apply to a StateGraph builder only")
+        compiled = graph
+    else:
+        raise ConfigurationError(
+            f"distribute() takes a langgraph StateGraph or its compiled graph, not "
+            f"{type(graph).__name__}"
+        )
+    serde = strict_serializer(_all_schemas(compiled), allowed_types)
+    distribution = Distribution(pool, name, serde, wait_for_worker)
+    return _distributed_copy(compiled, distribution, prefix=name)
+
+
+def _distributed_copy(
+    compiled: CompiledStateGraph[Any, Any, Any, Any], distribution: Distribution, prefix: str
+) -> DistributedGraph:
+    nodes: dict[str, PregelNode] = {}
+    for node_name, node in compiled.nodes.items():
+        if node_name in _LOCAL_NODES:
+            nodes[node_name] = node
+            continue
+        task_type = validate_task_type(f"{prefix}/{node_name}")
+        if isinstance(node.bound, CompiledStateGraph):
+            # A subgraph's own loop stays on the coordinator; its nodes go to the pool.
+            subgraph = _distributed_copy(node.bound, distribution, task_type)
+            nodes[node_name] = node.copy({"bound": subgraph, "subgraphs": [subgraph]})
+            continue
+        if isinstance(node.bound, Pregel):
+            raise ConfigurationError(
+                f"node {node_name!r} is a plain Pregel graph; distribute its StateGraph instead"
+            )
+        distribution.local_nodes[task_type] = (node.bound, compiled)
+        trace = bool(getattr(node.bound, "trace", False))
+        remote = remote_runnable(distribution, task_type, node_name, trace)
+        nodes[node_name] = node.copy({"bound": remote})
+    attrs = {k: v for k, v in compiled.__dict__.items() if k not in ("__orig_class__", "nervenet")}
+    attrs["nodes"] = nodes
+    return DistributedGraph(**attrs, nervenet=distribution)
+
+
+def _all_schemas(compiled: CompiledStateGraph[Any, Any, Any, Any]) -> list[Any]:
+    schemas = graph_schemas(compiled.builder)
+    for node in compiled.nodes.values():
+        if isinstance(node.bound, CompiledStateGraph):
+            schemas.extend(_all_schemas(node.bound))
+    return schemas
