@@ -134,14 +134,62 @@ class _ThreadKeys:
         return key[len(head) :] if key.startswith(head) else None
 
 
+class _Clients:
+    """A saver's two Redis clients, opened on first use when it was built from a URL.
+
+    One instance is shared by every copy of a saver (LangGraph's ``with_allowlist`` may copy it
+    per compiled graph), so closing the saver also closes what its copies opened.
+    """
+
+    def __init__(
+        self, url: str | None, sync: redis.Redis | None, async_: aioredis.Redis | None
+    ) -> None:
+        self.url = url
+        """Set when these clients are ours to open and close; None for clients handed in."""
+        self._sync = sync
+        self._async = async_
+        self._lock = threading.Lock()
+
+    def sync(self) -> redis.Redis:
+        with self._lock:
+            if self._sync is None:
+                self._sync = redis.Redis.from_url(self._url_for("sync"))
+            return self._sync
+
+    def async_(self) -> aioredis.Redis:
+        with self._lock:
+            if self._async is None:
+                self._async = aioredis.Redis.from_url(self._url_for("async"))
+            return self._async
+
+    def _url_for(self, kind: str) -> str:
+        if self.url is None:
+            raise RuntimeError(
+                f"this RedisSaver was given no {kind} client; pass {kind}_client= too, or build "
+                "it with RedisSaver.from_url(url)"
+            )
+        return self.url
+
+    def close(self) -> None:
+        if self.url is not None and self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        if self.url is not None and self._async is not None:
+            await self._async.aclose()
+            self._async = None
+        self.close()
+
+
 class RedisSaver(BaseCheckpointSaver[str]):
     """Checkpoints on plain Redis, sync and async.
 
     Build it with :meth:`from_url`, or hand it ready clients (both must keep
     ``decode_responses=False``; an embedded pool passes ``fakeredis.FakeRedis`` and
     ``fakeredis.FakeAsyncRedis`` on one ``FakeServer``). A saver given only one client serves only
-    that side. Clients it created are closed by :meth:`close` / :meth:`aclose`; clients handed in
-    belong to the caller.
+    that side. :meth:`close` / :meth:`aclose` close the clients ``from_url`` opened; clients
+    handed in belong to the caller.
     """
 
     def __init__(
@@ -163,11 +211,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
                 )
         self.keys = keys or Keys()
         self.ttl = ttl
-        self._sync = sync_client
-        self._async = async_client
-        self._url: str | None = None
-        self._owned: set[object] = set()
-        self._lock = threading.Lock()
+        self._clients = _Clients(None, sync_client, async_client)
 
     @classmethod
     def from_url(
@@ -178,8 +222,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         ttl: float | None = None,
     ) -> RedisSaver:
-        """A saver on ``redis://``, ``rediss://`` or ``unix://`` ``url``; clients open on first
-        use, so one built here can serve sync and async callers."""
+        """A saver on a ``redis://``, ``rediss://`` or ``unix://`` URL. Its clients open on first
+        use, so one saver serves sync and async callers."""
         scheme = urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
             # Fail here rather than on the first checkpoint; the URL may hold a password.
@@ -187,48 +231,16 @@ class RedisSaver(BaseCheckpointSaver[str]):
                 f"RedisSaver needs a redis://, rediss:// or unix:// URL, not {scheme}://"
             )
         saver = cls(keys=Keys(namespace), serde=serde, ttl=ttl)
-        saver._url = url
+        saver._clients = _Clients(url, None, None)
         return saver
 
-    # --- clients --------------------------------------------------------------------------------
-    def _sync_client(self) -> redis.Redis:
-        with self._lock:
-            if self._sync is None:
-                if self._url is None:
-                    raise RuntimeError(
-                        "this RedisSaver has no sync client; pass sync_client= or build it with "
-                        "RedisSaver.from_url(url)"
-                    )
-                self._sync = redis.Redis.from_url(self._url)
-                self._owned.add(self._sync)
-            return self._sync
-
-    def _async_client(self) -> aioredis.Redis:
-        with self._lock:
-            if self._async is None:
-                if self._url is None:
-                    raise RuntimeError(
-                        "this RedisSaver has no async client; pass async_client= or build it "
-                        "with RedisSaver.from_url(url)"
-                    )
-                self._async = aioredis.Redis.from_url(self._url)
-                self._owned.add(self._async)
-            return self._async
-
     def close(self) -> None:
-        """Close the sync client this saver created (use :meth:`aclose` for both)."""
-        if self._sync is not None and self._sync in self._owned:
-            self._owned.discard(self._sync)
-            self._sync.close()
-            self._sync = None
+        """Close the sync client :meth:`from_url` opened (:meth:`aclose` closes both)."""
+        self._clients.close()
 
     async def aclose(self) -> None:
-        """Close the clients this saver created."""
-        if self._async is not None and self._async in self._owned:
-            self._owned.discard(self._async)
-            await self._async.aclose()
-            self._async = None
-        self.close()
+        """Close the clients :meth:`from_url` opened."""
+        await self._clients.aclose()
 
     def __enter__(self) -> RedisSaver:
         return self
@@ -254,7 +266,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     # --- drivers: the only I/O ------------------------------------------------------------------
     def _run(self, plan: _Plan[T]) -> Iterator[T]:
-        client = self._sync_client()
+        client = self._clients.sync()
         reply: Any = None
         try:
             while True:
@@ -274,7 +286,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
             plan.close()
 
     async def _arun(self, plan: _Plan[T]) -> AsyncIterator[T]:
-        client = self._async_client()
+        client = self._clients.async_()
         reply: Any = None
         try:
             while True:

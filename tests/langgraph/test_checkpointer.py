@@ -446,5 +446,5 @@ async def test_clients_that_decode_responses_are_refused() -> None:
 
 async def test_a_saver_without_a_sync_client_says_how_to_get_one() -> None:
     saver = RedisSaver(async_client=fakeredis.FakeAsyncRedis())
-    with pytest.raises(RuntimeError, match="sync_client="):
+    with pytest.raises(RuntimeError, match="pass sync_client="):
         saver.get_tuple(generate_config("t"))
