@@ -1,0 +1,188 @@
+"""A crew factory registered under a name: kick it off from anywhere, serve its work from workers.
+
+::
+
+    from nervenet import Pool
+    from nervenet_crewai import distribute_crew
+
+    pool = Pool.from_url("redis://localhost:6379/0")
+    crew = distribute_crew(make_crew, pool=pool, name="research")
+
+    output = crew.kickoff(inputs={"topic": "tides"})          # a CrewOutput, as CrewAI's
+    outputs = await crew.kickoff_for_each_async([{...}, ...])  # one run per input
+
+    # and on any number of machines:   nervenet worker app:crew
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from crewai import CrewOutput
+
+from nervenet import Backoff, Handler, Pool
+from nervenet.errors import ConfigurationError
+from nervenet.handlers import validate_task_type
+
+from .blueprint import Blueprint, CrewFactory
+from .for_each import kickoff_each
+from .run import CrewRun, DispatchPolicy
+from .runner import CrewRunner
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class DistributedCrew:
+    """A named crew factory whose kickoffs run their agents' work on a nervenet pool.
+
+    Serve it with ``nervenet worker module:attr`` (it is a ``HandlerSource``): workers serve
+    ``<name>/task`` (one agent's execution of one task) and ``<name>/llm`` (an LLM call CrewAI
+    makes outside any agent, e.g. converting an answer for ``output_pydantic``).
+    """
+
+    def __init__(
+        self,
+        factory: CrewFactory,
+        *,
+        name: str,
+        pool: Pool | None = None,
+        policy: DispatchPolicy | None = None,
+        worker_threads: int = 64,
+        kickoff_threads: int = 256,
+    ) -> None:
+        for kind in ("task", "llm"):
+            validate_task_type(f"{name}/{kind}")
+        self.name = name
+        self.pool = pool
+        self.policy = policy or DispatchPolicy()
+        self.blueprint = Blueprint(factory)
+        self.runner = CrewRunner(name, self.blueprint, threads=worker_threads)
+        self.kickoff_threads = kickoff_threads
+        self._kickoff_executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def task_types(self) -> tuple[str, ...]:
+        return tuple(self.runner.handlers())
+
+    def nervenet_handlers(self) -> Mapping[str, Handler]:
+        return self.runner.handlers()
+
+    # --- kickoffs ---------------------------------------------------------------------------
+    def run(self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None) -> CrewRun:
+        """A run ready to kick off (its crew is built and wired, nothing is dispatched yet)."""
+        if self.pool is None:
+            raise ConfigurationError(
+                f"crew {self.name!r} has no pool to kick off on; pass "
+                "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
+            )
+        return CrewRun(
+            self.name, self.blueprint, self.pool, self.policy, inputs, run_id or uuid.uuid4().hex
+        )
+
+    def kickoff(
+        self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
+    ) -> CrewOutput:
+        """Like ``Crew.kickoff``. A ``run_id`` makes the kickoff resumable: kicked off again
+        with the same id and inputs, tasks that finished before are not run again."""
+        return self.run(inputs, run_id=run_id).kickoff()
+
+    async def kickoff_async(
+        self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
+    ) -> CrewOutput:
+        """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here."""
+        run = self.run(inputs, run_id=run_id)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor(), context.run, run.kickoff)
+
+    async def akickoff(
+        self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
+    ) -> CrewOutput:
+        """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run."""
+        return await self.run(inputs, run_id=run_id).akickoff()
+
+    async def kickoff_for_each_async(
+        self,
+        inputs: Sequence[dict[str, Any]],
+        *,
+        run_ids: Sequence[str] | None = None,
+        max_concurrency: int = 32,
+        progress: bool = True,
+        native: bool = False,
+    ) -> list[CrewOutput | Exception]:
+        """One run per input, at most ``max_concurrency`` in flight, with a progress bar.
+
+        Returns one entry per input, in order: its ``CrewOutput``, or the exception that ended
+        its run (the other runs go on). ``run_ids`` make the batch resumable. ``native`` uses
+        :meth:`akickoff` instead of a thread per run.
+        """
+        kickoff = self.akickoff if native else self.kickoff_async
+
+        async def one(values: dict[str, Any], run_id: str) -> CrewOutput:
+            return await kickoff(values, run_id=run_id)
+
+        return await kickoff_each(
+            one,
+            inputs,
+            run_ids=run_ids,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            label=self.name,
+        )
+
+    def close(self) -> None:
+        """Let the kickoff threads go (workers' threads end with the process)."""
+        with self._lock:
+            executor, self._kickoff_executor = self._kickoff_executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Not asyncio's default executor: its few threads would cap concurrent kickoffs.
+        with self._lock:
+            if self._kickoff_executor is None:
+                self._kickoff_executor = ThreadPoolExecutor(
+                    max_workers=self.kickoff_threads,
+                    thread_name_prefix=f"nervenet-kickoff-{self.name}",
+                )
+            return self._kickoff_executor
+
+
+def distribute_crew(
+    factory: CrewFactory,
+    *,
+    name: str,
+    pool: Pool | None = None,
+    retries: int = 2,
+    task_timeout: float | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    wait_for_worker: bool = False,
+    worker_threads: int = 64,
+    kickoff_threads: int = 256,
+) -> DistributedCrew:
+    """Register ``factory`` (a function returning a ``Crew``, optionally taking ``inputs``, or a
+    ``@CrewBase`` class) under ``name``.
+
+    ``retries``/``task_timeout``/``backoff`` govern each agent task's dispatch (after the retries
+    the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` bounds
+    agent tasks a worker process runs at once; ``kickoff_threads`` bounds concurrent
+    ``kickoff_async`` runs in a coordinator process.
+    """
+    policy = DispatchPolicy(
+        retries=retries, timeout=task_timeout, backoff=backoff, wait_for_worker=wait_for_worker
+    )
+    return DistributedCrew(
+        factory,
+        name=name,
+        pool=pool,
+        policy=policy,
+        worker_threads=worker_threads,
+        kickoff_threads=kickoff_threads,
+    )
