@@ -1,0 +1,148 @@
+"""Crew factories used by the tests, importable by worker subprocesses (``crew_apps:name``).
+
+Each module-level ``DistributedCrew`` has no pool: worker processes only need its handlers, and
+tests make their own with a pool (``distribute_crew(factory, pool=..., name=...)``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from crew_fakes import ScriptedLLM, where
+from crewai import Agent, Crew, Process, Task
+from crewai.tasks.task_output import TaskOutput
+from crewai.tools import tool
+from nervenet_crewai import distribute_crew
+from pydantic import BaseModel
+
+TOOL_RUNS: list[dict[str, Any]] = []
+"""Where the tool ran: process and thread."""
+
+
+def _latency() -> float:
+    return float(os.environ.get("CREW_TEST_LATENCY", "0"))
+
+
+def sequential_crew() -> Crew:
+    """Three agents, three tasks; the second reads the first, the third reads both."""
+    llm = ScriptedLLM(model="seq", latency=_latency())
+    researcher = Agent(role="Researcher", goal="Find facts on {topic}", backstory="b", llm=llm)
+    analyst = Agent(role="Analyst", goal="Weigh facts", backstory="b", llm=llm)
+    writer = Agent(
+        role="Writer", goal="Write about {topic}", backstory="b", llm=ScriptedLLM(model="w")
+    )
+    research = Task(description="Research {topic}", expected_output="facts", agent=researcher)
+    analyse = Task(
+        description="Analyse the facts",
+        expected_output="analysis",
+        agent=analyst,
+        context=[research],
+    )
+    write = Task(
+        description="Write a note on {topic}",
+        expected_output="a note",
+        agent=writer,
+        context=[research, analyse],
+    )
+    return Crew(agents=[researcher, analyst, writer], tasks=[research, analyse, write])
+
+
+def parallel_crew() -> Crew:
+    """Two ``async_execution`` tasks (1 s model latency each) and a task joining them."""
+    slow = ScriptedLLM(model="slow", latency=float(os.environ.get("CREW_TEST_LATENCY", "1.0")))
+    one = Agent(role="North desk", goal="g", backstory="b", llm=slow)
+    two = Agent(role="South desk", goal="g", backstory="b", llm=slow)
+    editor = Agent(role="Editor", goal="g", backstory="b", llm=ScriptedLLM(model="editor"))
+    north = Task(description="North news", expected_output="x", agent=one, async_execution=True)
+    south = Task(description="South news", expected_output="x", agent=two, async_execution=True)
+    join = Task(description="Merge", expected_output="x", agent=editor, context=[north, south])
+    return Crew(agents=[one, two, editor], tasks=[north, south, join])
+
+
+def hierarchical_crew() -> Crew:
+    """A manager LLM that delegates the one task to the Researcher."""
+    manager = ScriptedLLM(
+        model="manager",
+        tool="delegate_work_to_coworker",
+        tool_input={"task": "Find tide times", "context": "for Brest", "coworker": "Researcher"},
+    )
+    researcher = Agent(role="Researcher", goal="g", backstory="b", llm=ScriptedLLM(model="res"))
+    writer = Agent(role="Writer", goal="g", backstory="b", llm=ScriptedLLM(model="wri"))
+    task = Task(description="Report tides for {port}", expected_output="times")
+    return Crew(
+        agents=[researcher, writer], tasks=[task], process=Process.hierarchical, manager_llm=manager
+    )
+
+
+@tool("port lookup")
+def port_lookup(port: str) -> str:
+    """Look up a port's code."""
+    TOOL_RUNS.append(where())
+    return f"code of {port} is {port[:3].upper()}-42"
+
+
+def tool_crew() -> Crew:
+    llm = ScriptedLLM(model="tooler", tool="port_lookup", tool_input={"port": "Brest"})
+    clerk = Agent(role="Clerk", goal="g", backstory="b", llm=llm, tools=[port_lookup])
+    task = Task(description="Find the code of Brest", expected_output="a code", agent=clerk)
+    return Crew(agents=[clerk], tasks=[task])
+
+
+class Shipment(BaseModel):
+    id: str
+    status: str
+    delayed: bool
+
+
+GUARDRAIL_CALLS: list[str] = []
+
+
+def must_be_verified(output: TaskOutput):  # type: ignore[no-untyped-def]
+    # Unannotated return: CrewAI rejects a string annotation (this module has postponed ones).
+    GUARDRAIL_CALLS.append(output.raw)
+    if "verified" not in output.raw:
+        return False, "The answer must say it is verified"
+    return True, output.raw
+
+
+def structured_crew() -> Crew:
+    """An ``output_pydantic`` task, then a task whose guardrail rejects once."""
+    parser = Agent(
+        role="Parser",
+        goal="g",
+        backstory="b",
+        llm=ScriptedLLM(
+            model="parser", answer='{"id": "S1", "status": "in transit", "delayed": true}'
+        ),
+    )
+    checker = Agent(role="Checker", goal="g", backstory="b", llm=ScriptedLLM(model="checker"))
+    parse = Task(
+        description="Parse {update}",
+        expected_output="a shipment",
+        agent=parser,
+        output_pydantic=Shipment,
+    )
+    check = Task(
+        description="Check the shipment",
+        expected_output="a verdict",
+        agent=checker,
+        context=[parse],
+        guardrail=must_be_verified,
+    )
+    return Crew(agents=[parser, checker], tasks=[parse, check])
+
+
+def failing_crew() -> Crew:
+    broken = Agent(
+        role="Broken",
+        goal="g",
+        backstory="b",
+        llm=ScriptedLLM(model="down", fail=True),
+        max_retry_limit=0,
+    )
+    return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
+
+
+sequential = distribute_crew(sequential_crew, name="seq")
+parallel = distribute_crew(parallel_crew, name="par")

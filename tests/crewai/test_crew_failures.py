@@ -1,0 +1,145 @@
+"""Failures: a dead worker's task is redelivered; an agent that keeps failing is escalated;
+a crashed or failed kickoff resumed with its run id re-runs only the unfinished tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("crewai")
+
+import crew_apps
+import crew_fakes
+from nervenet_crewai import distribute_crew
+from processes import Processes
+
+from nervenet import Backoff, Pool, TaskEscalated
+
+pytestmark = pytest.mark.crewai
+
+INPUTS = {"topic": "tides"}
+QUICK = Backoff(initial=0.01, maximum=0.05)
+
+
+async def plain_kickoff(factory, inputs=None):
+    return await asyncio.to_thread(lambda: factory().kickoff(inputs=inputs))
+
+
+async def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_agent_that_keeps_failing_is_escalated_and_kickoff_raises(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.failing_crew, pool=pool, name="fail", retries=1, backoff=QUICK)
+    await pool.serve(crew)
+
+    with pytest.raises(TaskEscalated) as raised:
+        await crew.kickoff_async(run_id="doomed")
+
+    assert "fake model down is down" in str(raised.value)
+    assert "nervenet escalations list" in str(raised.value)
+    assert any("crew 'fail', run 'doomed': task 0" in note for note in raised.value.__notes__)
+    escalated = await pool.escalations.list()
+    assert [(e.workflow_id, e.task_type) for e in escalated] == [("doomed", "fail/task")]
+    assert len(crew_fakes.calls("down", phase="failed")) == 2  # one per attempt
+
+
+async def test_one_failing_kickoff_in_a_batch_leaves_the_others_alone(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq", retries=0)
+    await pool.serve(crew)
+    crew_fakes.FAILING_WORDS.add("maelstrom")  # any prompt about it fails
+    inputs = [{"topic": t} for t in ("tides", "maelstrom", "winds", "swell")]
+
+    results = await crew.kickoff_for_each_async(inputs, max_concurrency=2, progress=False)
+
+    assert [type(r).__name__ for r in results] == [
+        "CrewOutput",
+        "TaskEscalated",
+        "CrewOutput",
+        "CrewOutput",
+    ]
+    assert any("input 1" in note for note in results[1].__notes__)
+    assert len(await pool.escalations.list()) == 1
+
+
+async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq", retries=0)
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+    crew_fakes.CALLS.clear()
+    crew_fakes.FAILING.add("w")  # the third task's model is down
+
+    with pytest.raises(TaskEscalated):
+        await crew.kickoff_async(inputs=INPUTS, run_id="resume-me")
+    assert len(crew_fakes.calls("seq")) == 2
+    crew_fakes.FAILING.clear()
+
+    output = await crew.kickoff_async(inputs=INPUTS, run_id="resume-me")
+
+    assert len(crew_fakes.calls("seq")) == 2  # tasks 1 and 2 came from the result cache
+    assert len(crew_fakes.calls("w")) == 1
+    assert output.model_dump() == expected.model_dump()
+
+
+@pytest.mark.redis
+async def test_worker_killed_mid_task_its_task_is_redelivered_and_kickoff_completes(
+    redis_pool: Pool, redis_url: str, processes: Processes, crew_env: dict[str, str]
+) -> None:
+    crew_env["CREW_TEST_LATENCY"] = "1.5"
+    log = crew_env["CREW_TEST_LOG"]
+    for _ in range(2):
+        processes.worker(redis_url, "crew_apps:sequential", concurrency=1)
+    crew = distribute_crew(crew_apps.sequential_crew, pool=redis_pool, name="seq")
+    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+
+    kickoff = asyncio.ensure_future(crew.kickoff_async(inputs=INPUTS))
+    await wait_for(lambda: crew_fakes.read_log(log))
+    victim = crew_fakes.read_log(log)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    output = await asyncio.wait_for(kickoff, 60)
+
+    assert output.model_dump() == expected.model_dump()
+    first_task = [c for c in crew_fakes.read_log(log) if c["task_id"].split(":")[2] == "t0.0"]
+    assert [c["phase"] for c in first_task] == ["begin", "begin", "end"]
+    assert first_task[0]["pid"] == victim != first_task[-1]["pid"]
+
+
+COORDINATOR = """
+import sys
+from nervenet_crewai.offline import go_offline
+go_offline()
+import crew_apps
+from nervenet import Pool
+from nervenet_crewai import distribute_crew
+crew = distribute_crew(crew_apps.sequential_crew, pool=Pool.from_url(sys.argv[1]), name="seq")
+crew.kickoff(inputs={"topic": "tides"}, run_id="crashing")
+"""
+
+
+@pytest.mark.redis
+async def test_coordinator_killed_mid_run_resumes_without_rerunning_finished_tasks(
+    redis_pool: Pool, processes: Processes, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREW_TEST_LATENCY", "0.3")
+    crew = distribute_crew(crew_apps.sequential_crew, pool=redis_pool, name="seq")
+    await redis_pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+    crew_fakes.CALLS.clear()
+
+    coordinator = processes.python("-c", COORDINATOR, redis_url)
+    await wait_for(lambda: len(crew_fakes.calls("seq")) == 2)  # tasks 1 and 2 are done
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait(timeout=10)
+
+    output = await crew.kickoff_async(inputs=INPUTS, run_id="crashing")
+
+    assert output.model_dump() == expected.model_dump()
+    assert len(crew_fakes.calls("seq")) == 2  # not run again

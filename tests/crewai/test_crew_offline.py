@@ -1,0 +1,101 @@
+"""Nothing CrewAI does reaches the network: which switches it takes, and proof that they hold."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("crewai")
+
+from crew_fakes import ScriptedLLM
+from crewai import Agent, Crew, Task
+from nervenet_crewai import distribute_crew
+from nervenet_crewai.offline import OFFLINE_ENV, go_offline
+from net_guard import NetworkBlocked, NetworkGuard
+
+from nervenet import Pool
+from nervenet.errors import ConfigurationError
+
+pytestmark = pytest.mark.crewai
+
+HERE = Path(__file__).parent
+
+PROBE = """
+import sys
+from net_guard import NetworkGuard
+guard = NetworkGuard().__enter__()
+if sys.argv[1] == "offline":
+    from nervenet_crewai.offline import go_offline
+    go_offline()
+from crewai import Agent, Crew, Task
+from crew_fakes import ScriptedLLM
+agent = Agent(role="r", goal="g", backstory="b", llm=ScriptedLLM(model="m"), verbose=True)
+Crew(agents=[agent], tasks=[Task(description="d", expected_output="e", agent=agent)],
+     verbose=True).kickoff()
+import time; time.sleep(0.5)  # telemetry exports from a background thread
+print("ATTEMPTS", guard.attempts, flush=True)
+import os; os._exit(0)  # skip CrewAI's exit-time telemetry flush, which waits on its retries
+"""
+
+
+def verbose_crew() -> Crew:
+    agent = Agent(role="r", goal="g", backstory="b", llm=ScriptedLLM(model="m"), verbose=True)
+    task = Task(description="d", expected_output="e", agent=agent)
+    return Crew(agents=[agent], tasks=[task], verbose=True)
+
+
+def probe(mode: str) -> str:
+    env = {k: v for k, v in __import__("os").environ.items() if k not in OFFLINE_ENV}
+    env["PYTHONPATH"] = str(HERE)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, timeout=120
+    )
+    return next(line for line in done.stdout.splitlines() if line.startswith("ATTEMPTS"))
+
+
+def test_the_guard_refuses_and_records_a_connection_past_loopback() -> None:
+    with NetworkGuard() as guard, socket.socket() as sock, pytest.raises(NetworkBlocked):
+        sock.connect(("192.0.2.1", 443))  # TEST-NET-1: never routed
+    assert guard.attempts == ["connect ('192.0.2.1', 443)"]
+
+
+def test_without_the_switches_crewai_calls_home_and_the_guard_sees_it() -> None:
+    attempts = probe("online")
+    assert "telemetry.crewai.com" in attempts
+    assert "pypi.org" in attempts  # verbose crews check for a newer version
+
+
+def test_with_go_offline_a_verbose_crew_opens_no_connection() -> None:
+    assert probe("offline") == "ATTEMPTS []"
+
+
+async def test_a_distributed_verbose_kickoff_stays_on_loopback(
+    no_network: NetworkGuard, pool: Pool
+) -> None:
+    crew = distribute_crew(verbose_crew, pool=pool, name="verbose")
+    await pool.serve(crew)
+
+    await crew.kickoff_async()
+
+    assert no_network.attempts == []  # and the autouse guard fails the test otherwise
+
+
+def test_go_offline_after_crewai_was_imported_with_telemetry_on_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CREWAI_DISABLE_TELEMETRY", "OTEL_SDK_DISABLED", "CREWAI_DISABLE_TRACKING"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match="before any `import crewai`"):
+        go_offline()
+
+
+def test_importing_the_offline_switches_does_not_import_crewai() -> None:
+    code = (
+        "import sys, nervenet_crewai.offline, nervenet_crewai;"
+        "assert 'crewai' not in sys.modules, 'crewai imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

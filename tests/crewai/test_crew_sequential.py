@@ -1,0 +1,74 @@
+"""A distributed crew returns what the plain crew returns, with the agents' work on workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("crewai")
+
+import crew_apps
+import crew_fakes
+from nervenet_crewai import distribute_crew
+
+from nervenet import Pool
+
+pytestmark = pytest.mark.crewai
+
+INPUTS = {"topic": "tides"}
+
+
+async def plain_kickoff(factory, inputs):
+    # CrewAI's sync kickoff refuses to run agents on a thread with a running loop.
+    return await asyncio.to_thread(lambda: factory().kickoff(inputs=inputs))
+
+
+async def test_sequential_output_equals_the_plain_crews(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+    crew_fakes.CALLS.clear()
+
+    output = await crew.kickoff_async(inputs=INPUTS)
+
+    assert output.model_dump() == expected.model_dump()
+    assert output.token_usage == expected.token_usage
+    assert all(c["task_id"] for c in crew_fakes.calls())
+    assert len(crew_fakes.calls()) == 3
+
+
+async def test_native_akickoff_output_equals_the_plain_crews(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+
+    output = await crew.akickoff(inputs=INPUTS)
+
+    assert output.model_dump() == expected.model_dump()
+
+
+def test_sync_kickoff_from_plain_code_equals_the_plain_crews() -> None:
+    expected = crew_apps.sequential_crew().kickoff(inputs=INPUTS)
+    crew = distribute_crew(crew_apps.sequential_crew, name="seq")
+    pool = Pool.local(crew, workers=1)
+    crew.pool = pool
+    try:
+        output = crew.kickoff(inputs=INPUTS)
+    finally:
+        pool.close()
+
+    assert output.model_dump() == expected.model_dump()
+
+
+async def test_inputs_reach_worker_prompts_so_different_inputs_give_different_outputs(
+    pool: Pool,
+) -> None:
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+
+    tides = await crew.kickoff_async(inputs={"topic": "tides"})
+    winds = await crew.kickoff_async(inputs={"topic": "winds"})
+
+    assert tides.raw != winds.raw
+    assert winds.tasks_output[0].description == "Research winds"
