@@ -134,6 +134,8 @@ class RemoteNode:
         # inside a context that holds this node's config, as it would be inside the node.
         node_context = contextvars.copy_context()
         node_context.run(var_child_runnable_config.set, config)
+        # Tuples in the task's metadata come back from msgpack as lists: restore the originals.
+        task_metadata = config.get("metadata", {})
 
         def relay(raw: bytes) -> None:
             frame = unpack(serde, raw)
@@ -141,6 +143,7 @@ class RemoteNode:
                 node_context.run(writer, frame[1])
             elif frame[0] == "messages":
                 _, namespace, message, metadata = frame
+                metadata = {**metadata, **task_metadata}
                 for handler in message_handlers:
                     handler.seen.add(message.id)  # the node's output repeats it: don't re-emit
                     handler.stream((tuple(namespace), "messages", (message, metadata)))

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from fast_settings import FAST  # noqa: E402
+from nervenet import Pool  # noqa: E402
+from nervenet_langgraph import DistributedGraph, distribute  # noqa: E402
+
+_names = itertools.count()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
+    """An embedded pool, and one on the private real redis-server."""
+    if request.param == "embedded":
+        pool = Pool.local(settings=FAST)
+    else:
+        url = request.getfixturevalue("redis_url")
+        pool = Pool.from_url(url, settings=FAST)
+    async with pool:
+        yield pool
+
+
+@pytest.fixture
+def distributed(pool: Pool) -> Callable[..., Any]:
+    """``await distributed(builder, workers=1, **compile_kwargs)``: distributed graph served by
+    ``workers`` in-process workers on the test's pool."""
+
+    async def make(builder: Any, *, workers: int = 1, **compile_kwargs: Any) -> DistributedGraph:
+        graph = distribute(builder, pool=pool, name=f"g{next(_names)}", **compile_kwargs)
+        for _ in range(workers):
+            await pool.serve(graph)
+        return graph
+
+    return make
