@@ -153,13 +153,19 @@ class _Clients:
     def sync(self) -> redis.Redis:
         with self._lock:
             if self._sync is None:
-                self._sync = redis.Redis.from_url(self._url_for("sync"))
+                # Blocking pools: a burst of concurrent runs waits for a connection instead
+                # of failing with "Too many connections".
+                pool = redis.BlockingConnectionPool.from_url(self._url_for("sync"), timeout=None)
+                self._sync = redis.Redis(connection_pool=pool)
             return self._sync
 
     def async_(self) -> aioredis.Redis:
         with self._lock:
             if self._async is None:
-                self._async = aioredis.Redis.from_url(self._url_for("async"))
+                apool = aioredis.BlockingConnectionPool.from_url(
+                    self._url_for("async"), timeout=None
+                )
+                self._async = aioredis.Redis(connection_pool=apool)
             return self._async
 
     def _url_for(self, kind: str) -> str:

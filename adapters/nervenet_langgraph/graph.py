@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
@@ -26,8 +27,11 @@ from langgraph.pregel._read import PregelNode
 from nervenet import ConfigurationError, Handler, Pool, TaskContext
 from nervenet.handlers import validate_task_type
 
+from . import runs
+from .checkpoint import RedisSaver
 from .node_runner import run_node
 from .remote_node import remote_runnable
+from .runs import GraphRun
 from .serde import graph_schemas, strict_serializer
 
 _LOCAL_NODES = ("__start__",)
@@ -45,6 +49,8 @@ class Distribution:
     """Strict serializer for node inputs, outputs and frames."""
     wait_for_worker: bool = False
     """Wait for a worker to register instead of failing fast when none serves a node."""
+    durable: bool = False
+    """``ainvoke`` with a thread id goes through :meth:`DistributedGraph.asubmit`."""
     local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
     """Task type -> (the node's original function, the (sub)graph that owns it)."""
 
@@ -74,6 +80,35 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         """What ``nervenet worker app:graph`` serves: one handler per node task type."""
         return self.nervenet.handlers()
 
+    async def asubmit(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> GraphRun:
+        """Start a durable run leased to this process; a survivor resumes it if we die.
+
+        Needs a thread id and a checkpointer shared by all coordinator processes.
+        """
+        return await runs.submit(self, input, config, kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""
+        conf = (config or {}).get(CONF, {})
+        durable = (
+            self.nervenet.durable
+            and conf.get(CONFIG_KEY_THREAD_ID)
+            and runs.RUN_ID_KEY not in conf
+            and set(kwargs) <= {"context", "durability"}
+        )
+        if durable:
+            run = await self.asubmit(input, config, **kwargs)
+            return await run.result()
+        return await self.direct_ainvoke(input, config, **kwargs)
+
+    async def direct_ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        """LangGraph's own ``ainvoke`` in this process, without a durable lease."""
+        return await super().ainvoke(input, config, **kwargs)
+
 
 def distribute(
     graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any],
@@ -82,6 +117,7 @@ def distribute(
     name: str,
     allowed_types: Iterable[type] = (),
     wait_for_worker: bool = False,
+    durable: bool | None = None,
     graph_name: str | None = None,
     **compile_kwargs: Any,
 ) -> DistributedGraph:
@@ -90,6 +126,9 @@ def distribute(
     ``compile_kwargs`` (``checkpointer``, ``store``, ``interrupt_before``...) go to
     ``StateGraph.compile``. ``allowed_types`` lists extra classes node inputs, outputs or stream
     chunks may contain beyond the graph's schemas (everything else is refused on decode).
+    ``durable`` (default: on when the checkpointer is a :class:`RedisSaver`, which every
+    coordinator process can read) makes ``ainvoke`` with a thread id a leased run that another
+    coordinator process resumes if this one dies.
     """
     validate_task_type(name)
     if "name" in compile_kwargs:
@@ -111,8 +150,12 @@ def distribute(
             f"{type(graph).__name__}"
         )
     serde = strict_serializer(_all_schemas(compiled), allowed_types)
-    distribution = Distribution(pool, name, serde, wait_for_worker)
-    return _distributed_copy(compiled, distribution, prefix=name)
+    if durable is None:
+        durable = isinstance(compiled.checkpointer, RedisSaver)
+    distribution = Distribution(pool, name, serde, wait_for_worker, durable)
+    distributed = _distributed_copy(compiled, distribution, prefix=name)
+    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
+    return distributed
 
 
 def _distributed_copy(

@@ -40,6 +40,7 @@ from langgraph.types import Interrupt
 
 from nervenet import Coordinator, RemoteTaskError
 
+from .runs import RUN_ID_KEY
 from .wire import pack, revive_exception, unpack
 
 if TYPE_CHECKING:
@@ -72,8 +73,12 @@ class RemoteNode:
         call = describe_call(self.node, input, config)
         payload = pack(serde, call)
         conf = config.get(CONF, {})
-        workflow_id = str(conf.get(CONFIG_KEY_THREAD_ID) or config.get("run_id") or "adhoc")
-        coordinator = Coordinator(self.distribution.pool, workflow_id)
+        pool = self.distribution.pool
+        run_id = conf.get(RUN_ID_KEY)
+        if run_id is not None:
+            pool.workflows.check_owned(run_id)  # a zombie coordinator stops here
+        workflow_id = str(run_id or conf.get(CONFIG_KEY_THREAD_ID) or config.get("run_id") or "-")
+        coordinator = Coordinator(pool, workflow_id)
         try:
             raw = await coordinator.dispatch(
                 self.task_type,

@@ -32,6 +32,7 @@ from .registry import WorkerInfo
 from .settings import PoolSettings
 from .status import PoolStatus, QueueStatus
 from .worker import Worker
+from .workflows import RunHandle, RunRecord, WorkflowFailed, Workflows
 
 __all__ = [
     "Backoff",
@@ -51,6 +52,8 @@ __all__ = [
     "PoolConnectionError",
     "PoolSettings",
     "PoolStatus",
+    "RunHandle",
+    "RunRecord",
     "QueueStatus",
     "RemoteError",
     "RemoteTaskError",
@@ -62,4 +65,6 @@ __all__ = [
     "TaskTimeout",
     "Worker",
     "WorkerInfo",
+    "WorkflowFailed",
+    "Workflows",
 ]

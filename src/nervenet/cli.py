@@ -24,9 +24,11 @@ from .errors import NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .pool import Pool
+from .settings import PoolSettings
 from .worker import Worker
 
 DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULTS = PoolSettings()
 
 app = typer.Typer(
     help="Per-workflow coordinators and a Redis Streams agent pool.",
@@ -70,6 +72,12 @@ def worker(
     namespace: NamespaceOption = "nn",
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 64,
     grace: Annotated[float, typer.Option(help="Seconds to finish tasks on SIGTERM.")] = 30.0,
+    heartbeat: Annotated[
+        float, typer.Option(help="Seconds between heartbeats (registration, in-flight refresh).")
+    ] = DEFAULTS.heartbeat_interval,
+    visibility_timeout: Annotated[
+        float, typer.Option(help="Idle seconds after which a dead worker's task is reclaimed.")
+    ] = DEFAULTS.visibility_timeout,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -84,17 +92,26 @@ def worker(
         handlers = handlers_of(load_target(target))
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(redis, namespace, handlers, concurrency, grace))
+    try:
+        settings = PoolSettings(heartbeat_interval=heartbeat, visibility_timeout=visibility_timeout)
+    except NervenetError as exc:
+        raise _fail(exc) from None
+    _run(_serve(redis, namespace, settings, handlers, concurrency, grace))
 
 
 async def _serve(
-    url: str, namespace: str, handlers: object, concurrency: int, grace: float
+    url: str,
+    namespace: str,
+    settings: PoolSettings,
+    handlers: object,
+    concurrency: int,
+    grace: float,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Pool.from_url(url, namespace=namespace) as pool:
+    async with Pool.from_url(url, namespace=namespace, settings=settings) as pool:
         worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "

@@ -89,10 +89,21 @@ class Keys:
         """Lease naming the coordinator process that owns a run: ``nn:lease:{run-1}``."""
         return f"{self.namespace}:lease:{{{workflow_id}}}"
 
-    def workflow_done(self, workflow_id: str) -> str:
-        """Stream that receives one entry when a run ends, for waiters anywhere:
-        ``nn:done:{run-1}``."""
-        return f"{self.namespace}:done:{{{workflow_id}}}"
+    @property
+    def workflow_owners(self) -> str:
+        """Hash: run id -> process that holds its lease: ``nn:{workflows}:owner``."""
+        return f"{self.workflows}:owner"
+
+    @property
+    def workflow_kinds(self) -> str:
+        """Hash: run id -> registered kind that can resume it: ``nn:{workflows}:kind``."""
+        return f"{self.workflows}:kind"
+
+    @property
+    def workflows_done(self) -> str:
+        """Stream with one entry per finished run, read by waiters in other processes:
+        ``nn:{workflows}:done``."""
+        return f"{self.workflows}:done"
 
     # --- checkpoints (all keys of a thread share the thread's hash tag) ------------------------
     def checkpoint_prefix(self, thread_id: str) -> str:

@@ -26,6 +26,7 @@ from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
 from .transport import EmbeddedTransport, RedisTransport, Transport
+from .workflows import Workflows
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -70,6 +71,7 @@ class Pool:
         self._heartbeat_hooks: list[HeartbeatHook] = []
         self._workers: list[Worker] = []
         self._local_handlers: list[tuple[Mapping[str, Handler], int]] = []
+        self.workflows = Workflows(self)
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -146,6 +148,7 @@ class Pool:
 
     async def aclose(self) -> None:
         """Stop in-process workers and the heartbeat, delete the reply stream, disconnect."""
+        await self.workflows.close()
         for worker in self._workers:
             await worker.stop(grace=5.0)
         self._workers.clear()

@@ -72,15 +72,18 @@ class RedisTransport:
                 "redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket"
             )
         self.description = mask_password(url)
-        self.redis = aioredis.Redis.from_url(
+        # A blocking pool makes a burst of commands queue for a connection instead of failing
+        # with "Too many connections" (thousands of workflows share one process's pool).
+        connections = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
+            timeout=None,
             socket_connect_timeout=5,
             # Blocking reads wait block_ms on the server; the socket timeout must outlast them.
             socket_timeout=None,
             health_check_interval=15,
-            decode_responses=False,
         )
+        self.redis = aioredis.Redis(connection_pool=connections, decode_responses=False)
 
     async def read_group(
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
@@ -129,6 +132,7 @@ class RedisTransport:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
 
 class EmbeddedTransport:

@@ -1,0 +1,369 @@
+"""Durable workflow runs: leases held by coordinator processes, taken over when a process dies.
+
+A run started with :meth:`Workflows.start` is recorded in Redis (kind, input, status) and leased
+to the starting process. Every heartbeat the process renews the leases of the runs it owns, in one
+optimistic transaction. Every heartbeat it also looks for runs of kinds it can resume whose lease
+expired (their process stopped heartbeating: crashed, killed, partitioned, stopped) and claims
+them atomically (``WATCH``/``MULTI``, so two survivors never both win); the claimed run is resumed
+by the kind's resume function, from its last checkpoint.
+
+A process that cannot renew (Redis unreachable) or was stopped longer than the lease treats all its
+leases as lost at once, without a round trip (:meth:`Workflows.owns`), so a "zombie" that wakes up
+after its runs were taken over stops dispatching instead of racing the new owner. Liveness is
+heartbeats, never a run's elapsed time: a run may take hours.
+
+Keys (all under one hash tag, so the claim transaction works on Redis Cluster):
+``nn:{workflows}`` (sorted set: run id -> lease expiry ms), ``nn:{workflows}:owner`` and
+``nn:{workflows}:kind`` (hashes: run id -> owner process / kind), ``nn:{workflows}:done``
+(stream: one entry per finished run, so one reader per process serves every remote waiter); per
+run ``nn:wf:{run}`` (hash: kind, input, status, result, error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import WatchError
+
+from .errors import LeaseLost, NervenetError
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+log = logging.getLogger("nervenet.workflows")
+
+RunFunction = Callable[[], Awaitable[bytes]]
+ResumeFunction = Callable[[str, bytes], Awaitable[bytes]]
+"""``resume(run_id, input)`` continues a run another process started; returns result bytes."""
+
+MAX_CLAIMS_PER_BEAT = 50
+DONE_STREAM_MAXLEN = 100_000
+
+
+class WorkflowFailed(NervenetError):
+    """A durable run ended with an error (seen from a process other than the one that ran it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A durable run as stored in Redis."""
+
+    run_id: str
+    """Unique per run."""
+    kind: str
+    """Which registered graph or crew can resume it."""
+    status: str
+    """``running``, ``done`` or ``failed``."""
+    result: bytes
+    """Result bytes when done."""
+    error: str
+    """``Type: message`` when failed."""
+
+
+class RunHandle:
+    """A durable run's result, awaitable from any process."""
+
+    def __init__(self, workflows: Workflows, run_id: str) -> None:
+        self._workflows = workflows
+        self.run_id = run_id
+
+    async def result(self, timeout: float | None = None) -> bytes:
+        """Wait for the run to end; return its result or raise its error."""
+        return await asyncio.wait_for(self._workflows.wait(self.run_id), timeout)
+
+    async def record(self) -> RunRecord | None:
+        return await self._workflows.record(self.run_id)
+
+
+class Workflows:
+    """The durable runs of one pool process: starting, leasing, taking over, waiting."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._kinds: dict[str, ResumeFunction] = {}
+        self._owned: dict[str, asyncio.Task[bytes]] = {}
+        self._last_renewal = time.monotonic()
+        self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._done_reader: asyncio.Task[None] | None = None
+        self._done_reader_ready: asyncio.Future[None] = asyncio.Future()
+        self._done_last = "0-0"
+        self.takeovers = 0
+        pool.add_heartbeat_hook(self._heartbeat)
+
+    def register(self, kind: str, resume: ResumeFunction) -> None:
+        """This process can resume runs of ``kind`` that a dead process left behind."""
+        self._kinds[kind] = resume
+
+    # --- starting and owning ------------------------------------------------------------------
+    async def start(self, kind: str, run_id: str, payload: bytes, run: RunFunction) -> RunHandle:
+        """Record a run, lease it to this process and run ``run()`` here."""
+        await self._pool.ensure_started()
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        expires = self._expiry_ms()
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                keys.workflow(run_id),
+                mapping={
+                    "kind": kind,
+                    "input": payload,
+                    "status": "running",
+                    "started": time.time(),
+                },
+            )
+            pipe.zadd(keys.workflows, {run_id: expires})
+            pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
+            pipe.hset(keys.workflow_kinds, run_id, kind)
+            await pipe.execute()
+        self._run_here(run_id, run)
+        return RunHandle(self, run_id)
+
+    def owns(self, run_id: str) -> bool:
+        """Whether this process still holds the run's lease, judged locally (no round trip)."""
+        fresh = time.monotonic() - self._last_renewal < self._pool.settings.lease_ttl
+        return fresh and run_id in self._owned
+
+    def check_owned(self, run_id: str) -> None:
+        """Raise :class:`LeaseLost` if another process may have taken the run over."""
+        if run_id in self._owned and not self.owns(run_id):
+            raise LeaseLost(
+                f"run {run_id!r}: this process missed its lease renewals (stopped or cut off "
+                "from Redis); another coordinator resumes the run"
+            )
+
+    def _run_here(self, run_id: str, run: RunFunction) -> None:
+        task = asyncio.ensure_future(self._run_and_record(run_id, run))
+        # The handle re-raises the run's error; unawaited runs must not log "never retrieved".
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._owned[run_id] = task
+
+    async def _run_and_record(self, run_id: str, run: RunFunction) -> bytes:
+        try:
+            result = await run()
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost:
+            raise
+        except BaseException as exc:
+            if self.owns(run_id):
+                await self._finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            if not self.owns(run_id):
+                raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
+            await self._finish(run_id, status="done", result=result)
+            return result
+        finally:
+            self._owned.pop(run_id, None)
+
+    async def _finish(
+        self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
+    ) -> None:
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        ttl = int(self._pool.settings.result_ttl)
+        # The run's own keys first: a crash between the two steps leaves a finished record that
+        # a claimer recognizes (status is not "running") and merely un-leases.
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keys.workflow(run_id), mapping={"status": status, "result": result, "error": error}
+            )
+            pipe.expire(keys.workflow(run_id), ttl)
+            await pipe.execute()
+        await self._unlease(run_id)
+        await redis.xadd(
+            keys.workflows_done,
+            {"run": run_id, "status": status},
+            maxlen=DONE_STREAM_MAXLEN,
+            approximate=True,
+        )
+        self._pool.transport.notify_written()
+
+    async def _unlease(self, run_id: str) -> None:
+        keys = self._pool.keys
+        async with self._pool.transport.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.workflows, run_id)
+            pipe.hdel(keys.workflow_owners, run_id)
+            pipe.hdel(keys.workflow_kinds, run_id)
+            await pipe.execute()
+
+    # --- waiting ----------------------------------------------------------------------------
+    async def wait(self, run_id: str) -> bytes:
+        """The run's result, from the local task when it runs here, else from Redis."""
+        while True:
+            local = self._owned.get(run_id)
+            if local is not None:
+                return await asyncio.shield(local)
+            ended = await self._watch_end(run_id)
+            try:
+                record = await self.record(run_id)
+                if record is None:
+                    raise WorkflowFailed(f"no run {run_id!r} (never started, or it expired)")
+                if record.status == "done":
+                    return record.result
+                if record.status == "failed":
+                    raise WorkflowFailed(f"run {run_id!r} failed: {record.error}")
+                # Running elsewhere; a heartbeat may also hand it to us: check again then.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(ended), self._pool.settings.heartbeat_interval * 5
+                    )
+            finally:
+                self._forget_watch(run_id, ended)
+
+    async def _watch_end(self, run_id: str) -> asyncio.Future[None]:
+        """A future resolved when the done stream announces ``run_id`` (registered before the
+        caller reads the record, so an end between the two is not missed)."""
+        if self._done_reader is None or self._done_reader.done():
+            self._done_reader = asyncio.ensure_future(self._read_done())
+        await self._done_reader_ready
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done_waiters.setdefault(run_id, []).append(future)
+        return future
+
+    def _forget_watch(self, run_id: str, future: asyncio.Future[None]) -> None:
+        waiters = self._done_waiters.get(run_id, [])
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters:
+            self._done_waiters.pop(run_id, None)
+
+    async def _read_done(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        stream = self._pool.keys.workflows_done
+        last = await self._pool.transport.redis.xrevrange(stream, count=1)
+        self._done_last = last[0][0].decode() if last else "0-0"
+        if not self._done_reader_ready.done():
+            self._done_reader_ready.set_result(None)
+        while True:
+            try:
+                batch = await self._pool.transport.read(
+                    {stream: self._done_last}, count=1_000, block_ms=self._pool.settings.block_ms
+                )
+            except (RedisConnectionError, OSError):
+                await asyncio.sleep(self._pool.settings.heartbeat_interval)
+                continue
+            for _, entries in batch:
+                for entry_id, fields in entries:
+                    self._done_last = entry_id.decode()
+                    for future in self._done_waiters.get(fields.get(b"run", b"").decode(), []):
+                        if not future.done():
+                            future.set_result(None)
+
+    async def record(self, run_id: str) -> RunRecord | None:
+        raw = await self._pool.transport.redis.hgetall(self._pool.keys.workflow(run_id))
+        if not raw:
+            return None
+        return RunRecord(
+            run_id=run_id,
+            kind=raw.get(b"kind", b"").decode(),
+            status=raw.get(b"status", b"").decode(),
+            result=raw.get(b"result", b""),
+            error=raw.get(b"error", b"").decode(),
+        )
+
+    # --- heartbeat: renew what we own, take over what others abandoned -----------------------
+    def _expiry_ms(self) -> int:
+        return int((time.time() + self._pool.settings.lease_ttl) * 1000)
+
+    async def _heartbeat(self) -> None:
+        if self._owned:
+            await self._renew()
+        else:
+            self._last_renewal = time.monotonic()
+        if self._kinds:
+            await self._take_over_abandoned()
+
+    async def _renew(self) -> None:
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        owner_key = keys.workflow_owners
+        run_ids = list(self._owned)
+        started = time.monotonic()
+        async with redis.pipeline(transaction=True) as pipe:
+            for _ in range(5):
+                try:
+                    await pipe.watch(owner_key)
+                    owners = await pipe.hmget(owner_key, run_ids)
+                    mine = [
+                        r
+                        for r, o in zip(run_ids, owners, strict=True)
+                        if o is not None and o.decode() == self._pool.process_id
+                    ]
+                    pipe.multi()
+                    if mine:
+                        expires = self._expiry_ms()
+                        pipe.zadd(keys.workflows, dict.fromkeys(mine, expires), xx=True)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+            else:
+                return
+        self._last_renewal = started
+        for run_id in set(run_ids) - set(mine):
+            task = self._owned.pop(run_id, None)
+            if task is not None:
+                log.warning("lost the lease of run %s to another process; stopping it here", run_id)
+                task.cancel()
+
+    async def _take_over_abandoned(self) -> None:
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        now_ms = int(time.time() * 1000)
+        expired = await redis.zrangebyscore(
+            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_BEAT
+        )
+        if not expired:
+            return
+        run_ids = [r.decode() for r in expired]
+        kinds = await redis.hmget(keys.workflow_kinds, run_ids)
+        for run_id, kind in zip(run_ids, kinds, strict=True):
+            if kind is None or kind.decode() not in self._kinds or run_id in self._owned:
+                continue
+            if await self._claim(run_id, now_ms):
+                await self._resume(run_id, kind.decode())
+
+    async def _claim(self, run_id: str, now_ms: int) -> bool:
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(keys.workflows, keys.workflow_owners)
+                score = await pipe.zscore(keys.workflows, run_id)
+                if score is None or score > now_ms:
+                    return False
+                pipe.multi()
+                pipe.zadd(keys.workflows, {run_id: self._expiry_ms()})
+                pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
+                await pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    async def _resume(self, run_id: str, kind: str) -> None:
+        record = await self.record(run_id)
+        if record is None or record.status != "running":
+            await self._unlease(run_id)  # finished (or expired) before its lease was released
+            return
+        payload = await self._pool.transport.redis.hget(self._pool.keys.workflow(run_id), "input")
+        resume = self._kinds[kind]
+        self.takeovers += 1
+        log.warning(
+            "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
+        )
+        self._last_renewal = time.monotonic()
+        self._run_here(run_id, lambda: resume(run_id, payload or b""))
+
+    async def close(self) -> None:
+        if self._done_reader is not None:
+            self._done_reader.cancel()
+            await asyncio.gather(self._done_reader, return_exceptions=True)
+            self._done_reader = None
+        for task in list(self._owned.values()):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._owned.values(), return_exceptions=True)
+        self._owned.clear()
