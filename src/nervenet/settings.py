@@ -11,7 +11,7 @@ from .errors import ConfigurationError
 class PoolSettings:
     """Timing, size and safety limits shared by coordinators and workers of one process."""
 
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = 0.5
     """Seconds between heartbeats. A heartbeat renews worker registrations, coordinator leases
     and the idle time of every in-flight stream entry."""
     visibility_timeout: float = 5.0
@@ -19,9 +19,12 @@ class PoolSettings:
     XAUTOCLAIM. Live workers reset the idle time each heartbeat, so a long task is never taken
     from a live worker; only a dead (or stopped) one loses its tasks. Keep it several heartbeats
     long so an event-loop stall under load does not look like death."""
-    lease_ttl: float = 4.0
+    lease_ttl: float = 1.5
     """Lifetime of a coordinator's lease on a workflow run without renewal; after it, another
-    coordinator process resumes the run from its last checkpoint."""
+    coordinator process resumes the run from its last checkpoint (recovery within about
+    ``lease_ttl + heartbeat_interval`` of a crash). A process whose event loop stalls longer
+    than this loses its runs to another process, which is safe (the stalled one notices and
+    stops) but repeats in-flight work: raise it for CPU-starved coordinators."""
     result_ttl: float = 24 * 3600.0
     """How long finished results stay cached to answer redeliveries and resumed workflows."""
     max_payload_bytes: int = 16 * 1024 * 1024
