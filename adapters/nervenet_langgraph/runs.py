@@ -9,11 +9,16 @@ answered from the worker's result cache (its task id is the same on resume).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nervenet import ConfigurationError, RunHandle
 
@@ -21,6 +26,11 @@ from .wire import pack, unpack
 
 if TYPE_CHECKING:
     from .graph import DistributedGraph
+
+log = logging.getLogger("nervenet.langgraph.runs")
+
+TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+MAX_OUTAGES = 20
 
 #: Configurable key carrying the durable run id to the nodes (never shipped to workers).
 RUN_ID_KEY = "__nervenet_run_id"
@@ -69,7 +79,7 @@ async def submit(
     payload = pack(distribution.serde, record)
 
     async def run() -> bytes:
-        output = await _ainvoke(graph, run_id, input, plain_conf, kwargs)
+        output = await _ainvoke_resiliently(graph, run_id, input, plain_conf, kwargs)
         return pack(distribution.serde, output)
 
     handle = await distribution.pool.workflows.start(distribution.name, run_id, payload, run)
@@ -81,15 +91,42 @@ async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
     serde = graph.nervenet.serde
     record = unpack(serde, payload)
     conf, kwargs = record["configurable"], record["kwargs"]
-    state = await graph.aget_state({CONF: conf})
-    # No checkpoint yet: the crash came before the input was saved, so start over.
-    input = record["input"] if state.created_at is None else None
-    output = await _ainvoke(graph, run_id, input, conf, kwargs)
+    output = await _ainvoke_resiliently(
+        graph, run_id, record["input"], conf, kwargs, from_checkpoint=True
+    )
     return pack(serde, output)
 
 
-async def _ainvoke(
-    graph: DistributedGraph, run_id: str, input: Any, conf: dict[str, Any], kwargs: dict[str, Any]
+async def _ainvoke_resiliently(
+    graph: DistributedGraph,
+    run_id: str,
+    input: Any,
+    conf: dict[str, Any],
+    kwargs: dict[str, Any],
+    *,
+    from_checkpoint: bool = False,
 ) -> Any:
-    config: RunnableConfig = {CONF: {**conf, RUN_ID_KEY: run_id}}
-    return await graph.direct_ainvoke(input, config, **kwargs)
+    """Run to the end; a Redis outage pauses the run and it continues from its last checkpoint.
+
+    A lost connection is not the run's fault: finished nodes are in the checkpoint or the
+    workers' result cache, so continuing costs at most the nodes that were in flight.
+    """
+    outages = 0
+    while True:
+        try:
+            if from_checkpoint:
+                state = await graph.aget_state({CONF: conf})
+                # No checkpoint yet: the input was never saved, so start from it again.
+                if state.created_at is not None:
+                    input = None
+            config: RunnableConfig = {CONF: {**conf, RUN_ID_KEY: run_id}}
+            return await graph.direct_ainvoke(input, config, **kwargs)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            outages += 1
+            if outages > MAX_OUTAGES:
+                raise
+            log.warning(
+                "run %s paused by a Redis outage (%s); continuing from its checkpoint", run_id, exc
+            )
+            await asyncio.sleep(min(0.1 * 2**outages, 5.0))
+            from_checkpoint = True

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import (
     DispatchError,
@@ -26,6 +29,9 @@ from .handlers import validate_task_type
 
 if TYPE_CHECKING:
     from .pool import Pool
+
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+PUBLISH_ATTEMPTS = 8  # about 6 s of backoff in all
 
 #: Error type a worker reports when it escalated the task itself (poison, bad payload).
 ESCALATED_BY_WORKER = "nervenet.escalated"
@@ -128,7 +134,7 @@ class Coordinator:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
             waiter.envelope = envelope
             try:
-                await self.pool.publish(envelope)
+                await self._publish(envelope)
                 if timeout is None:
                     return await waiter.future
                 try:
@@ -142,6 +148,17 @@ class Coordinator:
                     ) from None
             finally:
                 inbox.forget(waiter)
+
+    async def _publish(self, envelope: TaskEnvelope) -> None:
+        """Publish, riding out a short Redis outage (a restart, a failover) before giving up."""
+        for outage in range(PUBLISH_ATTEMPTS):
+            try:
+                await self.pool.publish(envelope)
+                return
+            except TRANSIENT_ERRORS:
+                if outage == PUBLISH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**outage, 2.0))
 
     async def _require_worker(self, task_type: str, wait: bool) -> None:
         registry = self.pool.registry

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,8 +14,10 @@ import redis
 
 pytest.importorskip("langgraph")
 
-from fast_settings import FAST  # noqa: E402
-from nervenet import Pool  # noqa: E402
+from fast_settings import FAST
+from processes import ChildProcesses, wait_for_line
+
+from nervenet import Pool
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -26,78 +26,27 @@ sys.path.insert(0, str(APPS))
 from durable_app import NODES, expected_output  # noqa: E402
 
 
-class Processes:
-    """Child processes of one test, killed by PID at teardown whatever happens."""
-
-    def __init__(self, url: str) -> None:
-        self.env = {**os.environ, "NERVENET_REDIS_URL": url, "PYTHONPATH": str(APPS)}
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(
-            args, cwd=APPS, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.children.append(child)
-        return child
-
-    def worker(self) -> subprocess.Popen[bytes]:
-        nervenet = str(Path(sys.executable).with_name("nervenet"))
-        return self.start(
-            nervenet,
-            "worker",
-            "durable_app:graph",
-            "--redis",
-            self.env["NERVENET_REDIS_URL"],
-            "--heartbeat",
-            "0.2",
-            "--visibility-timeout",
-            "1.0",
-        )
-
-    def coordinator(self, first: int, count: int) -> subprocess.Popen[bytes]:
-        return self.start(sys.executable, str(APPS / "durable_app.py"), str(first), str(count))
-
-    def close(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.kill()
-            child.wait(timeout=10)
-            if child.stdout is not None:
-                child.stdout.close()
-
-
 @pytest.fixture
-def processes(redis_url: str) -> Iterator[Processes]:
-    procs = Processes(redis_url)
+def processes(redis_url: str) -> Iterator[ChildProcesses]:
+    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
     try:
         yield procs
     finally:
         procs.close()
 
 
-def _wait_for_line(child: subprocess.Popen[bytes], text: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    assert child.stdout is not None
-    while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        if text in line:
-            return
-        if not line and child.poll() is not None:
-            raise AssertionError(f"process exited with {child.returncode} before {text!r}")
-    raise AssertionError(f"no {text!r} within {timeout} s")
-
-
 async def test_runs_survive_killing_a_coordinator_and_a_worker(
-    processes: Processes, redis_url: str
+    processes: ChildProcesses, redis_url: str
 ) -> None:
     runs, per_coordinator = 200, 100
-    workers = [processes.worker(), processes.worker()]
+    fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
+    workers = [processes.worker("durable_app:graph", redis_url, *fast) for _ in range(2)]
     coordinators = [
-        processes.coordinator(0, per_coordinator),
-        processes.coordinator(per_coordinator, per_coordinator),
+        processes.python("durable_app.py", str(first), str(per_coordinator))
+        for first in (0, per_coordinator)
     ]
     for coordinator in coordinators:
-        _wait_for_line(coordinator, b"submitted", timeout=60)
+        wait_for_line(coordinator, b"submitted", timeout=60)
     await asyncio.sleep(0.5)  # runs are mid-flight: some nodes done, some running
     coordinators[0].send_signal(signal.SIGKILL)
     workers[0].send_signal(signal.SIGKILL)
