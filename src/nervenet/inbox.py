@@ -116,6 +116,17 @@ class Inbox:
                     if b"open" in fields:
                         continue
                     self._deliver(fields)
+            if batch:
+                await self._trim_read_entries()
+
+    async def _trim_read_entries(self) -> None:
+        """Replies are read once, by us: drop what we read so the stream stays near empty."""
+        from redis.exceptions import RedisError
+
+        try:
+            await self.transport.redis.xtrim(self.address, minid=self._last_id, approximate=True)
+        except RedisError as exc:
+            log.debug("could not trim %s: %s", self.address, exc)
 
     def _deliver(self, fields: dict[bytes, bytes]) -> None:
         try:

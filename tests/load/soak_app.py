@@ -1,0 +1,13 @@
+"""Handlers for the soak test's worker processes: short, with a little CPU and sleep."""
+
+import asyncio
+
+from nervenet import Handlers
+
+handlers = Handlers()
+
+
+@handlers.task("soak/step")
+async def step(value: dict) -> dict:
+    await asyncio.sleep(0.001)
+    return {"n": value["n"], "step": value["step"] + 1}
