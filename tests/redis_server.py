@@ -21,7 +21,13 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server child process; ``restart()`` keeps port and data directory."""
 
-    def __init__(self, *, appendonly: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
@@ -29,6 +35,7 @@ class RedisServer:
         self.port = free_port()
         self.appendonly = appendonly
         self.password = password
+        self.extra_args = extra_args or []
         self.dir = Path(tempfile.mkdtemp(prefix="nervenet-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -51,6 +58,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
