@@ -55,7 +55,7 @@ async def test_an_acl_user_and_password_in_the_url_work(acl_server: RedisServer)
 
 async def test_a_wrong_password_fails_at_start_and_says_so(acl_server: RedisServer) -> None:
     pool = Pool.from_url(f"redis://app:wrong@127.0.0.1:{acl_server.port}/0")
-    with pytest.raises(PoolConnectionError, match="credentials|password") as raised:
+    with pytest.raises(PoolConnectionError, match=r"credentials|password") as raised:
         await pool.ensure_started()
     assert "wrong" not in str(raised.value), "the password must not be echoed"
     await pool.aclose()
