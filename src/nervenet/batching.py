@@ -81,7 +81,7 @@ class CommandBatcher:
                 raise
             return
         finally:
-            await pipe.reset()
+            await pipe.reset()  # type: ignore[no-untyped-call]
         self._on_flushed()
         for (start, end), (_, future) in zip(spans, batch, strict=True):
             if future.done():

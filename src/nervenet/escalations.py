@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .envelope import Signer, TaskEnvelope
 from .errors import ConfigurationError
@@ -95,11 +96,13 @@ class Escalations:
 
     async def list(self, limit: int = 50) -> list[Escalation]:
         """Newest first."""
-        entries = await self._transport.redis.xrevrange(self._keys.escalations, count=limit)
+        entries: Any = await self._transport.redis.xrevrange(self._keys.escalations, count=limit)
         return [parse_escalation(i, f) for i, f in entries]
 
     async def get(self, entry_id: str) -> Escalation:
-        entries = await self._transport.redis.xrange(self._keys.escalations, entry_id, entry_id)
+        entries: Any = await self._transport.redis.xrange(
+            self._keys.escalations, entry_id, entry_id
+        )
         if not entries:
             raise ConfigurationError(
                 f"no escalation {entry_id!r}; list them with `nervenet escalations list`"

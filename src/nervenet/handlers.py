@@ -1,4 +1,4 @@
-"""Task handlers: what a worker runs for a task type, and how to collect them for ``nervenet worker``.
+"""Task handlers: what a worker runs for a task type, collected for ``nervenet worker``.
 
 The core moves bytes. A handler receives the payload bytes and a :class:`TaskContext` and returns
 result bytes. :class:`Handlers` adds a JSON convenience for plain Python functions; adapters

@@ -25,7 +25,7 @@ from .keys import Keys
 from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
-from .transport import EmbeddedTransport, RedisTransport, Transport
+from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes
 from .workflows import Workflows
 
 if TYPE_CHECKING:
@@ -317,6 +317,6 @@ class Pool:
         cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
         for waiter, result in zip(waiters, cached, strict=True):
             if result is not None:
-                self.inbox.resolve_from_cache(waiter.task_id, result)
+                self.inbox.resolve_from_cache(waiter.task_id, as_bytes(result))
             elif waiter.envelope is not None:
                 await self.publish(waiter.envelope)

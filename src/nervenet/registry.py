@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from .keys import Keys
-from .transport import Transport
+from .transport import Transport, as_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class Registry:
         redis = self._transport.redis
         now_ms = int(time.time() * 1000)
         await redis.zremrangebyscore(self._keys.workers, "-inf", now_ms)
-        ids = [i.decode() for i in await redis.zrange(self._keys.workers, 0, -1)]
+        ids = [as_text(i) for i in await redis.zrange(self._keys.workers, 0, -1)]
         if not ids:
             return []
         records = await redis.mget([self._keys.worker(i) for i in ids])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -25,6 +25,24 @@ StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 StreamBatch = list[tuple[bytes, StreamEntries]]
 
 SUPPORTED_SCHEMES = ("redis", "rediss", "unix")
+
+
+def as_bytes(value: object) -> bytes:
+    """A reply value as bytes (nervenet's clients never decode responses)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"expected bytes from Redis, got {type(value).__name__}")
+
+
+def as_text(value: object) -> str:
+    return as_bytes(value).decode()
+
+
+def _stream_ids(streams: dict[str, str]) -> dict[Any, Any]:
+    """redis-py's annotation for XREAD's stream map is narrower than what it accepts."""
+    return dict(streams)
 
 
 class Transport(Protocol):
@@ -89,16 +107,12 @@ class RedisTransport:
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
     ) -> StreamBatch:
         result: Any = await self.redis.xreadgroup(
-            group,
-            consumer,
-            streams,
-            count=count,
-            block=block_ms,  # type: ignore[arg-type]
+            group, consumer, _stream_ids(streams), count=count, block=block_ms
         )
         return list(result or [])
 
     async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
-        result: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        result: Any = await self.redis.xread(_stream_ids(streams), count=count, block=block_ms)
         return list(result or [])
 
     def notify_written(self) -> None:
@@ -144,7 +158,10 @@ class EmbeddedTransport:
         import fakeredis
 
         self.server = fakeredis.FakeServer()
-        self.redis = fakeredis.FakeAsyncRedis(server=self.server)
+        # FakeAsyncRedis is a redis.asyncio.Redis that talks to the in-process server.
+        self.redis: aioredis.Redis = cast(
+            aioredis.Redis, fakeredis.FakeAsyncRedis(server=self.server)
+        )
         self._written: asyncio.Future[None] | None = None
 
     def sync_client(self) -> Any:

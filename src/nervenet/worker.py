@@ -39,6 +39,7 @@ from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
 from .registry import WorkerInfo
+from .transport import as_bytes
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -198,7 +199,9 @@ class Worker:
                 await self._finish(
                     flight,
                     envelope,
-                    Reply(envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=result),
+                    Reply(
+                        envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=as_bytes(result)
+                    ),
                     cache=False,
                 )
             else:
@@ -368,7 +371,7 @@ class Worker:
                 for stream, ids in by_stream.items():
                     # Claiming our own entries resets their idle time (JUSTID leaves the
                     # delivery counter alone): this is what tells XAUTOCLAIM we are alive.
-                    pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, ids, justid=True)
+                    pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, list(ids), justid=True)
                 await pipe.execute(raise_on_error=False)
 
     async def _reclaim_abandoned(self) -> None:

@@ -27,11 +27,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import WatchError
 
 from .errors import LeaseLost, NervenetError
+from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -91,7 +92,7 @@ class Workflows:
         self._last_renewal = time.monotonic()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._done_reader: asyncio.Task[None] | None = None
-        self._done_reader_ready: asyncio.Future[None] = asyncio.Future()
+        self._done_reader_ready: asyncio.Future[None] | None = None
         self._done_last = "0-0"
         self.takeovers = 0
         pool.add_heartbeat_hook(self._heartbeat)
@@ -219,8 +220,10 @@ class Workflows:
         """A future resolved when the done stream announces ``run_id`` (registered before the
         caller reads the record, so an end between the two is not missed)."""
         if self._done_reader is None or self._done_reader.done():
-            self._done_reader = asyncio.ensure_future(self._read_done())
-        await self._done_reader_ready
+            self._done_reader_ready = asyncio.get_running_loop().create_future()
+            self._done_reader = asyncio.ensure_future(self._read_done(self._done_reader_ready))
+        assert self._done_reader_ready is not None
+        await asyncio.shield(self._done_reader_ready)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done_waiters.setdefault(run_id, []).append(future)
         return future
@@ -232,14 +235,13 @@ class Workflows:
         if not waiters:
             self._done_waiters.pop(run_id, None)
 
-    async def _read_done(self) -> None:
+    async def _read_done(self, ready: asyncio.Future[None]) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
 
         stream = self._pool.keys.workflows_done
         last = await self._pool.transport.redis.xrevrange(stream, count=1)
-        self._done_last = last[0][0].decode() if last else "0-0"
-        if not self._done_reader_ready.done():
-            self._done_reader_ready.set_result(None)
+        self._done_last = as_text(last[0][0]) if last else "0-0"
+        ready.set_result(None)
         while True:
             try:
                 batch = await self._pool.transport.read(
@@ -261,10 +263,10 @@ class Workflows:
             return None
         return RunRecord(
             run_id=run_id,
-            kind=raw.get(b"kind", b"").decode(),
-            status=raw.get(b"status", b"").decode(),
-            result=raw.get(b"result", b""),
-            error=raw.get(b"error", b"").decode(),
+            kind=as_text(raw.get(b"kind", b"")),
+            status=as_text(raw.get(b"status", b"")),
+            result=as_bytes(raw.get(b"result", b"")),
+            error=as_text(raw.get(b"error", b"")),
         )
 
     # --- heartbeat: renew what we own, take over what others abandoned -----------------------
@@ -292,9 +294,9 @@ class Workflows:
                     mine = [
                         r
                         for r, o in zip(run_ids, owners, strict=True)
-                        if o is not None and o.decode() == self._pool.process_id
+                        if o is not None and as_text(o) == self._pool.process_id
                     ]
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     if mine:
                         expires = self._expiry_ms()
                         pipe.zadd(keys.workflows, dict.fromkeys(mine, expires), xx=True)
@@ -319,13 +321,13 @@ class Workflows:
         )
         if not expired:
             return
-        run_ids = [r.decode() for r in expired]
+        run_ids = [as_text(r) for r in expired]
         kinds = await redis.hmget(keys.workflow_kinds, run_ids)
         for run_id, kind in zip(run_ids, kinds, strict=True):
-            if kind is None or kind.decode() not in self._kinds or run_id in self._owned:
+            if kind is None or as_text(kind) not in self._kinds or run_id in self._owned:
                 continue
             if await self._claim(run_id, now_ms):
-                await self._resume(run_id, kind.decode())
+                await self._resume(run_id, as_text(kind))
 
     async def _claim(self, run_id: str, now_ms: int) -> bool:
         keys, redis = self._pool.keys, self._pool.transport.redis
@@ -335,7 +337,7 @@ class Workflows:
                 score = await pipe.zscore(keys.workflows, run_id)
                 if score is None or score > now_ms:
                     return False
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.zadd(keys.workflows, {run_id: self._expiry_ms()})
                 pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
                 await pipe.execute()
@@ -355,7 +357,7 @@ class Workflows:
             "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
         )
         self._last_renewal = time.monotonic()
-        self._run_here(run_id, lambda: resume(run_id, payload or b""))
+        self._run_here(run_id, lambda: resume(run_id, as_bytes(payload or b"")))
 
     async def close(self) -> None:
         if self._done_reader is not None:
