@@ -398,3 +398,41 @@ async def test_store_is_reachable_from_nodes_on_in_process_workers(
     await graph.ainvoke({"value": 7, "trail": []})
     item = store.get(("notes",), "last")
     assert item is not None and item.value == {"value": 7}
+
+
+def _task_events(chunks: list[Any]) -> list[Any]:
+    """Task start/result events without what is random per run (ids, timestamps, checkpoints)."""
+    events = []
+    for mode, payload in chunks:
+        if mode == "debug":
+            mode, payload = payload["type"], payload["payload"]
+        if mode in ("task", "task_result", "tasks"):
+            events.append(
+                {k: v for k, v in payload.items() if k in ("name", "input", "result", "error")}
+            )
+    return events
+
+
+@pytest.mark.parametrize("mode", ["tasks", "debug"])
+async def test_tasks_and_debug_streams_match_plain(distributed: Any, mode: str) -> None:
+    inputs = {"value": 3, "trail": []}
+    expected = await collect(counter_graph().compile(), inputs, stream_mode=[mode])
+    got = await collect(await distributed(counter_graph()), inputs, stream_mode=[mode])
+    assert _task_events(got) == _task_events(expected)
+    assert len(_task_events(got)) > 2
+
+
+async def test_get_state_update_state_and_history_match_plain(distributed: Any) -> None:
+    results = []
+    for graph in (
+        counter_graph().compile(checkpointer=InMemorySaver()),
+        await distributed(counter_graph(), checkpointer=InMemorySaver()),
+    ):
+        config: RunnableConfig = {"configurable": {"thread_id": "history"}}
+        await graph.ainvoke({"value": 1, "trail": []}, config)
+        await graph.aupdate_state(config, {"trail": ["edited"]}, as_node="increment")
+        await graph.ainvoke(None, config)
+        state = await graph.aget_state(config)
+        history = [s.next async for s in graph.aget_state_history(config)]
+        results.append((state.values, state.next, history))
+    assert results[1] == results[0]
