@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -57,6 +58,22 @@ def fresh_call_log() -> Iterator[None]:
     yield
 
 
+async def close_pool(pool: Pool) -> None:
+    """``pool.aclose()``, re-delivering a cancellation its reply reader swallowed.
+
+    Under pytest-asyncio the first cancel of ``Inbox._read_forever`` is sometimes lost inside
+    the read (the task stays ``cancelling`` on a fresh future) and ``Inbox.close`` waits for it
+    forever: a failing test would hang at teardown instead of being reported (core issue).
+    """
+    closing = asyncio.ensure_future(pool.aclose())
+    while not closing.done():
+        await asyncio.wait({closing}, timeout=1.0)
+        reader = pool.inbox._task
+        if not closing.done() and reader is not None:
+            reader.cancel()
+    await closing
+
+
 @pytest.fixture(params=["embedded", "redis"])
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
     """A started pool without workers, embedded or on the session's real Redis."""
@@ -64,14 +81,21 @@ async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
         made = Pool.local(settings=FAST)
     else:
         made = Pool.from_url(request.getfixturevalue("redis_url"), settings=FAST)
-    async with made:
+    await made.ensure_started()
+    try:
         yield made
+    finally:
+        await close_pool(made)
 
 
 @pytest.fixture
 async def redis_pool(redis_url: str) -> AsyncIterator[Pool]:
-    async with Pool.from_url(redis_url, settings=FAST) as made:
+    made = Pool.from_url(redis_url, settings=FAST)
+    await made.ensure_started()
+    try:
         yield made
+    finally:
+        await close_pool(made)
 
 
 @pytest.fixture

@@ -133,6 +133,37 @@ def structured_crew() -> Crew:
     return Crew(agents=[parser, checker], tasks=[parse, check])
 
 
+def converting_crew() -> Crew:
+    """An ``output_pydantic`` task whose agent answers in prose: CrewAI converts it with an LLM
+    call of its own (on the coordinator, so through a RemoteLLM)."""
+    llm = ScriptedLLM(
+        model="prose",
+        answer="Shipment S2 is on time",
+        converts_to='{"id": "S2", "status": "on time", "delayed": false}',
+    )
+    clerk = Agent(role="Clerk", goal="g", backstory="b", llm=llm)
+    task = Task(
+        description="Report on S2",
+        expected_output="a status",
+        agent=clerk,
+        output_pydantic=Shipment,
+    )
+    return Crew(agents=[clerk], tasks=[task])
+
+
+def judged_crew() -> Crew:
+    """A string guardrail: CrewAI asks the agent's LLM to judge the answer."""
+    llm = ScriptedLLM(model="judged", verdict='{"valid": true, "feedback": null}')
+    clerk = Agent(role="Clerk", goal="g", backstory="b", llm=llm)
+    task = Task(
+        description="Name the port of {port}",
+        expected_output="a port",
+        agent=clerk,
+        guardrail="The answer must name a port",
+    )
+    return Crew(agents=[clerk], tasks=[task])
+
+
 def failing_crew() -> Crew:
     broken = Agent(
         role="Broken",

@@ -80,6 +80,10 @@ class ScriptedLLM(BaseLLM):
     """A fixed final answer (e.g. JSON for ``output_pydantic``) instead of the prompt hash."""
     fail: bool = False
     """Always raise, like a provider that is down."""
+    converts_to: str | None = None
+    """What it answers when CrewAI asks it to convert a text to JSON (``output_pydantic``)."""
+    verdict: str | None = None
+    """What it answers as a string guardrail's judge (JSON of ``LLMGuardrailResult``)."""
 
     def call(
         self,
@@ -101,7 +105,11 @@ class ScriptedLLM(BaseLLM):
         if self.latency:
             time.sleep(self.latency)
         observed = _observation(messages)
-        if self.tool and observed is None:
+        if self.converts_to is not None and _is_conversion(messages):
+            out = self.converts_to
+        elif self.verdict is not None and "Guardrail Agent" in text:
+            out = f"Thought: I judged it\nFinal Answer: {self.verdict}"
+        elif self.tool and observed is None:
             out = (
                 "Thought: I need the tool first\n"
                 f"Action: {self.tool}\nAction Input: {json.dumps(self.tool_input or {})}"
@@ -124,8 +132,19 @@ class ScriptedLLM(BaseLLM):
         )
         return out
 
+    def supports_function_calling(self) -> bool:
+        return False  # CrewAI's converter calls it without checking it exists
+
     def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
         return 0  # the base class estimates and logs a warning per call
+
+
+def _is_conversion(messages: Any) -> bool:
+    """CrewAI's converter sends the schema as system message, not an agent persona."""
+    if isinstance(messages, str) or not messages:
+        return False
+    first = messages[0]
+    return first.get("role") == "system" and "personal goal" not in str(first.get("content"))
 
 
 def _observation(messages: Any) -> str | None:

@@ -14,6 +14,7 @@ import crew_fakes
 from nervenet_crewai import distribute_crew
 
 from nervenet import Pool
+from nervenet.errors import ConfigurationError
 
 pytestmark = pytest.mark.crewai
 
@@ -71,3 +72,43 @@ async def test_output_pydantic_and_a_guardrail_that_rejects_once(pool: Pool) -> 
     assert output.raw.startswith("verified ")
     assert len(crew_fakes.calls("checker")) == 2
     assert all(c["task_id"] for c in crew_fakes.calls())
+
+
+@pytest.mark.parametrize("kickoff", ["kickoff_async", "akickoff"])
+async def test_prose_answer_for_output_pydantic_is_converted_by_an_llm_call_on_a_worker(
+    pool: Pool, kickoff: str
+) -> None:
+    crew = distribute_crew(crew_apps.converting_crew, pool=pool, name="convert")
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.converting_crew)
+    crew_fakes.CALLS.clear()
+
+    output = await getattr(crew, kickoff)()
+
+    assert output.model_dump() == expected.model_dump()
+    assert output.pydantic == crew_apps.Shipment(id="S2", status="on time", delayed=False)
+    agent_call, conversion = crew_fakes.calls("prose")
+    assert ":t0." in agent_call["task_id"] and ":llm." in conversion["task_id"]
+    assert output.token_usage == expected.token_usage
+
+
+async def test_string_guardrail_is_judged_by_an_llm_call_on_a_worker(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.judged_crew, pool=pool, name="judged")
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.judged_crew, {"port": "Brest"})
+    crew_fakes.CALLS.clear()
+
+    output = await crew.kickoff_async(inputs={"port": "Brest"})
+
+    assert output.model_dump() == expected.model_dump()
+    calls = crew_fakes.calls("judged")
+    assert len(calls) == 2 and all(c["task_id"] for c in calls)
+    assert ":llm." in calls[1]["task_id"]
+
+
+async def test_native_akickoff_refuses_string_guardrails_it_would_deadlock_on(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.judged_crew, pool=pool, name="judged")
+    await pool.serve(crew)
+
+    with pytest.raises(ConfigurationError, match="use kickoff_async"):
+        await crew.akickoff(inputs={"port": "Brest"})
