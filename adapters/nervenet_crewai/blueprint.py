@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from crewai import Crew
-from crewai.crews.utils import setup_agents
+from crewai.agents.agent_builder.base_agent import BaseAgent
+from crewai.crews.utils import _resolve_crew_skills
 
 from nervenet.errors import ConfigurationError
 
@@ -63,16 +64,29 @@ class Blueprint:
         for task in crew.tasks:  # by identity: pydantic's == would merge look-alike agents
             if task.agent is not None and all(task.agent is not a for a in agents):
                 agents.append(task.agent)
-        setup_agents(
-            crew,
-            agents,
-            crew.embedder,
-            crew.__dict__.get("function_calling_llm"),  # the attribute warns (deprecated)
-            crew.step_callback,
-        )
+        _setup_agents(crew, agents)
         if is_hierarchical(crew):
             crew._create_manager_agent()
         return crew
+
+
+def _setup_agents(crew: Crew, agents: list[BaseAgent]) -> None:
+    """``crewai.crews.utils.setup_agents`` without building every agent's executor up front.
+
+    A worker runs one agent's task; ``Agent.execute_task`` builds that agent's executor itself
+    (and a delegated coworker's, when it is asked). Building all of them, as kickoff does, cost
+    about 12 ms of CPU per agent per task, mostly pydantic building a state class per executor.
+    """
+    function_calling_llm = crew.__dict__.get("function_calling_llm")  # the attribute warns
+    skills = _resolve_crew_skills(crew)
+    for agent in agents:
+        agent.crew = crew
+        agent.set_knowledge(crew_embedder=crew.embedder)
+        agent.set_skills(resolved_crew_skills=skills)
+        if not agent.__dict__.get("function_calling_llm"):
+            agent.__dict__["function_calling_llm"] = function_calling_llm
+        if not getattr(agent, "step_callback", None):
+            agent.step_callback = crew.step_callback  # type: ignore[attr-defined]
 
 
 def _takes_inputs(factory: CrewFactory) -> bool:

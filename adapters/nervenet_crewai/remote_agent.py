@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from .run import CrewRun
 
 
+def _no_executor(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class RemoteExecution:
     """``execute_task``/``aexecute_task`` of one agent of one crew run."""
 
@@ -40,6 +44,9 @@ class RemoteExecution:
         # instance attribute shadows the method for this one agent object.
         object.__setattr__(self.agent, "execute_task", self.execute_task)
         object.__setattr__(self.agent, "aexecute_task", self.aexecute_task)
+        # The agent loop never runs here, so it needs no executor; kickoff would build one per
+        # agent (a Flow whose state class pydantic compiles: ~12 ms of CPU each).
+        object.__setattr__(self.agent, "create_agent_executor", _no_executor)
 
     def execute_task(
         self, task: Task, context: str | None = None, tools: list[Any] | None = None
