@@ -17,9 +17,9 @@ from typing import Annotated, Any, TypedDict
 import redis
 from langgraph.graph import START, StateGraph
 from langgraph.types import Send
+from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool, PoolSettings
-from nervenet_langgraph import RedisSaver, distribute
 
 SETTINGS = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
 NODE_SECONDS = float(os.environ.get("CHAOS_NODE_SECONDS", "0.3"))
@@ -74,7 +74,7 @@ def build() -> StateGraph:
 
 
 def expected_output(n: int) -> dict[str, Any]:
-    facts = [f"planned:{n}"] + sorted(f"{a}:{n}" for a in ASPECTS)
+    facts = [f"planned:{n}", *sorted(f"{a}:{n}" for a in ASPECTS)]
     return {"n": n, "facts": facts, "summary": f"{len(facts)} facts about {n}"}
 
 

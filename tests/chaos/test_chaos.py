@@ -25,11 +25,11 @@ import redis
 
 pytest.importorskip("langgraph")
 
-from processes import ChildProcesses, wait_for_line  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+from child_processes import ChildProcesses, wait_for_line
+from redis_server import RedisServer
 
-from nervenet import Pool  # noqa: E402
-from nervenet.keys import WORKER_GROUP, Keys  # noqa: E402
+from nervenet import Pool
+from nervenet.keys import WORKER_GROUP, Keys
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -94,7 +94,6 @@ async def run_chaos(server: RedisServer, procs: ChildProcesses, runs: int, seed:
 
 async def check_outcome(url: str, runs: int) -> dict[str, Any]:
     from chaos_app import NODE_COUNT, expected_output, graph, normalized
-
     from nervenet_langgraph.wire import unpack
 
     async with Pool.from_url(url) as pool:

@@ -14,8 +14,8 @@ import redis
 
 pytest.importorskip("langgraph")
 
+from child_processes import ChildProcesses, wait_for_line
 from fast_settings import FAST
-from processes import ChildProcesses, wait_for_line
 
 from nervenet import Pool
 

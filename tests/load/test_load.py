@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from processes import ChildProcesses, wait_for_line
+from child_processes import ChildProcesses, wait_for_line
 
 from nervenet import Handlers, Pool, PoolSettings
 
