@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -393,11 +394,21 @@ def main() -> None:
         worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
         with running("worker", worker_args, cwd=HERE) as worker:
             pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
-            console.print(f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}")
+            console.print(
+                f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
             meter = Meter(url, pids)
             results = asyncio.run(measure(url, worker, meter, samples, seconds, levels))
     report(results, seconds)
+    console.print(
+        f"load average {os.getloadavg()[0]:.1f} at the end: when it is above the core count, "
+        "other processes took CPU and the dispatches/s are low; CPU per dispatch holds better"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the children are already stopped
+        sys.exit(130)
