@@ -30,6 +30,7 @@ from nervenet import Backoff, Handler, Pool
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 
+from . import locks
 from .blueprint import Blueprint, CrewFactory
 from .for_each import kickoff_each
 from .run import CrewRun, DispatchPolicy
@@ -55,6 +56,7 @@ class DistributedCrew:
         policy: DispatchPolicy | None = None,
         worker_threads: int = 64,
         kickoff_threads: int = 256,
+        fast_locks: bool = True,
     ) -> None:
         for kind in ("task", "llm"):
             validate_task_type(f"{name}/{kind}")
@@ -64,6 +66,7 @@ class DistributedCrew:
         self.blueprint = Blueprint(factory)
         self.runner = CrewRunner(name, self.blueprint, threads=worker_threads)
         self.kickoff_threads = kickoff_threads
+        self.fast_locks = fast_locks
         self._kickoff_executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -72,6 +75,7 @@ class DistributedCrew:
         return tuple(self.runner.handlers())
 
     def nervenet_handlers(self) -> Mapping[str, Handler]:
+        self._use_fast_locks()
         return self.runner.handlers()
 
     # --- kickoffs ---------------------------------------------------------------------------
@@ -82,6 +86,7 @@ class DistributedCrew:
                 f"crew {self.name!r} has no pool to kick off on; pass "
                 "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
             )
+        self._use_fast_locks()
         return CrewRun(
             self.name, self.blueprint, self.pool, self.policy, inputs, run_id or uuid.uuid4().hex
         )
@@ -144,6 +149,10 @@ class DistributedCrew:
         if executor is not None:
             executor.shutdown(wait=False)
 
+    def _use_fast_locks(self) -> None:
+        if self.fast_locks:
+            locks.install()
+
     def _executor(self) -> ThreadPoolExecutor:
         # Not asyncio's default executor: its few threads would cap concurrent kickoffs.
         with self._lock:
@@ -166,6 +175,7 @@ def distribute_crew(
     wait_for_worker: bool = False,
     worker_threads: int = 64,
     kickoff_threads: int = 256,
+    fast_locks: bool = True,
 ) -> DistributedCrew:
     """Register ``factory`` (a function returning a ``Crew``, optionally taking ``inputs``, or a
     ``@CrewBase`` class) under ``name``.
@@ -173,7 +183,8 @@ def distribute_crew(
     ``retries``/``task_timeout``/``backoff`` govern each agent task's dispatch (after the retries
     the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` bounds
     agent tasks a worker process runs at once; ``kickoff_threads`` bounds concurrent
-    ``kickoff_async`` runs in a coordinator process.
+    ``kickoff_async`` runs in a coordinator process. ``fast_locks`` swaps CrewAI's polled file
+    locks for queued ones in processes that build many crews (see :mod:`nervenet_crewai.locks`).
     """
     policy = DispatchPolicy(
         retries=retries, timeout=task_timeout, backoff=backoff, wait_for_worker=wait_for_worker
@@ -185,4 +196,5 @@ def distribute_crew(
         policy=policy,
         worker_threads=worker_threads,
         kickoff_threads=kickoff_threads,
+        fast_locks=fast_locks,
     )

@@ -31,6 +31,7 @@ from .blueprint import Blueprint
 from .layout import agents_by_place, is_hierarchical, llm_places, set_llm, task_index
 from .remote_agent import RemoteExecution
 from .remote_llm import RemoteLLM
+from .replay_log import RunTaskLog
 from .runner import model_name
 from .wire import AgentTaskCall, AgentTaskResult, CrewRef, LLMCall, LLMResult, Usage, digest
 
@@ -79,6 +80,7 @@ class CrewRun:
             # CrewAI would build the manager inside kickoff, out of our reach; built now (by
             # CrewAI's own method) it can get its stand-in like every other agent.
             self.crew._create_manager_agent()
+        self.crew._task_output_handler = RunTaskLog()  # type: ignore[assignment]
         self.stand_ins = self._stand_in_llms()
         for place, agent in agents_by_place(self.crew).items():
             RemoteExecution(self, agent, place).install()

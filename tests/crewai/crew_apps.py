@@ -11,6 +11,7 @@ from typing import Any
 
 from crew_fakes import ScriptedLLM, where
 from crewai import Agent, Crew, Process, Task
+from crewai.project import CrewBase, agent, crew, task
 from crewai.tasks.task_output import TaskOutput
 from crewai.tools import tool
 from nervenet_crewai import distribute_crew
@@ -177,3 +178,38 @@ def failing_crew() -> Crew:
 
 sequential = distribute_crew(sequential_crew, name="seq")
 parallel = distribute_crew(parallel_crew, name="par")
+
+
+@CrewBase
+class FilingDesk:
+    """A ``@CrewBase`` crew (its ``@agent`` methods memoize: one instance, one set of agents)."""
+
+    @agent
+    def clerk(self) -> Agent:
+        return Agent(role="Clerk", goal="g", backstory="b", llm=ScriptedLLM(model="desk"))
+
+    @task
+    def file_it(self) -> Task:
+        return Task(description="File {doc}", expected_output="a receipt", agent=self.clerk())
+
+    @crew
+    def crew(self) -> Crew:
+        return Crew(agents=self.agents, tasks=self.tasks)
+
+
+FACTORY_INPUTS: list[Any] = []
+
+
+def crew_for_inputs(inputs: dict[str, Any] | None) -> Crew:
+    """A factory that shapes the crew from the inputs (one task per listed port)."""
+    FACTORY_INPUTS.append(inputs)
+    clerk = Agent(role="Clerk", goal="g", backstory="b", llm=ScriptedLLM(model="ports"))
+    ports = (inputs or {}).get("ports", ["Brest"])
+    tasks = [Task(description=f"Tides at {p}", expected_output="x", agent=clerk) for p in ports]
+    return Crew(agents=[clerk], tasks=tasks)
+
+
+def other_crew() -> Crew:
+    """Not ``sequential_crew``: what a worker running other code would build."""
+    clerk = Agent(role="Someone else", goal="g", backstory="b", llm=ScriptedLLM(model="other"))
+    return Crew(agents=[clerk], tasks=[Task(description="Other", expected_output="x", agent=clerk)])
