@@ -116,11 +116,12 @@ class Inbox:
                     if b"open" in fields:
                         continue
                     self._deliver(fields)
-            if batch:
-                await self._trim_read_entries()
 
-    async def _trim_read_entries(self) -> None:
-        """Replies are read once, by us: drop what we read so the stream stays near empty."""
+    async def trim_read_entries(self) -> None:
+        """Replies are read once, by us: drop what we read so the stream stays near empty.
+
+        Called from the heartbeat, not per read: a round trip per read costs more than the
+        memory of a second's worth of replies."""
         from redis.exceptions import RedisError
 
         try:

@@ -282,6 +282,7 @@ class Pool:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self._renew_reply_stream()
+                await self.inbox.trim_read_entries()
                 for hook in list(self._heartbeat_hooks):
                     await hook()
             except asyncio.CancelledError:

@@ -40,6 +40,33 @@ def as_text(value: object) -> str:
     return as_bytes(value).decode()
 
 
+def _hiredis_packing_connection() -> type[aioredis.Connection] | None:
+    try:
+        import hiredis
+    except ImportError:
+        return None
+    pack: Any = hiredis.pack_command
+
+    class HiredisPackingConnection(aioredis.Connection):
+        """Builds commands with hiredis in C. redis-py's async connection packs them in Python,
+        which measured 26-29% of a busy coordinator's or worker's CPU."""
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            if isinstance(args[0], str):
+                args = tuple(args[0].encode().split()) + args[1:]
+            elif b" " in args[0]:
+                args = tuple(args[0].split()) + args[1:]
+            encode: Any = self.encoder.encode
+            encoded = tuple(bytes(encode(a)) for a in args)
+            packed: bytes = pack(encoded)
+            return [packed]
+
+    return HiredisPackingConnection
+
+
+_HiredisPackingConnection = _hiredis_packing_connection()
+
+
 def _stream_ids(streams: dict[str, str]) -> dict[Any, Any]:
     """redis-py's annotation for XREAD's stream map is narrower than what it accepts."""
     return dict(streams)
@@ -92,8 +119,12 @@ class RedisTransport:
         self.description = mask_password(url)
         # A blocking pool makes a burst of commands queue for a connection instead of failing
         # with "Too many connections" (thousands of workflows share one process's pool).
+        extra: dict[str, Any] = {}
+        if scheme == "redis" and _HiredisPackingConnection is not None:
+            extra["connection_class"] = _HiredisPackingConnection
         connections = aioredis.BlockingConnectionPool.from_url(
             url,
+            **extra,
             max_connections=max_connections,
             timeout=None,
             socket_connect_timeout=5,
@@ -174,12 +205,14 @@ class EmbeddedTransport:
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
     ) -> StreamBatch:
         return await self._wait_for(
-            lambda: self.redis.xreadgroup(group, consumer, streams, count=count),  # type: ignore[arg-type]
+            lambda: self.redis.xreadgroup(group, consumer, _stream_ids(streams), count=count),
             block_ms,
         )
 
     async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
-        return await self._wait_for(lambda: self.redis.xread(streams, count=count), block_ms)  # type: ignore[arg-type]
+        return await self._wait_for(
+            lambda: self.redis.xread(_stream_ids(streams), count=count), block_ms
+        )
 
     async def _wait_for(self, read: Any, block_ms: int) -> StreamBatch:
         # Take the "something was written" signal before reading: a write that lands after the
