@@ -1,0 +1,57 @@
+"""The logistics example runs as its docstring says: ``nervenet worker`` plus the app, on Redis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("crewai")
+
+from processes import Processes
+
+pytestmark = [pytest.mark.crewai, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def nervenet_command() -> list[str]:
+    script = Path(sys.executable).with_name("nervenet")
+    return [str(script)] if script.exists() else [shutil.which("nervenet") or "nervenet"]
+
+
+def test_logistics_example_with_a_nervenet_worker_process(
+    redis_url: str, processes: Processes, crew_env: dict[str, str]
+) -> None:
+    crew_env.update(LOGISTICS_LATENCY="0", NERVENET_REDIS_URL=redis_url)
+    worker = subprocess.Popen(
+        [*nervenet_command(), "worker", "examples.logistics_crew:crew", "--redis", redis_url],
+        cwd=ROOT,
+        env=crew_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    processes.started.append(worker)
+    assert worker.stdout is not None
+    deadline = time.monotonic() + 60
+    while "serving" not in (line := worker.stdout.readline()):
+        assert line or worker.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, "the worker did not start"
+
+    done = subprocess.run(
+        [sys.executable, "examples/logistics_crew.py", "--kickoffs", "24"],
+        cwd=ROOT,
+        env=crew_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "24 kickoffs in" in done.stdout and "0 failed" in done.stdout
+    assert "12 exceptions flagged" in done.stdout  # delayed, customs, damaged: 3 of every 6
