@@ -1,0 +1,108 @@
+"""Fixtures of the core tests: pools on each backend, in-process workers, worker processes.
+
+``pool`` (and ``make_pool`` for custom settings) is parametrized over the embedded pool and the
+session's private redis-server, so every test that takes it states a behaviour of both.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from core_support import FAST, WorkerProcesses
+
+from nervenet import Pool, PoolSettings, Worker
+from nervenet.handlers import handlers_of
+from nervenet.transport import EmbeddedTransport
+
+MakePool = Callable[..., Awaitable[Pool]]
+Serve = Callable[..., Awaitable[Worker]]
+
+
+class Pools:
+    """Every pool a test opened, closed after the test (after its workers stopped)."""
+
+    def __init__(self) -> None:
+        self.opened: list[Pool] = []
+
+    async def open(self, pool: Pool) -> Pool:
+        self.opened.append(pool)
+        await pool.ensure_started()
+        return pool
+
+    async def aclose(self) -> None:
+        for pool in reversed(self.opened):
+            await pool.aclose()
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[Pools]:
+    opened = Pools()
+    yield opened
+    await opened.aclose()
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def make_pool(request: pytest.FixtureRequest, pools: Pools) -> MakePool:
+    """``await make_pool(settings=..., signing_secret=...)``: a started pool on this test's
+    backend. On the embedded backend every call makes an independent in-process server."""
+    backend = request.param
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+
+    async def make(*, settings: PoolSettings = FAST, signing_secret: str | None = None) -> Pool:
+        if url is not None:
+            pool = Pool.from_url(url, settings=settings, signing_secret=signing_secret)
+        elif signing_secret is None:
+            pool = Pool.local(settings=settings)
+        else:  # Pool.local takes no signing secret
+            pool = Pool(EmbeddedTransport(), settings=settings, signing_secret=signing_secret)
+        return await pools.open(pool)
+
+    return make
+
+
+@pytest.fixture
+async def pool(make_pool: MakePool) -> Pool:
+    """A started pool with :data:`core_support.FAST` settings, embedded or on a real server."""
+    return await make_pool()
+
+
+@pytest.fixture
+async def redis_pool(pools: Pools, redis_url: str) -> Pool:
+    """A started pool on the session's real redis-server (for tests with worker processes)."""
+    return await pools.open(Pool.from_url(redis_url, settings=FAST))
+
+
+@pytest.fixture
+async def serve(pools: Pools) -> AsyncIterator[Serve]:
+    """``await serve(pool, handlers, concurrency=...)``: an in-process worker, stopped with a short
+    grace period after the test (``pool.serve`` would give hanging handlers five seconds)."""
+    workers: list[Worker] = []
+
+    async def start(pool: Pool, handlers: Any, *, concurrency: int = 64) -> Worker:
+        worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
+        await worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in reversed(workers):
+        await worker.stop(grace=0.2)
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path) -> Iterator[WorkerProcesses]:
+    """Starts worker child processes; every one still running is SIGKILLed (by pid) after the
+    test. Their output is printed at teardown (pytest shows it when the test failed)."""
+    processes = WorkerProcesses(tmp_path)
+    yield processes
+    processes.kill_all()
+    for process in processes.started:
+        print(f"--- worker pid {process.pid} exited {process.popen.returncode}:")
+        print(process.output()[-20_000:])

@@ -1,0 +1,112 @@
+"""The ``nervenet`` command as an operator runs it (a child process), and the promise that the core
+imports neither LangGraph nor CrewAI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from core_support import NERVENET, child_env, run_cli, wait_until
+from redis_server import free_port
+
+from nervenet import Handlers, TaskEnvelope
+
+
+def echo_handlers() -> Handlers:
+    handlers = Handlers()
+
+    @handlers.task("core/echo")
+    async def echo(value: object) -> object:
+        return value
+
+    return handlers
+
+
+def test_the_core_imports_neither_langgraph_nor_crewai():
+    check = (
+        "import sys, nervenet, nervenet.cli, nervenet.demo\n"
+        "forbidden = ('langgraph', 'crewai', 'langchain_core', 'nervenet_langgraph',"
+        " 'nervenet_crewai')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(forbidden)))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def test_demo_runs_to_completion_and_prints_throughput_and_latency(request, backend):
+    redis = ["--redis", request.getfixturevalue("redis_url")] if backend == "redis" else []
+
+    demo = subprocess.run(
+        [NERVENET, "demo", "--workflows", "50", "--workload", "plain", *redis],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert re.search(
+        r"50 workflows in [\d.]+ s: \d+ workflows/s, p50 [\d.]+ ms, p99 [\d.]+ ms", demo.stdout
+    ), demo.stdout
+
+
+@pytest.mark.redis
+async def test_status_shows_queues_workers_and_escalations(redis_pool, redis_url, serve):
+    worker = await serve(redis_pool, echo_handlers(), concurrency=4)
+    await redis_pool.dispatch("core/echo", b"1", timeout=10)
+    for i in range(3):  # a backlog nobody serves
+        await redis_pool.publish(
+            TaskEnvelope(f"t{i}", "wf", "core/backlog", 1, 0.0, redis_pool.inbox.address, b"{}")
+        )
+    await redis_pool.escalate(
+        TaskEnvelope("t-x", "wf", "core/echo", 1, 0.0, redis_pool.inbox.address, b"{}"), "stuck"
+    )
+
+    async def heartbeat_reported_the_task() -> bool:
+        return [w.processed for w in await redis_pool.workers()] == [1]
+
+    await wait_until(heartbeat_reported_the_task, what="the worker's next heartbeat")
+
+    status = await run_cli("status", "--redis", redis_url)
+
+    assert status.returncode == 0, status.output
+    table_row = r"[│|]\s*{}\s*[│|]\s*{}\s*[│|]"
+    assert re.search(table_row.format("core/backlog", 3), status.output), status.output
+    assert re.search(table_row.format("core/echo", 0), status.output), status.output
+    assert re.search(table_row.format(re.escape(worker.worker_id), "core/echo"), status.output)
+    assert re.search(r"[│|]\s*0/4\s*[│|]\s*1\s*[│|]", status.output)  # load/concurrency, processed
+    assert "escalations: 1" in status.output
+    assert redis_url in status.output
+
+
+async def test_worker_with_an_unimportable_target_says_what_to_do():
+    started = await run_cli("worker", "no_such_module:handlers", "--redis", "redis://127.0.0.1:1/0")
+
+    assert started.returncode == 2
+    assert "cannot import module 'no_such_module'" in started.output
+    assert "Traceback" not in started.output
+
+
+async def test_worker_with_a_missing_attribute_says_so():
+    started = await run_cli("worker", "core_apps:nothing", "--redis", "redis://127.0.0.1:1/0")
+
+    assert started.returncode == 2
+    assert "module 'core_apps' has no attribute 'nothing'" in started.output
+
+
+async def test_worker_without_a_reachable_redis_says_so_without_a_traceback():
+    port = free_port()
+
+    started = await run_cli(
+        "worker", "core_apps:handlers", "--redis", f"redis://127.0.0.1:{port}/0"
+    )
+
+    assert started.returncode == 2
+    assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in started.output
+    assert "Traceback" not in started.output

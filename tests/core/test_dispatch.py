@@ -1,0 +1,265 @@
+"""Dispatching: every workflow gets exactly its own result, errors come back as text, cached
+results are not recomputed, and a dispatch nobody can serve fails fast. Each test runs on the
+embedded pool and on a real redis-server (the ``pool`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import orjson
+import pytest
+from core_support import ReplyTap, wait_until
+
+from nervenet import (
+    Backoff,
+    Handlers,
+    NoLiveWorker,
+    RemoteTaskError,
+    TaskContext,
+    TaskEscalated,
+)
+from nervenet.envelope import ReplyKind
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def echo_handlers(runs: list[TaskContext] | None = None) -> Handlers:
+    handlers = Handlers()
+
+    @handlers.task("core/echo")
+    async def echo(value: Any, ctx: TaskContext) -> Any:
+        if runs is not None:
+            runs.append(ctx)
+        await asyncio.sleep(random.random() * 0.005)  # finish out of order
+        return {"value": value, "workflow": ctx.workflow_id}
+
+    return handlers
+
+
+async def test_each_of_1000_concurrent_workflows_gets_exactly_its_own_result(pool, serve):
+    tap = ReplyTap(pool)
+    for _ in range(2):
+        await serve(pool, echo_handlers(), concurrency=256)
+
+    async def workflow(index: int) -> tuple[int, Any]:
+        coordinator = pool.coordinator(f"wf-{index}")
+        result = await coordinator.dispatch("core/echo", dumps({"n": index}), timeout=60)
+        return index, orjson.loads(result)
+
+    results = await asyncio.gather(*(workflow(i) for i in range(1000)))
+
+    assert [r for i, r in results if r != {"value": {"n": i}, "workflow": f"wf-{i}"}] == []
+    assert pool.inbox.waiting == 0
+    assert pool.inbox.unmatched_replies == 0
+    assert len(tap.replies) == 1000
+
+
+async def test_a_handler_exception_comes_back_as_remote_task_error(pool, serve):
+    handlers = Handlers()
+
+    @handlers.task("core/fail")
+    async def fail_on_purpose(value: Any) -> None:
+        raise ValueError(f"bad input {value}")
+
+    await serve(pool, handlers)
+
+    with pytest.raises(RemoteTaskError) as caught:
+        await pool.dispatch("core/fail", dumps(42), timeout=10, escalate_errors=False)
+
+    error = caught.value
+    assert error.error_type == "builtins.ValueError"
+    assert error.error_message == "bad input 42"
+    assert "Traceback (most recent call last)" in error.remote_traceback
+    assert "fail_on_purpose" in error.remote_traceback
+    assert "ValueError: bad input 42" in error.remote_traceback
+    assert "builtins.ValueError: bad input 42" in str(error)
+
+
+async def test_a_handler_error_is_retried_then_escalated_with_the_error_as_cause(pool, serve):
+    attempts: list[int] = []
+    handlers = Handlers()
+
+    @handlers.task("core/fail")
+    async def fail_on_purpose(value: Any, ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        raise KeyError("missing")
+
+    await serve(pool, handlers)
+
+    with pytest.raises(TaskEscalated) as caught:
+        await pool.dispatch(
+            "core/fail", dumps(1), timeout=10, retries=2, backoff=Backoff(initial=0.01)
+        )
+
+    assert attempts == [1, 2, 3]
+    assert isinstance(caught.value.__cause__, RemoteTaskError)
+    assert caught.value.__cause__.error_type == "builtins.KeyError"
+
+
+async def test_a_task_whose_result_is_cached_is_answered_without_running_again(pool, serve):
+    runs: list[TaskContext] = []
+    worker = await serve(pool, echo_handlers(runs))
+    coordinator = pool.coordinator("wf-idempotent")
+
+    first = await coordinator.dispatch("core/echo", dumps("once"), task_id="step-1", timeout=10)
+    second = await coordinator.dispatch("core/echo", dumps("once"), task_id="step-1", timeout=10)
+
+    assert first == second
+    assert len(runs) == 1
+    assert worker.answered_from_cache == 1
+    assert await pool.transport.redis.get(pool.keys.result("step-1")) == first
+
+
+async def test_the_cache_answers_even_another_coordinator_of_another_workflow(pool, serve):
+    runs: list[TaskContext] = []
+    await serve(pool, echo_handlers(runs))
+
+    await pool.coordinator("wf-a").dispatch("core/echo", dumps(1), task_id="shared", timeout=10)
+    again = await pool.coordinator("wf-b").dispatch(
+        "core/echo", dumps(1), task_id="shared", timeout=10
+    )
+
+    assert orjson.loads(again)["workflow"] == "wf-a"  # the work was done once, for wf-a
+    assert len(runs) == 1
+
+
+async def test_a_dispatch_nobody_serves_fails_fast_with_no_live_worker(pool, serve):
+    await serve(pool, echo_handlers())  # serves core/echo, not core/nobody
+    started = time.monotonic()
+
+    with pytest.raises(NoLiveWorker) as caught:
+        await pool.dispatch("core/nobody", b"{}", timeout=10)
+
+    assert time.monotonic() - started < 1.0
+    assert caught.value.task_type == "core/nobody"
+    message = str(caught.value)
+    assert "no live worker serves task type 'core/nobody'" in message
+    assert "nervenet worker" in message
+    assert "wait_for_worker=True" in message
+    assert await pool.transport.redis.exists(pool.keys.task_stream("core/nobody")) == 0
+
+
+async def test_wait_for_worker_waits_until_a_worker_starts(pool, serve):
+    dispatch = asyncio.ensure_future(
+        pool.dispatch("core/echo", dumps("late"), timeout=10, wait_for_worker=True)
+    )
+    await asyncio.sleep(0.5)  # a dispatch that did not wait would have failed by now
+    assert not dispatch.done()
+
+    await serve(pool, echo_handlers())
+
+    assert orjson.loads(await asyncio.wait_for(dispatch, 10))["value"] == "late"
+
+
+async def test_wait_for_worker_gives_up_after_the_worker_wait_timeout(make_pool):
+    from core_support import FAST
+
+    from nervenet import PoolSettings
+
+    settings = PoolSettings(
+        heartbeat_interval=FAST.heartbeat_interval,
+        visibility_timeout=FAST.visibility_timeout,
+        lease_ttl=FAST.lease_ttl,
+        worker_wait_timeout=0.5,
+    )
+    pool = await make_pool(settings=settings)
+
+    with pytest.raises(NoLiveWorker, match=r"waited 0\.5 s for one to register"):
+        await pool.dispatch("core/nobody", b"{}", timeout=10, wait_for_worker=True)
+
+
+async def test_a_late_error_of_an_old_attempt_is_not_taken_for_the_new_attempts_result(pool, serve):
+    tap = ReplyTap(pool)
+    second_attempt_started = asyncio.Event()
+    late_error_sent = asyncio.Event()
+    handlers = Handlers()
+
+    async def received_late_error() -> bool:
+        return any(r.kind is ReplyKind.ERROR and r.attempt == 1 for r in tap.replies)
+
+    @handlers.task("core/late")
+    async def late(value: Any, ctx: TaskContext) -> str:
+        if ctx.attempt == 1:
+            # Answer only once the coordinator has given up on this attempt and sent the next.
+            await second_attempt_started.wait()
+            late_error_sent.set()
+            raise RuntimeError("attempt 1 failed late")
+        second_attempt_started.set()
+        await late_error_sent.wait()
+        # Hold the result back until the coordinator has received attempt 1's error.
+        await wait_until(received_late_error, timeout=5, what="attempt 1's error reply")
+        return f"attempt {ctx.attempt} ok"
+
+    await serve(pool, handlers)
+
+    result = await pool.dispatch(
+        "core/late",
+        dumps(None),
+        timeout=1.0,
+        retries=1,
+        backoff=Backoff(initial=0.01),
+        escalate_errors=False,
+    )
+
+    assert orjson.loads(result) == "attempt 2 ok"
+    assert [(r.attempt, r.kind) for r in tap.replies] == [
+        (1, ReplyKind.ERROR),
+        (2, ReplyKind.RESULT),
+    ]
+
+
+async def test_frames_reach_the_coordinator_in_order_before_the_result(pool, serve):
+    handlers = Handlers()
+
+    @handlers.task("core/stream")
+    async def stream(value: int, ctx: TaskContext) -> str:
+        for i in range(value):
+            ctx.emit(f"frame {i}".encode())
+        return "done"
+
+    await serve(pool, handlers)
+    frames: list[bytes] = []
+
+    result = await pool.dispatch("core/stream", dumps(50), timeout=10, on_frame=frames.append)
+
+    assert orjson.loads(result) == "done"
+    assert frames == [f"frame {i}".encode() for i in range(50)]
+
+
+async def test_task_streams_are_empty_once_their_tasks_are_done(pool, serve):
+    await serve(pool, echo_handlers())
+
+    await asyncio.gather(*(pool.dispatch("core/echo", dumps(i), timeout=10) for i in range(200)))
+
+    stream = pool.keys.task_stream("core/echo")
+    assert await pool.transport.redis.xlen(stream) == 0
+    pending: Any = await pool.transport.redis.xpending(stream, "workers")
+    assert pending["pending"] == 0
+
+
+async def test_the_reply_stream_stays_bounded(make_pool, serve):
+    from core_support import FAST
+
+    from nervenet import PoolSettings
+
+    settings = PoolSettings(
+        heartbeat_interval=FAST.heartbeat_interval,
+        visibility_timeout=FAST.visibility_timeout,
+        lease_ttl=FAST.lease_ttl,
+        reply_stream_maxlen=100,
+    )
+    pool = await make_pool(settings=settings)
+    await serve(pool, echo_handlers())
+
+    for _ in range(5):
+        await asyncio.gather(
+            *(pool.dispatch("core/echo", dumps(i), timeout=10) for i in range(200))
+        )
+
+    # Trimming is approximate (whole radix-tree nodes of up to 100 entries), never unbounded.
+    assert await pool.transport.redis.xlen(pool.inbox.address) <= 300  # 1,001 untrimmed
