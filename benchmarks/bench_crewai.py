@@ -10,6 +10,8 @@ whole batch and p50/p99 of the time from the batch start to each kickoff's end. 
 * plain, as shipped: ``Crew.kickoff_for_each_async``, whose runs each take a thread of asyncio's
   default executor (``min(32, CPUs + 4)`` threads, so that many kickoffs at a time);
 * plain, widened: the same with the default executor widened to one thread per kickoff;
+* plain, widened, queued locks: and CrewAI's store locks swapped for the queued ones nervenet
+  uses in its own processes (``nervenet_crewai.locks``), to show what that swap alone is worth;
 * nervenet, 1 and 2 worker processes: ``DistributedCrew.kickoff_for_each_async`` with every
   kickoff in flight; this process is the coordinator of every run, ``nervenet worker`` children
   run the agents (a private ``redis-server`` on a free port carries the tasks).
@@ -20,6 +22,12 @@ and resident-set growth per run, plain beside nervenet's threaded and native kic
 
 Every kickoff's output is checked against the plain crew's. The machine is shared and noisy:
 read the ratios, which compare figures from the same run. Nothing is asserted.
+
+Reading the CPU columns: CrewAI spends tens of milliseconds of CPU per agent task (building its
+Flow-based executor, prompts, events), wherever the task runs. On a machine with few cores that
+total bounds every row alike; what nervenet changes is *where* it is spent. The coordinator's CPU
+per kickoff says how many kickoffs one coordinator process can drive once the workers run on
+other machines; the workers' CPU per kickoff says how many worker processes that takes.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ from _common import (  # noqa: E402
 )
 from crewai import Agent, Crew, CrewOutput, Task  # noqa: E402
 from crewai.llms.base_llm import BaseLLM  # noqa: E402
-from nervenet_crewai import distribute_crew  # noqa: E402
+from nervenet_crewai import distribute_crew, locks  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
 
@@ -314,6 +322,13 @@ async def measure(url: str, server: Child, options: argparse.Namespace) -> dict[
     rows["plain, as shipped"] = await batch(plain_batch, count, expected, {"this process": me})
     console.print("plain, widened ...")
     rows["plain, widened"] = await widened(
+        count, lambda: batch(plain_batch, count, expected, {"this process": me})
+    )
+    # nervenet swaps CrewAI's polled store locks for queued ones in its processes; the same
+    # swap in a plain process shows how much of the difference that alone makes.
+    locks.install()
+    console.print("plain, widened, queued locks ...")
+    rows["plain, widened, queued locks"] = await widened(
         count, lambda: batch(plain_batch, count, expected, {"this process": me})
     )
     pool = Pool.from_url(url)

@@ -102,10 +102,15 @@ class DistributedCrew:
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
     ) -> CrewOutput:
         """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here."""
-        run = self.run(inputs, run_id=run_id)
+
+        def kickoff() -> CrewOutput:
+            # Built on the thread too: building a crew takes CrewAI's store lock, which must not
+            # hold up the event loop the pool runs on.
+            return self.run(inputs, run_id=run_id).kickoff()
+
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor(), context.run, run.kickoff)
+        return await loop.run_in_executor(self._executor(), context.run, kickoff)
 
     async def akickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
