@@ -26,6 +26,8 @@ CHANNEL = f"__keyspace@0__:{result_key_prefix}"
 waiters: dict[str, asyncio.Future[None]] = {}
 redis: ArqRedis | None = None
 
+listeners: list[asyncio.Future[None]] = []
+
 
 async def setup() -> None:
     global redis
@@ -33,7 +35,8 @@ async def setup() -> None:
     await redis.config_set("notify-keyspace-events", "K$")
     pubsub = redis.pubsub()
     await pubsub.psubscribe(CHANNEL + "*")
-    asyncio.ensure_future(_listen(pubsub))
+    # asyncio keeps only a weak reference to a task: hold the listener, or GC may end it.
+    listeners.append(asyncio.ensure_future(_listen(pubsub)))
 
 
 async def _listen(pubsub: Any) -> None:

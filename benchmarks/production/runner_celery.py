@@ -23,12 +23,15 @@ from celery_app import app
 PREFIX = "celery-task-meta-"
 waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
+listeners: list[asyncio.Future[None]] = []
+
 
 async def setup() -> None:
     client = aioredis.from_url(sys.argv[1])
     pubsub = client.pubsub()
     await pubsub.psubscribe(PREFIX + "*")
-    asyncio.ensure_future(_listen(pubsub))
+    # asyncio keeps only a weak reference to a task: hold the listener, or GC may end it.
+    listeners.append(asyncio.ensure_future(_listen(pubsub)))
     app.connection_for_write().ensure_connection()
 
 

@@ -269,7 +269,7 @@ def check(wf: str, result: dict[str, Any]) -> None:
         "messages": [wf, *(f"{wf}:{s}" for s in steps)],
     }
     wrong = {k: result.get(k) for k, v in expected.items() if result.get(k) != v}
-    if wrong or result.get("text_bytes", 0) < DOC_BYTES:
+    if wrong or result.get("text_bytes", 0) < len(document(wf)):
         raise AssertionError(f"{wf}: wrong final state {wrong}")
 
 
