@@ -72,3 +72,25 @@ async def test_inputs_reach_worker_prompts_so_different_inputs_give_different_ou
 
     assert tides.raw != winds.raw
     assert winds.tasks_output[0].description == "Research winds"
+
+
+async def test_for_each_runs_each_input_as_its_own_workflow_with_bounded_in_flight(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREW_TEST_LATENCY", "0.05")
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+    topics = [f"topic {n}" for n in range(6)]
+
+    outputs = await crew.kickoff_for_each_async(
+        [{"topic": t} for t in topics], run_ids=[f"each-{n}" for n in range(6)], max_concurrency=2
+    )
+
+    assert [o.tasks_output[0].description for o in outputs] == [f"Research {t}" for t in topics]
+    spans: dict[str, list[float]] = {}
+    for call in crew_fakes.CALLS:
+        spans.setdefault(call["workflow_id"], []).append(call["started"])
+    assert sorted(spans) == [f"each-{n}" for n in range(6)]
+    edges = sorted((t, step) for s in spans.values() for t, step in ((min(s), 1), (max(s), -1)))
+    in_flight = [sum(step for _, step in edges[: i + 1]) for i in range(len(edges))]
+    assert max(in_flight) <= 2
