@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import EnvelopeError
+from .tasks import cancel_and_wait
 from .transport import Transport
 
 log = logging.getLogger("nervenet.inbox")
@@ -82,10 +83,8 @@ class Inbox:
             self._task = asyncio.ensure_future(self._read_forever())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for waiters in list(self._waiters.values()):
             for waiter in waiters:
                 if not waiter.future.done():

@@ -25,6 +25,7 @@ from .keys import Keys
 from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
+from .tasks import cancel_and_wait
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes
 from .workflows import Workflows
 
@@ -152,10 +153,8 @@ class Pool:
         for worker in self._workers:
             await worker.stop(grace=5.0)
         self._workers.clear()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-            self._heartbeat = None
+        await cancel_and_wait(self._heartbeat)
+        self._heartbeat = None
         await self.inbox.close()
         started_ok = (
             self._started is not None

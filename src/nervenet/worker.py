@@ -39,6 +39,7 @@ from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
 from .registry import WorkerInfo
+from .tasks import cancel_and_wait
 from .transport import as_bytes
 
 if TYPE_CHECKING:
@@ -105,16 +106,12 @@ class Worker:
         self._stopping.set()
         self._slot_freed.set()
         reader, maintenance = self._tasks or (None, None)
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        await cancel_and_wait(reader)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         await self._hand_back_unfinished()
-        if maintenance is not None:
-            maintenance.cancel()
-            await asyncio.gather(maintenance, return_exceptions=True)
+        await cancel_and_wait(maintenance)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.pool.registry.unregister(self.worker_id)
 

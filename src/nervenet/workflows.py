@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import WatchError
 
 from .errors import LeaseLost, NervenetError
+from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ RunFunction = Callable[[], Awaitable[bytes]]
 ResumeFunction = Callable[[str, bytes], Awaitable[bytes]]
 """``resume(run_id, input)`` continues a run another process started; returns result bytes."""
 
-MAX_CLAIMS_PER_BEAT = 50
+MAX_CLAIMS_PER_BEAT = 500
+CLAIM_ATTEMPTS = 3
 DONE_STREAM_MAXLEN = 100_000
 
 
@@ -93,6 +95,7 @@ class Workflows:
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._done_reader: asyncio.Task[None] | None = None
         self._done_reader_ready: asyncio.Future[None] | None = None
+        self._takeover: asyncio.Future[None] | None = None
         self._done_last = "0-0"
         self.takeovers = 0
         pool.add_heartbeat_hook(self._heartbeat)
@@ -198,7 +201,15 @@ class Workflows:
         while True:
             local = self._owned.get(run_id)
             if local is not None:
-                return await asyncio.shield(local)
+                try:
+                    return await asyncio.shield(local)
+                except (LeaseLost, asyncio.CancelledError):
+                    moved = local.done() and (
+                        local.cancelled() or isinstance(local.exception(), LeaseLost)
+                    )
+                    if not moved:
+                        raise  # we were cancelled ourselves
+                    continue  # the run moved to another process: follow it there
             ended = await self._watch_end(run_id)
             try:
                 record = await self.record(run_id)
@@ -278,72 +289,81 @@ class Workflows:
             await self._renew()
         else:
             self._last_renewal = time.monotonic()
-        if self._kinds:
-            await self._take_over_abandoned()
+        # Taking runs over can take a while; it must never delay the next renewal.
+        if self._kinds and (self._takeover is None or self._takeover.done()):
+            self._takeover = asyncio.ensure_future(self._take_over_abandoned())
 
     async def _renew(self) -> None:
+        """Push the leases of our runs forward, then drop the ones another process claimed.
+
+        No transaction: a claim needs a lease that went a whole ``lease_ttl`` without renewal,
+        so the only race is a claim landing between our read of the owners and our push; we
+        see it at the next beat. (An optimistic WATCH here aborted under load whenever any
+        process started or finished a run, and the missed renewals caused false takeovers.)
+        """
         keys, redis = self._pool.keys, self._pool.transport.redis
-        owner_key = keys.workflow_owners
         run_ids = list(self._owned)
         started = time.monotonic()
-        async with redis.pipeline(transaction=True) as pipe:
-            for _ in range(5):
-                try:
-                    await pipe.watch(owner_key)
-                    owners = await pipe.hmget(owner_key, run_ids)
-                    mine = [
-                        r
-                        for r, o in zip(run_ids, owners, strict=True)
-                        if o is not None and as_text(o) == self._pool.process_id
-                    ]
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    if mine:
-                        expires = self._expiry_ms()
-                        pipe.zadd(keys.workflows, dict.fromkeys(mine, expires), xx=True)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
-            else:
-                return
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms()), xx=True)
+            pipe.hmget(keys.workflow_owners, run_ids)
+            _, owners = await pipe.execute()
         self._last_renewal = started
-        for run_id in set(run_ids) - set(mine):
+        for run_id, owner in zip(run_ids, owners, strict=True):
+            if owner is not None and as_text(owner) == self._pool.process_id:
+                continue
             task = self._owned.pop(run_id, None)
             if task is not None:
                 log.warning("lost the lease of run %s to another process; stopping it here", run_id)
                 task.cancel()
 
     async def _take_over_abandoned(self) -> None:
-        keys, redis = self._pool.keys, self._pool.transport.redis
-        now_ms = int(time.time() * 1000)
-        expired = await redis.zrangebyscore(
-            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_BEAT
-        )
-        if not expired:
-            return
-        run_ids = [as_text(r) for r in expired]
-        kinds = await redis.hmget(keys.workflow_kinds, run_ids)
-        for run_id, kind in zip(run_ids, kinds, strict=True):
-            if kind is None or as_text(kind) not in self._kinds or run_id in self._owned:
-                continue
-            if await self._claim(run_id, now_ms):
-                await self._resume(run_id, as_text(kind))
+        try:
+            for run_id, kind in await self._claim_expired():
+                await self._resume(run_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # next beat tries again
+            log.warning("could not take over abandoned runs: %s", exc)
 
-    async def _claim(self, run_id: str, now_ms: int) -> bool:
+    async def _claim_expired(self) -> list[tuple[str, str]]:
+        """Claim every expired run of a kind we serve, in one optimistic transaction."""
         keys, redis = self._pool.keys, self._pool.transport.redis
         async with redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(keys.workflows, keys.workflow_owners)
-                score = await pipe.zscore(keys.workflows, run_id)
-                if score is None or score > now_ms:
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.zadd(keys.workflows, {run_id: self._expiry_ms()})
-                pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
-                await pipe.execute()
-                return True
-            except WatchError:
-                return False
+            for _ in range(CLAIM_ATTEMPTS):
+                try:
+                    await pipe.watch(keys.workflows, keys.workflow_owners)
+                    now_ms = int(time.time() * 1000)
+                    expired = [
+                        as_text(r)
+                        for r in await pipe.zrangebyscore(
+                            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_BEAT
+                        )
+                    ]
+                    if not expired:
+                        return []
+                    kinds = await pipe.hmget(keys.workflow_kinds, expired)
+                    claims = [
+                        (run_id, as_text(kind))
+                        for run_id, kind in zip(expired, kinds, strict=True)
+                        if kind is not None
+                        and as_text(kind) in self._kinds
+                        and run_id not in self._owned
+                    ]
+                    if not claims:
+                        return []
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    expires = self._expiry_ms()
+                    pipe.zadd(keys.workflows, {run_id: expires for run_id, _ in claims})
+                    pipe.hset(
+                        keys.workflow_owners,
+                        mapping={run_id: self._pool.process_id for run_id, _ in claims},
+                    )
+                    await pipe.execute()
+                    return claims
+                except WatchError:
+                    await asyncio.sleep(0.01)
+        return []
 
     async def _resume(self, run_id: str, kind: str) -> None:
         record = await self.record(run_id)
@@ -356,14 +376,12 @@ class Workflows:
         log.warning(
             "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
         )
-        self._last_renewal = time.monotonic()
         self._run_here(run_id, lambda: resume(run_id, as_bytes(payload or b"")))
 
     async def close(self) -> None:
-        if self._done_reader is not None:
-            self._done_reader.cancel()
-            await asyncio.gather(self._done_reader, return_exceptions=True)
-            self._done_reader = None
+        await cancel_and_wait(self._takeover)
+        await cancel_and_wait(self._done_reader)
+        self._done_reader = None
         for task in list(self._owned.values()):
             task.cancel()
         with contextlib.suppress(Exception):
