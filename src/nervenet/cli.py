@@ -285,7 +285,7 @@ def demo(
         pool = Pool.local() if redis is None else Pool.from_url(redis)
         async with pool:
             for _ in range(workers):
-                await pool.serve(chosen.handlers())
+                await pool.serve(chosen.handlers(pool))
             console.print(
                 f"[bold]{chosen.title}[/]\non {pool.transport.description}, "
                 f"{workers} worker(s), {concurrency} workflows in flight"

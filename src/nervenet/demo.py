@@ -28,8 +28,8 @@ class DemoWorkload(Protocol):
     title: str
     """One line shown above the progress bar."""
 
-    def handlers(self) -> object:
-        """What the demo's workers serve (a Handlers, a distributed graph, ...)."""
+    def handlers(self, pool: Pool) -> object:
+        """What the demo's workers on ``pool`` serve (a Handlers, a distributed graph, ...)."""
         ...
 
     async def run_workflow(self, pool: Pool, index: int) -> None:
@@ -90,7 +90,7 @@ class PlainPipeline:
             await asyncio.sleep(latency)
             return {"id": doc["id"], "summary": f"{doc['kind']} between {doc['parties']}"}
 
-    def handlers(self) -> object:
+    def handlers(self, pool: Pool) -> object:
         return self._handlers
 
     async def run_workflow(self, pool: Pool, index: int) -> None:

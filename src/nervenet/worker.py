@@ -87,7 +87,9 @@ class Worker:
         self.dead_lettered = 0
         self.reclaimed = 0
         self._streams = {pool.keys.task_stream(t): t for t in self.handlers}
-        self._in_flight: dict[bytes, _InFlight] = {}
+        # Keyed by (stream, entry id): entry ids are unique only within one stream, and two
+        # streams written in the same millisecond both get "<ms>-0".
+        self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,7 +173,7 @@ class Worker:
         for entry_id, fields in entries:
             if not fields:  # deleted while pending (XAUTOCLAIM can return those)
                 continue
-            if entry_id in self._in_flight:  # our own entry, re-claimed after a stall
+            if (stream, entry_id) in self._in_flight:  # ours, re-claimed after a stall
                 continue
             flight = _InFlight(stream, entry_id, fields)
             try:
@@ -183,7 +185,7 @@ class Worker:
                 log.info("task %s expired before it started; dropped", envelope.task_id)
                 await self._settle(flight)
                 continue
-            self._in_flight[entry_id] = flight
+            self._in_flight[(stream, entry_id)] = flight
             runnable.append((flight, envelope))
         if not runnable:
             return
@@ -324,7 +326,7 @@ class Worker:
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
 
     def _release(self, flight: _InFlight) -> None:
-        self._in_flight.pop(flight.entry_id, None)
+        self._in_flight.pop((flight.stream, flight.entry_id), None)
         self._slot_freed.set()
 
     # --- heartbeat, reclaim, hand-back -------------------------------------------------------
@@ -382,7 +384,7 @@ class Worker:
             claimed: Any = await redis.xautoclaim(
                 stream, WORKER_GROUP, self.worker_id, min_idle_ms, "0-0", count=free
             )
-            entries = [(i, f) for i, f in claimed[1] if f and i not in self._in_flight]
+            entries = [(i, f) for i, f in claimed[1] if f and (stream, i) not in self._in_flight]
             if not entries:
                 continue
             self.reclaimed += len(entries)
@@ -431,7 +433,7 @@ class Worker:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.pool.batcher.run(commands)
                 log.info("worker %s handed back task entry %s", self.worker_id, flight.entry_id)
-            self._in_flight.pop(flight.entry_id, None)
+            self._in_flight.pop((flight.stream, flight.entry_id), None)
 
     async def _ensure_groups(self) -> None:
         redis = self.pool.transport.redis
