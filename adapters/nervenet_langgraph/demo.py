@@ -380,18 +380,9 @@ class DocumentPipelineDemo:
             self._graph = distribute(self.builder, pool=pool, name=self.name)
         return self._graph
 
-    def handlers(self, pool: Pool | None = None) -> object:
-        """What the demo's workers serve: the distributed graph.
-
-        A worker only runs node functions; the pool a graph was distributed on is where *its
-        coordinators* dispatch, never used by the worker (as with the module-level graph that
-        ``nervenet worker app:graph`` imports). So without ``pool`` the graph is distributed on
-        a detached embedded pool that is never started, and :meth:`run_workflow` distributes the
-        same builder on the pool it is given.
-        """
-        if pool is not None:
-            return self.graph_on(pool)
-        return self._graph or self.graph_on(Pool.local())
+    def handlers(self, pool: Pool) -> object:
+        """What the demo's workers serve: the pipeline distributed on ``pool``."""
+        return self.graph_on(pool)
 
     async def run_workflow(self, pool: Pool, index: int) -> None:
         state = await self.graph_on(pool).ainvoke(
