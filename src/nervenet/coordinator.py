@@ -162,9 +162,17 @@ class Coordinator:
 
     async def _require_worker(self, task_type: str, wait: bool) -> None:
         registry = self.pool.registry
-        if task_type in await registry.served_task_types():
-            return
-        if task_type in await registry.served_task_types(fresh=True):
+        grace = 2 * self.pool.settings.visibility_timeout
+        try:
+            if task_type in await registry.served_task_types():
+                return
+            if task_type in await registry.served_task_types(fresh=True):
+                return
+        except TRANSIENT_ERRORS:
+            if registry.served_recently(task_type, grace):
+                return  # Redis is down: publishing rides the outage out; the check cannot
+            raise
+        if registry.served_recently(task_type, grace):
             return
         if not wait:
             raise NoLiveWorker(task_type)

@@ -231,7 +231,7 @@ def _identifier(fields: Fields, name: bytes) -> str:
 
 def _integer(fields: Fields, name: bytes, low: int, high: int) -> int:
     raw = _text(fields, name, 12)
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit() also accepts "²" and "٣"
         raise EnvelopeError(f"field {name.decode()!r} is not a whole number")
     value = int(raw)
     if not low <= value <= high:
@@ -241,6 +241,8 @@ def _integer(fields: Fields, name: bytes, low: int, high: int) -> int:
 
 def _deadline(fields: Fields) -> float:
     raw = _text(fields, b"deadline", 32)
+    if not raw.isascii():  # float() would read non-ASCII digits too
+        raise EnvelopeError("field 'deadline' is not a number")
     try:
         value = float(raw)
     except ValueError:

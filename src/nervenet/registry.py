@@ -46,6 +46,7 @@ class Registry:
         self._transport = transport
         self._keys = keys
         self._served: frozenset[str] = frozenset()
+        self._last_seen: dict[str, float] = {}
         self._served_at = -1e9
         self._refreshing: asyncio.Lock | None = None
 
@@ -83,7 +84,7 @@ class Registry:
         if not ids:
             return []
         records = await redis.mget([self._keys.worker(i) for i in ids])
-        live = []
+        live: list[WorkerInfo] = []
         for worker_id, raw in zip(ids, records, strict=True):
             if raw is None:
                 continue
@@ -99,6 +100,8 @@ class Registry:
                     processed=int(data.get("processed", 0)),
                 )
             )
+        now = time.monotonic()
+        self._last_seen.update({t: now for w in live for t in w.task_types})
         return live
 
     async def served_task_types(self, *, fresh: bool = False) -> frozenset[str]:
@@ -112,6 +115,15 @@ class Registry:
                     self._served = frozenset(t for w in workers for t in w.task_types)
                     self._served_at = time.monotonic()
         return self._served
+
+    def served_recently(self, task_type: str, within: float) -> bool:
+        """A worker served ``task_type`` less than ``within`` seconds ago.
+
+        After Redis lost its data (or during an outage) the registry is empty until workers'
+        next heartbeat; their tasks wait in the stream meanwhile, so that is no reason to fail.
+        """
+        seen = self._last_seen.get(task_type)
+        return seen is not None and time.monotonic() - seen < within
 
     def invalidate(self) -> None:
         self._served_at = -1e9

@@ -154,10 +154,14 @@ class Worker:
                 )
                 failures = 0
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The server lost our groups (restarted without persistence): recreate them.
-                await self._ensure_groups()
+                # The server lost our streams or groups (a restart without persistence, a
+                # deleted key): recreate them. Redis says NOGROUP or "UNBLOCKED ... no longer
+                # exists"; fakeredis says the key must exist. Never let the reader die.
+                failures += 1
+                log.warning("worker %s: read refused (%s); recreating groups", self.worker_id, exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+                    await self._ensure_groups()
                 continue
             except TRANSIENT_ERRORS as exc:
                 failures += 1

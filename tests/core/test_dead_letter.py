@@ -170,12 +170,6 @@ async def test_a_forged_reply_address_is_never_written_to(make_pool, serve):
     assert await pool.transport.redis.exists(victim) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: attempt b'\\xc2\\xb2' ('\\u00b2'.isdigit() is True) makes "
-    "envelope._integer raise ValueError, which Worker._accept does not catch: the read loop "
-    "dies and the worker stops serving",
-)
 async def test_an_attempt_of_unicode_digits_is_dead_lettered(make_pool, serve):
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())

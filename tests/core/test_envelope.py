@@ -88,7 +88,6 @@ def test_arbitrary_fields_fail_only_with_envelope_error(fields: dict[bytes, byte
     # A valid envelope out of random bytes is fine too; any other exception fails the test.
 
 
-@pytest.mark.xfail(strict=True, reason=NON_ASCII_DIGITS)
 @settings(max_examples=500)
 @given(
     st.sampled_from(sorted(valid_fields())),
@@ -135,13 +134,11 @@ def test_arbitrary_fields_fail_signature_checks_only_with_envelope_error(
             b"attempt",
             "\u00b2".encode(),
             "not a whole number",
-            marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=NON_ASCII_DIGITS),
         ),
         pytest.param(
             b"attempt",
             "\u0663".encode(),
             "not a whole number",
-            marks=pytest.mark.xfail(strict=True, reason=NON_ASCII_DIGITS),
         ),
         (b"deadline", b"nan", "finite"),
         (b"deadline", b"soon", "not a number"),
@@ -213,7 +210,6 @@ def test_arbitrary_reply_fields_fail_only_with_envelope_error(fields: dict[bytes
         assert exc.reason
 
 
-@pytest.mark.xfail(strict=True, reason=NON_ASCII_DIGITS)
 @settings(max_examples=300)
 @given(replies, st.sampled_from([b"id", b"attempt", b"kind", b"etype", b"emsg", b"etb"]),
        field_values)  # fmt: skip

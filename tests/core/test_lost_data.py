@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import pytest
 from core_support import wait_until
 
 from nervenet import Handlers, Pool, PoolSettings, Worker
@@ -53,7 +52,6 @@ async def heartbeat_of(pool: Pool, worker: Worker) -> None:
     await wait_until(moved, timeout=2 * pool.settings.heartbeat_interval, what="a heartbeat")
 
 
-@pytest.mark.xfail(strict=True, reason=READER_DIES)
 async def test_a_worker_keeps_serving_after_its_task_stream_was_deleted(make_pool, serve):
     pool = await make_pool(settings=SLOW_HEARTBEAT)
     worker = await serve(pool, echo_handlers())
@@ -67,7 +65,6 @@ async def test_a_worker_keeps_serving_after_its_task_stream_was_deleted(make_poo
     assert orjson.loads(result) == {"echo": 2}
 
 
-@pytest.mark.xfail(strict=True, reason=REGISTRY_GAP)
 async def test_a_dispatch_while_the_registry_is_lost_waits_for_the_workers_to_return(
     make_pool, serve
 ):

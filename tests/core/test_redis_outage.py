@@ -122,7 +122,6 @@ REGISTRY_READ_NOT_RESILIENT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=REGISTRY_READ_NOT_RESILIENT)
 async def test_a_dispatch_made_while_redis_is_down_rides_out_a_short_outage(
     own_redis, worker_processes
 ):
