@@ -98,7 +98,8 @@ async def check_outcome(url: str, runs: int) -> dict[str, Any]:
 
     async with Pool.from_url(url) as pool:
         raw = await asyncio.wait_for(
-            asyncio.gather(*(pool.workflows.wait(f"doc-{n}") for n in range(runs))), timeout=180
+            asyncio.gather(*(pool.workflows.wait(f"doc-{n}") for n in range(runs))),
+            timeout=180 + runs * 0.5,
         )
         outputs = [normalized(unpack(graph.nervenet.serde, r)) for r in raw]
         escalations = await pool.escalations.count()
@@ -125,6 +126,7 @@ async def test_nothing_is_lost_under_kills_a_zombie_and_a_redis_restart(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_soak_of_1000_runs_under_chaos(
     own_redis: RedisServer, cluster: ChildProcesses
 ) -> None:
