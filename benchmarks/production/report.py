@@ -33,13 +33,13 @@ TASK_STREAM_COMMANDS = {
 }
 
 
-def _f(v: float | None, fmt: str = "{:.2f}", none: str = "–") -> str:
+def _f(v: float | None, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if v is None else fmt.format(v)
 
 
 def _ms(v: float | None) -> str:
     if v is None:
-        return "–"
+        return "-"
     return f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
@@ -62,7 +62,7 @@ def _find(results: dict[str, Any], system: str, kind: str, load: float) -> dict[
 
 
 def _verdict(ok: bool | None) -> str:
-    return "–" if ok is None else ("**PASS**" if ok else "**MISS**")
+    return "-" if ok is None else ("**PASS**" if ok else "**MISS**")
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -115,7 +115,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
         rows.append(
             (
-                f"2,000 concurrent: zero timeouts",
+                "2,000 concurrent: zero timeouts",
                 f"{label}: {big['timeouts']} timeouts, {big['errors']} errors",
                 _verdict(big["timeouts"] == 0 and big["errors"] == 0),
                 "",
@@ -278,7 +278,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     for p in results.get("phases", []) + results.get("scale", []):
         load = (
             f"{p['kind']} {p['load']:g}"
-            + (f"/s" if p["kind"] == "open" else "")
+            + ("/s" if p["kind"] == "open" else "")
             + (f", {p['workers']} workers" if "workers" in p else "")
         )
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in p["cpu_ms"].items() if v is not None)
@@ -367,7 +367,6 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     (out / "README_TABLE.md").write_text(readme_table(results))
 
 
-
 def readme_table(results: dict[str, Any]) -> str:
     """The short table proposed for the README: the seed's claims beside this run's figures."""
     m = results["machine"]
@@ -376,7 +375,7 @@ def readme_table(results: dict[str, Any]) -> str:
     def at(system: str, kind: str, load: float, key: str) -> str:
         p = _find(results, system, kind, load)
         if not p or p.get(key) is None:
-            return "–"
+            return "-"
         mark = " ⚠" if p["flagged"] else ""
         return (_ms(p[key]) if key in ("p50", "p99") else f"{p[key]:,.0f}") + mark
 
@@ -390,12 +389,12 @@ def readme_table(results: dict[str, Any]) -> str:
 
     def sustained(s: str) -> str:
         p = thr.get(s)
-        return f"{p['per_min']:,.0f}/min" + (" ⚠" if p["flagged"] else "") if p else "–"
+        return f"{p['per_min']:,.0f}/min" + (" ⚠" if p["flagged"] else "") if p else "-"
 
     def memory(s: str) -> str:
         p = max(_phases(results, s, "closed"), key=lambda p: p["load"], default=None)
         if not p:
-            return "–"
+            return "-"
         role = "central" if s == "central" else "coordinator"
         rss = max(p["peak_rss_mib"].get(role, [0]))
         return f"{rss:.0f} MiB at {p['load']:g} in flight ({_f(p['holder_kib_per_workflow'], '{:.0f}')} KiB each)"
@@ -403,17 +402,45 @@ def readme_table(results: dict[str, Any]) -> str:
     ck, nk = results.get("central_kill") or {}, results.get("nervenet_kill") or {}
     load = 80.0
     rows = [
-        (f"P50, open loop {load:g} workflows/s", *CLAIMS["p50"], at("central", "open", load, "p50"),
-         at(peer, "open", load, "p50"), at("nervenet", "open", load, "p50")),
-        (f"P99, open loop {load:g} workflows/s (ideal P99 {_ms(results['workload']['ideal_p99'])})", *CLAIMS["p99"],
-         at("central", "open", load, "p99"), at(peer, "open", load, "p99"), at("nervenet", "open", load, "p99")),
-        ("P50 at 200 concurrent (closed loop)", "4.2 s", "–", at("central", "closed", 200, "p50"),
-         at(peer, "closed", 200, "p50"), at("nervenet", "closed", 200, "p50")),
-        ("max sustained throughput", *CLAIMS["throughput"], sustained("central"), sustained(peer), sustained("nervenet")),
-        ("kill -9 of a coordinator process", *CLAIMS["recovery"],
-         f"{ck.get('lost', '–')} in flight lost", "–",
-         f"{nk.get('lost', '–')} lost; all resumed in {_f(nk.get('takeover_all_s'))} s" if nk else "–"),
-        ("coordinator memory", *CLAIMS["memory"], memory("central"), "–", memory("nervenet")),
+        (
+            f"P50, open loop {load:g} workflows/s",
+            *CLAIMS["p50"],
+            at("central", "open", load, "p50"),
+            at(peer, "open", load, "p50"),
+            at("nervenet", "open", load, "p50"),
+        ),
+        (
+            f"P99, open loop {load:g} workflows/s (ideal P99 {_ms(results['workload']['ideal_p99'])})",
+            *CLAIMS["p99"],
+            at("central", "open", load, "p99"),
+            at(peer, "open", load, "p99"),
+            at("nervenet", "open", load, "p99"),
+        ),
+        (
+            "P50 at 200 concurrent (closed loop)",
+            "4.2 s",
+            "-",
+            at("central", "closed", 200, "p50"),
+            at(peer, "closed", 200, "p50"),
+            at("nervenet", "closed", 200, "p50"),
+        ),
+        (
+            "max sustained throughput",
+            *CLAIMS["throughput"],
+            sustained("central"),
+            sustained(peer),
+            sustained("nervenet"),
+        ),
+        (
+            "kill -9 of a coordinator process",
+            *CLAIMS["recovery"],
+            f"{ck.get('lost', '-')} in flight lost",
+            "-",
+            f"{nk.get('lost', '-')} lost; all resumed in {_f(nk.get('takeover_all_s'))} s"
+            if nk
+            else "-",
+        ),
+        ("coordinator memory", *CLAIMS["memory"], memory("central"), "-", memory("nervenet")),
     ]
     lines = [
         f"Measured {m['date'][:10]} on {m['cores']} shared cores ({m['cpu']}), Python {m['python']}, "
@@ -427,7 +454,10 @@ def readme_table(results: dict[str, Any]) -> str:
         *(f"| {' | '.join(r)} |" for r in rows),
     ]
     if flagged:
-        lines += ["", "⚠ = phase ran while other processes on this shared machine used > 0.15 cores: indicative only."]
+        lines += [
+            "",
+            "⚠ = phase ran while other processes on this shared machine used > 0.15 cores: indicative only.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -34,10 +34,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import workload  # noqa: E402
 from _common import Child, console, nervenet_command, percentile, private_redis  # noqa: E402
 from measure import FOREIGN_LIMIT, Runner, Sampler, Window, rss_kib  # noqa: E402
-
-import workload  # noqa: E402
 
 PEERS = Path(os.environ.get("NERVENET_PEERS_DIR", Path.home() / ".cache" / "nervenet-bench"))
 TIMEOUT = 60.0
@@ -646,8 +645,9 @@ def machine() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    import langgraph  # noqa: F401
     from importlib.metadata import version
+
+    import langgraph  # noqa: F401
 
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
