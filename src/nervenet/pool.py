@@ -248,9 +248,6 @@ class Pool:
         stream = self.keys.task_stream(envelope.task_type)
         await self.batcher.run(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
 
-    def escalation_fields(self, reason: str, **kw: Any) -> dict[bytes, bytes]:
-        return escalation_fields(reason, **kw)
-
     def add_escalation(self, pipe: Pipeline, fields: dict[bytes, bytes]) -> None:
         pipe.xadd(
             self.keys.escalations,
