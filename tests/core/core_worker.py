@@ -2,7 +2,8 @@
 
     python core_worker.py redis://127.0.0.1:6379/0 core_apps:handlers --max-deliveries 1
 
-It does what ``nervenet.cli._serve`` does (SIGTERM/SIGINT stop it with a grace period) on a pool
+SIGUSR1 prints the stack of every asyncio task. Otherwise it does what ``nervenet.cli._serve``
+does (SIGTERM/SIGINT stop it with a grace period) on a pool
 built with explicit :class:`~nervenet.PoolSettings`: fast heartbeats and a ``max_deliveries`` of
 the test's choosing (``nervenet worker`` has options for the former only).
 """
@@ -13,10 +14,19 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from nervenet import Pool, PoolSettings, Worker
 from nervenet.handlers import handlers_of
 from nervenet.loader import load_target
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: print where every task of the process waits (to diagnose a stuck worker)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_coro()!r}", flush=True)
+        task.print_stack(limit=15, file=sys.stdout)
+    sys.stdout.flush()
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -25,12 +35,12 @@ async def serve(args: argparse.Namespace) -> None:
         visibility_timeout=args.visibility_timeout,
         lease_ttl=max(2 * args.heartbeat_interval, 1.0),
         max_deliveries=args.max_deliveries,
-        block_ms=200,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     pool = Pool.from_url(args.url, settings=settings)
     async with pool:
         worker = Worker(pool, handlers_of(load_target(args.target)), concurrency=args.concurrency)

@@ -1,6 +1,7 @@
-"""Redis loses data under live processes (an operator deletes a stream, a FLUSHALL, a failover to
-an empty replica): streams, consumer groups or registrations are gone, and the pool rebuilds them
-and keeps serving. Runs on both backends. Restarts are in ``test_redis_outage.py``."""
+"""Redis fails or loses data under live processes (a command fails on a dead connection, an
+operator deletes a stream, a failover to an empty replica): streams, consumer groups or
+registrations are gone, and the pool rebuilds them and keeps serving. Runs on both backends.
+Restarts of a real server are in ``test_redis_outage.py``."""
 
 from __future__ import annotations
 
@@ -8,22 +9,18 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from core_support import wait_until
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nervenet import Handlers, Pool, PoolSettings, Worker
 
-READER_DIES = (
-    "core bug: Worker._read_loop re-raises any ResponseError without 'NOGROUP': a real server "
-    "unblocks the pending XREADGROUP with 'UNBLOCKED the stream key no longer exists', "
-    "fakeredis answers XREADGROUP on a missing key with 'The XGROUP subcommand requires the key "
-    "to exist' instead of NOGROUP; either way the read loop dies "
-    "while the maintenance loop keeps the worker registered (a live-looking worker that never "
-    "reads again)"
-)
-REGISTRY_GAP = (
-    "core bug: Coordinator._require_worker raises NoLiveWorker while the registry is empty "
-    "after Redis lost its data, although the task type was served a moment ago and its "
-    "workers will register again at their next heartbeat"
+ACCEPT_NOT_RESILIENT = (
+    "core bug: Worker._accept reads the result cache (MGET) after putting the batch in "
+    "_in_flight but without riding out transient errors; a ConnectionError there (a stale "
+    "connection right after a restart) escapes _read_loop, which dies silently, and the "
+    "accepted entries stay in _in_flight with no task, so every heartbeat XCLAIMs them fresh "
+    "and no other worker ever reclaims them"
 )
 
 #: A long heartbeat, so nothing is repaired by a heartbeat while the test looks.
@@ -77,3 +74,35 @@ async def test_a_dispatch_while_the_registry_is_lost_waits_for_the_workers_to_re
 
     result = await pool.dispatch("core/echo", b"2", timeout=10, retries=0)
     assert orjson.loads(result) == {"echo": 2}
+
+
+def fail_once(pool: Pool, command: str, *, key_prefix: str) -> list[str]:
+    """Make the next ``command`` on keys starting with ``key_prefix`` raise the error a
+    connection cut by a Redis restart raises; return the keys it failed on."""
+    client = pool.transport.redis
+    real = getattr(client, command)
+    failed: list[str] = []
+
+    async def flaky(keys: Any, *args: Any, **kwargs: Any) -> Any:
+        first = keys[0] if isinstance(keys, list | tuple) else keys
+        if not failed and str(first).startswith(key_prefix):
+            failed.append(str(first))
+            raise RedisConnectionError("Connection closed by server.")
+        return await real(keys, *args, **kwargs)
+
+    setattr(client, command, flaky)
+    return failed
+
+
+@pytest.mark.xfail(strict=True, reason=ACCEPT_NOT_RESILIENT)
+async def test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task(pool, serve):
+    await serve(pool, echo_handlers())
+    failed = fail_once(pool, "mget", key_prefix=pool.keys.result("")[:-1])
+
+    result = await pool.dispatch("core/echo", b"1", timeout=2, retries=1)
+
+    assert failed  # the fault did hit the worker
+    assert orjson.loads(result) == {"echo": 1}
+    stream = pool.keys.task_stream("core/echo")
+    pending: Any = await pool.transport.redis.xpending(stream, "workers")
+    assert pending["pending"] == 0

@@ -18,6 +18,12 @@ from nervenet import Pool, PoolConnectionError
 
 pytestmark = pytest.mark.redis
 
+ACCEPT_NOT_RESILIENT = (
+    "flaky from a core bug: now and then a worker process's read loop dies right after the "
+    "restart (a ConnectionError in Worker._accept's MGET; pinned deterministically by "
+    "test_lost_data.py::test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task)"
+)
+
 
 def nap(key: str, seconds: float) -> bytes:
     return orjson.dumps({"key": key, "sleep": seconds})
@@ -64,12 +70,7 @@ async def test_tasks_in_flight_during_a_restart_complete(restartable_redis, work
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky from core bugs: a dispatch whose registry check hits the outage fails with "
-    "ConnectionError (pinned by test_a_dispatch_made_while_redis_is_down_rides_out_a_short_outage)"
-    "; rarely both worker processes stop reading after the restart (see the report)",
-)
+@pytest.mark.xfail(strict=False, reason=ACCEPT_NOT_RESILIENT)
 async def test_workflows_complete_across_a_restart(restartable_redis, worker_processes):
     """WORKFLOWS workflows of STEPS steps; the server restarts once a third of all steps are
     done. Between steps each coordinator "thinks" a little (as one that calls a model itself
@@ -113,13 +114,6 @@ async def test_workflows_complete_across_a_restart(restartable_redis, worker_pro
     assert states == [
         {"wf": i, "steps": list(range(STEPS)), "sleep": 0.05} for i in range(WORKFLOWS)
     ]
-
-
-REGISTRY_READ_NOT_RESILIENT = (
-    "core bug: Coordinator._require_worker reads the registry (Registry.workers) without riding "
-    "out transient errors as Coordinator._publish does, so a dispatch made while Redis is down "
-    "(once the one-second registry cache expired) fails at once with redis ConnectionError"
-)
 
 
 async def test_a_dispatch_made_while_redis_is_down_rides_out_a_short_outage(
