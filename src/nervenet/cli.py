@@ -70,7 +70,9 @@ def worker(
     target: Annotated[str, typer.Argument(help="MODULE:ATTR of what to serve.")],
     redis: RedisOption = DEFAULT_URL,
     namespace: NamespaceOption = "nn",
-    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 64,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once.")
+    ] = 64,
     grace: Annotated[float, typer.Option(help="Seconds to finish tasks on SIGTERM.")] = 30.0,
     heartbeat: Annotated[
         float, typer.Option(help="Seconds between heartbeats (registration, in-flight refresh).")

@@ -193,9 +193,7 @@ class Worker:
             runnable.append((flight, envelope))
         if not runnable:
             return
-        cached = await self.pool.transport.redis.mget(
-            [self.pool.keys.result(env.task_id) for _, env in runnable]
-        )
+        cached = await self._cached_results([env.task_id for _, env in runnable])
         for (flight, envelope), result in zip(runnable, cached, strict=True):
             if result is not None:
                 self.answered_from_cache += 1
@@ -209,6 +207,25 @@ class Worker:
                 )
             else:
                 flight.task = asyncio.ensure_future(self._run(flight, envelope))
+
+    async def _cached_results(self, task_ids: list[str]) -> list[Any]:
+        """The result cache lookup, riding out a Redis outage: the batch is already ours (in
+        flight), so giving up here would strand it with a live-looking worker."""
+        failures = 0
+        while True:
+            try:
+                return list(
+                    await self.pool.transport.redis.mget(
+                        [self.pool.keys.result(t) for t in task_ids]
+                    )
+                )
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "worker %s: result cache unreachable (%s); retrying", self.worker_id, exc
+                    )
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
 
     def _parse(self, flight: _InFlight) -> TaskEnvelope:
         envelope = TaskEnvelope.from_fields(

@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import pytest
 from core_support import wait_until
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -94,7 +93,6 @@ def fail_once(pool: Pool, command: str, *, key_prefix: str) -> list[str]:
     return failed
 
 
-@pytest.mark.xfail(strict=True, reason=ACCEPT_NOT_RESILIENT)
 async def test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task(pool, serve):
     await serve(pool, echo_handlers())
     failed = fail_once(pool, "mget", key_prefix=pool.keys.result("")[:-1])
