@@ -14,14 +14,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nervenet import Handlers, Pool, PoolSettings, Worker
 
-ACCEPT_NOT_RESILIENT = (
-    "core bug: Worker._accept reads the result cache (MGET) after putting the batch in "
-    "_in_flight but without riding out transient errors; a ConnectionError there (a stale "
-    "connection right after a restart) escapes _read_loop, which dies silently, and the "
-    "accepted entries stay in _in_flight with no task, so every heartbeat XCLAIMs them fresh "
-    "and no other worker ever reclaims them"
-)
-
 #: A long heartbeat, so nothing is repaired by a heartbeat while the test looks.
 SLOW_HEARTBEAT = PoolSettings(
     heartbeat_interval=2.0, visibility_timeout=4.0, lease_ttl=4.0, block_ms=200
