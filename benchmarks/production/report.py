@@ -336,10 +336,12 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         for role, prof in p.get("profiles", {}).items()
     ]
     if profiles:
-        L += ["", "## CPU profiles (py-spy, self time by package)", ""]
+        L += ["", "## CPU profiles (py-spy, self time by group; see PROFILE.md)", ""]
         for p, role, prof in profiles:
-            cats = ", ".join(f"{k} {v:.0%}" for k, v in prof["categories"].items())
-            top = "; ".join(f"`{f}` {v:.0%}" for f, v in prof["top"][:5])
+            cats = ", ".join(
+                f"{k} {v:.0%}" for k, v in prof.get("groups", prof.get("categories", {})).items()
+            )
+            top = "; ".join(f"`{f}` {v:.0%}" for f, v in prof.get("self", prof.get("top", []))[:5])
             L += [
                 f"- **{p['system']} {role}** ({p['kind']} {p['load']:g}, {prof['samples']} samples, `{prof['file']}`): "
                 f"{cats}. Hottest: {top}."

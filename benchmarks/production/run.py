@@ -37,6 +37,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import workload  # noqa: E402
 from _common import Child, console, nervenet_command, percentile, private_redis  # noqa: E402
 from measure import FOREIGN_LIMIT, Runner, Sampler, Window, rss_kib  # noqa: E402
+from stacks import digest  # noqa: E402
 
 PEERS = Path(os.environ.get("NERVENET_PEERS_DIR", Path.home() / ".cache" / "nervenet-bench"))
 TIMEOUT = 60.0
@@ -375,6 +376,7 @@ def _profile(d: Deployment, seconds: float, out: Path | None, prefix: str) -> di
                     "--output",
                     str(path),
                     "--nonblocking",
+                    "--full-filenames",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=open(out / f"py-spy-{d.name}-{role}.log", "w"),
@@ -384,56 +386,8 @@ def _profile(d: Deployment, seconds: float, out: Path | None, prefix: str) -> di
     for role, (path, proc) in procs.items():
         proc.wait()
         if path.exists():
-            result[role] = {"file": path.name, **digest_profile(path)}
+            result[role] = {"file": path.name, **digest(path)}
     return result
-
-
-CATEGORIES = (
-    ("workload (node CPU: JSON)", ("json/", "workload.py")),
-    ("langgraph", ("langgraph/",)),
-    ("langchain_core", ("langchain_core/",)),
-    ("nervenet", ("nervenet/", "nervenet_langgraph/")),
-    ("redis-py / hiredis", ("redis/",)),
-    ("pydantic", ("pydantic",)),
-    ("serialization (orjson/ormsgpack)", ("orjson", "ormsgpack", "msgpack")),
-    ("asyncio", ("asyncio/",)),
-    ("arq / celery / kombu", ("arq/", "celery/", "kombu/", "billiard/")),
-)
-
-
-def _category(frame: str) -> str:
-    for name, marks in CATEGORIES:
-        if any(m in frame for m in marks):
-            return name
-    return "other (stdlib, interpreter)"
-
-
-def digest_profile(path: Path) -> dict[str, Any]:
-    """Self time by package (the innermost frame that belongs to a known package), top functions."""
-    by_category: dict[str, int] = {}
-    by_function: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        frames = stack.split(";")
-        samples = int(count)
-        total += samples
-        leaf = frames[-1]
-        owner = next(
-            (f for f in reversed(frames) if _category(f) != "other (stdlib, interpreter)"), leaf
-        )
-        by_category[_category(owner)] = by_category.get(_category(owner), 0) + samples
-        by_function[leaf] = by_function.get(leaf, 0) + samples
-    top = sorted(by_function.items(), key=lambda kv: -kv[1])[:8]
-    return {
-        "samples": total,
-        "categories": {k: v / total for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])}
-        if total
-        else {},
-        "top": [(f, v / total) for f, v in top] if total else [],
-    }
 
 
 # --- the kill tests ------------------------------------------------------------------------------

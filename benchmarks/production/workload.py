@@ -116,9 +116,10 @@ def document(wf: str) -> str:
     lines = [kind_of(wf).upper(), f"This {kind_of(wf)} is made between {a} and {b}."]
     if not needs_repair(wf):
         lines.append("Effective date: 2024-03-01.")
-    n = 0
-    while sum(len(line) + 1 for line in lines) < DOC_BYTES:
+    n, size = 0, sum(len(line) + 1 for line in lines)
+    while size < DOC_BYTES:  # a running total: summing every line again made this O(lines²)
         lines.append(_CLAUSES[n % len(_CLAUSES)].format(n=1 + (_roll(wf, str(n)) % 90)))
+        size += len(lines[-1]) + 1
         n += 1
     return "\n".join(lines)
 
