@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,8 +26,10 @@ from .errors import (
     TaskTimeout,
 )
 from .handlers import validate_task_type
+from .transport import as_bytes
 
 if TYPE_CHECKING:
+    from .inbox import Waiter
     from .pool import Pool
 
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -134,31 +136,54 @@ class Coordinator:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
             waiter.envelope = envelope
             try:
-                await self._publish(envelope)
+                await self._publish(waiter)
                 if timeout is None:
                     return await waiter.future
                 try:
                     return await asyncio.wait_for(waiter.future, timeout)
                 except TimeoutError:
+                    # No cancellation here: the attempt may still finish, and a late success
+                    # is accepted (the inbox matches it) while the next attempt is under way.
                     raise TaskTimeout(
                         f"task {envelope.task_id!r} ({envelope.task_type}) attempt "
                         f"{envelope.attempt} gave no result within {timeout:g} s",
                         task_id=envelope.task_id,
                         task_type=envelope.task_type,
                     ) from None
+            except asyncio.CancelledError:
+                # (Cancelling this task cancelled the future it awaited: a cancelled future
+                # means no reply came, a finished one that the task is already done.)
+                answered = waiter.future.done() and not waiter.future.cancelled()
+                if waiter.entry_id is not None and not answered:
+                    self.pool.cancel_soon(envelope, waiter.entry_id)
+                raise
             finally:
                 inbox.forget(waiter)
 
-    async def _publish(self, envelope: TaskEnvelope) -> None:
+    async def _publish(self, waiter: Waiter) -> None:
         """Publish, riding out a short Redis outage (a restart, a failover) before giving up."""
+        envelope = waiter.envelope
+        assert envelope is not None
         for outage in range(PUBLISH_ATTEMPTS):
+            sent = self.pool.publish_soon(envelope)
             try:
-                await self.pool.publish(envelope)
-                return
+                [entry_id] = await asyncio.shield(sent)
+            except asyncio.CancelledError:
+                # Cancelled while the XADD is on its way: it still lands, so withdraw it
+                # once its entry id is known.
+                sent.add_done_callback(lambda done: self._withdraw(envelope, done))
+                raise
             except TRANSIENT_ERRORS:
                 if outage == PUBLISH_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(min(0.05 * 2**outage, 2.0))
+            else:
+                waiter.entry_id = as_bytes(entry_id)
+                return
+
+    def _withdraw(self, envelope: TaskEnvelope, sent: asyncio.Future[list[Any]]) -> None:
+        if not sent.cancelled() and sent.exception() is None:
+            self.pool.cancel_soon(envelope, as_bytes(sent.result()[0]))
 
     async def _require_worker(self, task_type: str, wait: bool) -> None:
         registry = self.pool.registry

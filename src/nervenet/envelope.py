@@ -97,6 +97,43 @@ class TaskEnvelope:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A coordinator no longer wants one published task entry done (its dispatch was cancelled).
+
+    Travels on the task type's cancel stream, which every worker of the type reads; only the
+    worker holding the entry acts on it. Cancellations are not signed even with signing on:
+    whoever can write to the cancel stream can also ``XDEL`` the task entry itself.
+    """
+
+    entry_id: str
+    """Id of the task's entry on its task stream (what ``XADD`` returned to the coordinator).
+    Unique per publish, unlike the task id, which a resumed workflow dispatches again."""
+    task_id: str
+    """The task, for logs."""
+    attempt: int
+    """The attempt, for logs."""
+
+    def to_fields(self) -> dict[bytes, bytes]:
+        return {
+            b"entry": self.entry_id.encode(),
+            b"id": self.task_id.encode(),
+            b"attempt": str(self.attempt).encode(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> CancelRequest:
+        entry_id = _text(fields, b"entry", 41)
+        ms, dash, seq = entry_id.partition("-")
+        if not (dash and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
+            raise EnvelopeError(f"field 'entry' = {entry_id!r:.60} is not a stream entry id")
+        return cls(
+            entry_id=entry_id,
+            task_id=_identifier(fields, b"id"),
+            attempt=_integer(fields, b"attempt", 1, MAX_ATTEMPT),
+        )
+
+
 class ReplyKind(Enum):
     RESULT = b"ok"
     ERROR = b"error"

@@ -34,6 +34,9 @@ class Waiter:
     on_frame: FrameCallback | None = None
     envelope: TaskEnvelope | None = None
     """What was published, to publish again if Redis lost it (a restart without persistence)."""
+    entry_id: bytes | None = None
+    """The task stream entry of the published envelope, to withdraw it if the dispatch is
+    cancelled."""
 
 
 class Inbox:

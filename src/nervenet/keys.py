@@ -56,6 +56,15 @@ class Keys:
         """
         return f"{self.namespace}:reply:{{"
 
+    def cancel_stream(self, task_type: str) -> str:
+        """Cancellations of dispatched tasks of one type, read (``XREAD``, no group) by every
+        worker serving the type: ``nn:cancel:{support/classify}``.
+
+        It shares the task stream's hash tag, so a coordinator's ``XDEL`` of the task entry and
+        ``XADD`` of the cancellation go to one slot in one pipeline, also in a cluster.
+        """
+        return f"{self.namespace}:cancel:{{{task_type}}}"
+
     def result(self, task_id: str) -> str:
         """Cached result of a finished task, answers redeliveries: ``nn:result:{<task id>}``."""
         return f"{self.namespace}:result:{{{task_id}}}"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .batching import CommandBatcher
 from .coordinator import Coordinator
-from .envelope import Signer, TaskEnvelope
+from .envelope import CancelRequest, Signer, TaskEnvelope
 from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
 from .handlers import Handler, handlers_of
@@ -26,7 +26,7 @@ from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
 from .tasks import cancel_and_wait
-from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes
+from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
 from .workflows import Workflows
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class Pool:
         self._heartbeat: asyncio.Task[None] | None = None
         self._heartbeat_hooks: list[HeartbeatHook] = []
         self._workers: list[Worker] = []
+        self._closing = False
         self._local_handlers: list[tuple[Mapping[str, Handler], int]] = []
         self.workflows = Workflows(self)
 
@@ -137,6 +138,7 @@ class Pool:
             raise
 
     async def _start(self) -> None:
+        self._closing = False
         self.portal.adopt_running_loop()
         await self.transport.check()
         self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
@@ -149,6 +151,7 @@ class Pool:
 
     async def aclose(self) -> None:
         """Stop in-process workers and the heartbeat, delete the reply stream, disconnect."""
+        self._closing = True
         await self.workflows.close()
         for worker in self._workers:
             await worker.stop(grace=5.0)
@@ -243,10 +246,40 @@ class Pool:
             raise RuntimeError("the pool is not started; use `async with pool:` or ensure_started")
         return self._in_flight
 
-    async def publish(self, envelope: TaskEnvelope) -> None:
+    async def publish(self, envelope: TaskEnvelope) -> bytes:
+        """Put ``envelope`` on its task stream; return the stream entry id."""
+        [entry_id] = await self.publish_soon(envelope)
+        return as_bytes(entry_id)
+
+    def publish_soon(self, envelope: TaskEnvelope) -> asyncio.Future[list[Any]]:
+        """Queue the ``XADD`` of ``envelope`` (on the pool's loop); the future's result is
+        ``[entry id]``. The write goes out even if nobody awaits the future."""
         fields = envelope.to_fields(self.signer)
         stream = self.keys.task_stream(envelope.task_type)
-        await self.batcher.run(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
+        return self.batcher.submit(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
+
+    def cancel_soon(self, envelope: TaskEnvelope, entry_id: bytes) -> None:
+        """Withdraw a published task entry without waiting (call on the pool's loop).
+
+        ``XDEL`` first: an entry no worker has read yet can then never be delivered (nor
+        reclaimed: ``XAUTOCLAIM`` returns deleted entries without fields). Then the
+        :class:`~nervenet.envelope.CancelRequest` on the cancel stream, for a worker that read the
+        entry before the ``XDEL``; both keys share a hash tag, so one pipeline carries both.
+        Nothing is sent while the pool closes: a process going away leaves its tasks to finish,
+        so their cached results answer whichever process resumes its workflows.
+        """
+        if self._closing:
+            return
+        request = CancelRequest(as_text(entry_id), envelope.task_id, envelope.attempt)
+        stream = self.keys.task_stream(envelope.task_type)
+        cancels = self.keys.cancel_stream(envelope.task_type)
+        maxlen = self.settings.cancel_stream_maxlen
+
+        def commands(pipe: Pipeline) -> None:
+            pipe.xdel(stream, entry_id)
+            pipe.xadd(cancels, request.to_fields(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+
+        self.batcher.submit(commands).add_done_callback(_log_lost_cancel)
 
     def add_escalation(self, pipe: Pipeline, fields: dict[bytes, bytes]) -> None:
         pipe.xadd(
@@ -316,4 +349,9 @@ class Pool:
             if result is not None:
                 self.inbox.resolve_from_cache(waiter.task_id, as_bytes(result))
             elif waiter.envelope is not None:
-                await self.publish(waiter.envelope)
+                waiter.entry_id = await self.publish(waiter.envelope)
+
+
+def _log_lost_cancel(sent: asyncio.Future[list[Any]]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("a task cancellation was not delivered: %s", sent.exception())

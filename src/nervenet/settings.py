@@ -38,6 +38,10 @@ class PoolSettings:
     """Approximate cap of a reply stream (entries are read within milliseconds)."""
     escalation_stream_maxlen: int = 10_000
     """Approximate cap of the escalation stream (oldest escalations are trimmed first)."""
+    cancel_stream_maxlen: int = 10_000
+    """Approximate cap of a task type's cancel stream. Workers read it within milliseconds; a
+    worker that fell further behind than this many cancellations misses some (those tasks then
+    run to completion and their replies are dropped)."""
     block_ms: int = 1_000
     """How long one blocking read waits before the loop checks for shutdown."""
     worker_wait_timeout: float = 30.0

@@ -10,7 +10,16 @@ Delivery is at-least-once and made safe by the result cache:
 * each heartbeat also ``XAUTOCLAIM``-s entries idle longer than the visibility timeout, which only
   a dead or stopped consumer leaves behind; an entry delivered too often is escalated instead;
 * entries are deleted after acknowledgement, so a stream holds only work not yet done and never
-  needs ``MAXLEN`` trimming (which would drop unread tasks).
+  needs ``MAXLEN`` trimming (which would drop unread tasks);
+* a coordinator whose dispatch is cancelled deletes the task entry (so no worker reads it any
+  more) and adds a :class:`~nervenet.envelope.CancelRequest` to the type's cancel stream, which
+  every worker of the type reads with ``XREAD``; the worker holding the entry cancels the
+  handler's asyncio task, then acknowledges the entry without a reply or a cached result.
+
+Cancellation reaches async handlers only: a sync function running in a thread (``Handlers.task``
+on a plain ``def``) cannot be interrupted. Its dispatch is released at once, the worker's slot
+too, but the thread runs to the end and its result is dropped (as LangGraph does with sync
+nodes).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .coordinator import ESCALATED_BY_WORKER
-from .envelope import RemoteError, Reply, ReplyKind, TaskEnvelope
+from .envelope import CancelRequest, RemoteError, Reply, ReplyKind, TaskEnvelope
 from .errors import EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
@@ -52,12 +61,25 @@ log = logging.getLogger("nervenet.worker")
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+#: How long a cancellation of an entry this worker has not (yet) accepted is remembered: it may
+#: have been read already, with the read's reply still on its way to the read loop.
+EARLY_CANCEL_MEMORY = 30.0
+EARLY_CANCEL_LIMIT = 10_000
+
+
 @dataclass(slots=True)
 class _InFlight:
     stream: str
     entry_id: bytes
     fields: dict[bytes, bytes]
     task: asyncio.Task[None] | None = None
+    in_handler: bool = False
+    """The handler is running: only then does a cancellation interrupt the task. Before, the
+    task is skipped."""
+    handled: bool = False
+    """The handler returned: its result is on the way, and cancelling is a no-op."""
+    cancelled: bool = False
+    """Its coordinator cancelled it: acknowledge it, send no reply, cache no result."""
 
 
 class Worker:
@@ -86,7 +108,15 @@ class Worker:
         self.answered_from_cache = 0
         self.dead_lettered = 0
         self.reclaimed = 0
+        self.cancelled = 0
         self._streams = {pool.keys.task_stream(t): t for t in self.handlers}
+        # cancel stream -> the task stream whose entries it cancels
+        self._cancel_streams = {
+            pool.keys.cancel_stream(t): pool.keys.task_stream(t) for t in self.handlers
+        }
+        self._cancel_positions: dict[str, str] = {}
+        # (task stream, entry id) -> monotonic expiry of a cancellation that came first
+        self._early_cancels: dict[tuple[str, bytes], float] = {}
         # Keyed by (stream, entry id): entry ids are unique only within one stream, and two
         # streams written in the same millisecond both get "<ms>-0".
         self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
@@ -97,22 +127,25 @@ class Worker:
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         await self._ensure_groups()
+        await self._find_cancel_positions()
         await self._heartbeat_once()
         self._tasks = [
             asyncio.ensure_future(self._read_loop()),
             asyncio.ensure_future(self._maintenance_loop()),
+            asyncio.ensure_future(self._cancel_loop()),
         ]
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
         self._stopping.set()
         self._slot_freed.set()
-        reader, maintenance = self._tasks or (None, None)
+        reader, maintenance, canceller = self._tasks or (None, None, None)
         await cancel_and_wait(reader)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         await self._hand_back_unfinished()
+        await cancel_and_wait(canceller)
         await cancel_and_wait(maintenance)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.pool.registry.unregister(self.worker_id)
@@ -180,6 +213,11 @@ class Worker:
             if (stream, entry_id) in self._in_flight:  # ours, re-claimed after a stall
                 continue
             flight = _InFlight(stream, entry_id, fields)
+            if self._early_cancels.pop((stream, entry_id), None) is not None:
+                log.info("task entry %s on %s was cancelled before it started", entry_id, stream)
+                self.cancelled += 1
+                await self._settle(flight)
+                continue
             try:
                 envelope = self._parse(flight)
             except EnvelopeError as exc:
@@ -195,7 +233,9 @@ class Worker:
             return
         cached = await self._cached_results([env.task_id for _, env in runnable])
         for (flight, envelope), result in zip(runnable, cached, strict=True):
-            if result is not None:
+            if flight.cancelled:  # during the cache lookup
+                await self._drop_cancelled(flight, envelope)
+            elif result is not None:
                 self.answered_from_cache += 1
                 await self._finish(
                     flight,
@@ -243,6 +283,26 @@ class Worker:
 
     # --- running ----------------------------------------------------------------------------
     async def _run(self, flight: _InFlight, envelope: TaskEnvelope) -> None:
+        if flight.cancelled:  # between the cache lookup and this task's first step
+            await self._drop_cancelled(flight, envelope)
+            return
+        flight.in_handler = True
+        try:
+            reply = await self._call_handler(envelope)
+        except asyncio.CancelledError:
+            if not flight.cancelled:
+                raise  # the worker is stopping: _hand_back_unfinished puts the entry back
+            reply = None
+        finally:
+            flight.in_handler = False
+            flight.handled = True
+        if reply is None or flight.cancelled:  # also if the handler swallowed the cancellation
+            await self._drop_cancelled(flight, envelope)
+            return
+        self.processed += 1
+        await self._finish(flight, envelope, reply, cache=reply.kind is ReplyKind.RESULT)
+
+    async def _call_handler(self, envelope: TaskEnvelope) -> Reply:
         handler = self.handlers[envelope.task_type]
 
         loop = asyncio.get_running_loop()
@@ -272,15 +332,19 @@ class Worker:
         )
         try:
             body = await handler(envelope.payload, ctx)
-            reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=body)
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside: by its coordinator, or the worker stops
+            # The handler raised CancelledError itself (or awaited something another task
+            # cancelled). Nobody cancelled this dispatch, so its coordinator still waits:
+            # answer with an error, or a dispatch without a timeout would wait forever.
+            return _error_reply(envelope, exc, _qualified_name(type(exc)), b"", "")
         except TaskFailure as exc:
-            reply = _error_reply(envelope, exc, exc.type_name, exc.data, exc.traceback)
+            return _error_reply(envelope, exc, exc.type_name, exc.data, exc.traceback)
         except Exception as exc:
-            reply = _error_reply(envelope, exc, _qualified_name(type(exc)), b"", "")
-        self.processed += 1
-        await self._finish(flight, envelope, reply, cache=reply.kind is ReplyKind.RESULT)
+            return _error_reply(envelope, exc, _qualified_name(type(exc)), b"", "")
+        return Reply(envelope.task_id, envelope.attempt, ReplyKind.RESULT, body=body)
 
     async def _finish(
         self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, *, cache: bool
@@ -309,6 +373,79 @@ class Worker:
     async def _settle(self, flight: _InFlight) -> None:
         await self._write_until_done(lambda pipe: _ack(pipe, flight))
         self._release(flight)
+
+    async def _drop_cancelled(self, flight: _InFlight, envelope: TaskEnvelope) -> None:
+        """Acknowledge a cancelled task. No reply: nobody waits for it. No cached result: a
+        later dispatch of the same task id must run it, not get the output of a cut-off run."""
+        log.info(
+            "task %s attempt %d cancelled by its coordinator", envelope.task_id, envelope.attempt
+        )
+        self.cancelled += 1
+        await self._settle(flight)
+
+    # --- cancellations ----------------------------------------------------------------------
+    async def _find_cancel_positions(self) -> None:
+        """Read cancel streams from their current end: older cancellations are for entries
+        that were deleted before this worker could read them."""
+        redis = self.pool.transport.redis
+        for stream in self._cancel_streams:
+            if stream in self._cancel_positions:
+                continue
+            last: Any = await redis.xrevrange(stream, count=1)
+            self._cancel_positions[stream] = last[0][0].decode() if last else "0-0"
+
+    async def _cancel_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                batch = await self.pool.transport.read(
+                    dict(self._cancel_positions), count=1_000, block_ms=self.pool.settings.block_ms
+                )
+                failures = 0
+            except (*TRANSIENT_ERRORS, ResponseError) as exc:
+                failures += 1
+                log.warning("worker %s: cancel stream read failed (%s)", self.worker_id, exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            for stream, entries in batch:
+                cancel_stream = stream.decode()
+                for entry_id, fields in entries:
+                    self._cancel_positions[cancel_stream] = entry_id.decode()
+                    self._on_cancel(self._cancel_streams[cancel_stream], fields)
+
+    def _on_cancel(self, task_stream: str, fields: dict[bytes, bytes]) -> None:
+        try:
+            request = CancelRequest.from_fields(fields)
+        except EnvelopeError as exc:
+            log.debug("ignored a malformed cancellation on %s: %s", task_stream, exc.reason)
+            return
+        key = (task_stream, request.entry_id.encode())
+        flight = self._in_flight.get(key)
+        if flight is None:
+            # Another worker's task, or ours with the read's reply still on its way to the
+            # read loop (the cancel's XADD came after our read, but on another connection).
+            self._remember_early_cancel(key)
+            return
+        if flight.cancelled or flight.handled:
+            return
+        flight.cancelled = True
+        if flight.in_handler:
+            assert flight.task is not None
+            flight.task.cancel()
+        # Not started yet: _accept (after the cache lookup) or _run (first step) drops it.
+
+    def _remember_early_cancel(self, key: tuple[str, bytes]) -> None:
+        now = time.monotonic()
+        self._early_cancels[key] = now + EARLY_CANCEL_MEMORY
+        if len(self._early_cancels) > EARLY_CANCEL_LIMIT:
+            self._early_cancels.pop(next(iter(self._early_cancels)))
+        self._forget_early_cancels(now)
+
+    def _forget_early_cancels(self, now: float) -> None:
+        for key, expiry in list(self._early_cancels.items()):
+            if expiry > now:
+                break  # insertion order is expiry order
+            del self._early_cancels[key]
 
     async def _dead_letter(
         self, flight: _InFlight, reason: str, envelope: TaskEnvelope | None = None
@@ -405,6 +542,11 @@ class Worker:
             claimed: Any = await redis.xautoclaim(
                 stream, WORKER_GROUP, self.worker_id, min_idle_ms, "0-0", count=free
             )
+            gone = [i for i, f in claimed[1] if not f]
+            if gone:
+                # Deleted while pending (a cancelled dispatch withdrew it): Redis 6.2 keeps such
+                # ids pending and hands them out again forever unless acknowledged.
+                await redis.xack(stream, WORKER_GROUP, *gone)
             entries = [(i, f) for i, f in claimed[1] if f and (stream, i) not in self._in_flight]
             if not entries:
                 continue
@@ -448,7 +590,8 @@ class Worker:
                 await asyncio.gather(flight.task, return_exceptions=True)
 
             def commands(pipe: Pipeline, flight: _InFlight = flight) -> None:
-                pipe.xadd(flight.stream, flight.fields)  # type: ignore[arg-type]
+                if not flight.cancelled:  # nobody wants a cancelled one done
+                    pipe.xadd(flight.stream, flight.fields)  # type: ignore[arg-type]
                 _ack(pipe, flight)
 
             with contextlib.suppress(*TRANSIENT_ERRORS):
