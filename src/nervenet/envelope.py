@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import EnvelopeError
+from .errors import ConfigurationError, EnvelopeError
 
 ENVELOPE_VERSION = b"1"
 MAX_ID_LENGTH = 256
@@ -134,6 +134,29 @@ class CancelRequest:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyRoute:
+    """Just enough of a task entry to answer it, read from an entry that failed validation."""
+
+    reply_to: str
+    """Reply stream of the coordinator that (apparently) sent the entry."""
+    task_id: str
+    """The task the answer is for."""
+    attempt: int
+    """The attempt the answer is for."""
+
+    @classmethod
+    def from_fields(cls, fields: Fields, *, is_reply_stream: Callable[[str], bool]) -> ReplyRoute:
+        reply_to = _text(fields, b"reply", MAX_ID_LENGTH + 64)
+        if not is_reply_stream(reply_to):
+            raise EnvelopeError(f"{reply_to!r:.80} is not a reply stream of this namespace")
+        return cls(
+            reply_to=reply_to,
+            task_id=_identifier(fields, b"id"),
+            attempt=_integer(fields, b"attempt", 1, MAX_ATTEMPT),
+        )
+
+
 class ReplyKind(Enum):
     RESULT = b"ok"
     ERROR = b"error"
@@ -215,7 +238,10 @@ class Signer:
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
-            raise ValueError("the signing secret must be at least 16 bytes")
+            raise ConfigurationError(
+                f"the signing secret is {len(secret)} bytes; use at least 16, e.g. "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
         self._secret = secret
 
     def sign(self, fields: Fields) -> bytes:

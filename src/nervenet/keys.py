@@ -65,6 +65,18 @@ class Keys:
         """
         return f"{self.namespace}:cancel:{{{task_type}}}"
 
+    def is_reply_stream(self, key: str) -> bool:
+        """Whether ``key`` is a reply stream of this namespace exactly as :meth:`reply_stream`
+        names them for a pool (its process id is 32 lowercase hex digits)."""
+        prefix = self.reply_stream_prefix
+        process_id = key[len(prefix) : -1]
+        return (
+            key.startswith(prefix)
+            and key.endswith("}")
+            and len(process_id) == 32
+            and all(c in "0123456789abcdef" for c in process_id)
+        )
+
     def result(self, task_id: str) -> str:
         """Cached result of a finished task, answers redeliveries: ``nn:result:{<task id>}``."""
         return f"{self.namespace}:result:{{{task_id}}}"

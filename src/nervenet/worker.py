@@ -42,7 +42,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .coordinator import ESCALATED_BY_WORKER
-from .envelope import CancelRequest, RemoteError, Reply, ReplyKind, TaskEnvelope
+from .envelope import CancelRequest, RemoteError, Reply, ReplyKind, ReplyRoute, TaskEnvelope
 from .errors import EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
@@ -221,7 +221,7 @@ class Worker:
             try:
                 envelope = self._parse(flight)
             except EnvelopeError as exc:
-                await self._dead_letter(flight, exc.reason)
+                await self._dead_letter(flight, exc.reason, route=self._route_of_invalid(fields))
                 continue
             if envelope.deadline and envelope.deadline < time.time():
                 log.info("task %s expired before it started; dropped", envelope.task_id)
@@ -310,7 +310,9 @@ class Worker:
 
         def send_frame(frame: bytes) -> None:
             reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.FRAME, body=frame)
-            sent = self.pool.batcher.submit(lambda pipe: self._add_reply(pipe, envelope, reply))
+            sent = self.pool.batcher.submit(
+                lambda pipe: self._add_reply(pipe, envelope.reply_to, reply)
+            )
             sent.add_done_callback(_log_lost_frame)
 
         def emit(frame: bytes) -> None:
@@ -355,15 +357,15 @@ class Worker:
         def commands(pipe: Pipeline) -> None:
             if cache:
                 pipe.set(keys.result(envelope.task_id), reply.body, ex=int(settings.result_ttl))
-            self._add_reply(pipe, envelope, reply)
+            self._add_reply(pipe, envelope.reply_to, reply)
             _ack(pipe, flight)
 
         await self._write_until_done(commands)
         self._release(flight)
 
-    def _add_reply(self, pipe: Pipeline, envelope: TaskEnvelope, reply: Reply) -> None:
+    def _add_reply(self, pipe: Pipeline, reply_to: str, reply: Reply) -> None:
         pipe.xadd(
-            envelope.reply_to,
+            reply_to,
             reply.to_fields(),  # type: ignore[arg-type]
             maxlen=self.pool.settings.reply_stream_maxlen,
             approximate=True,
@@ -448,7 +450,12 @@ class Worker:
             del self._early_cancels[key]
 
     async def _dead_letter(
-        self, flight: _InFlight, reason: str, envelope: TaskEnvelope | None = None
+        self,
+        flight: _InFlight,
+        reason: str,
+        envelope: TaskEnvelope | None = None,
+        *,
+        route: ReplyRoute | None = None,
     ) -> None:
         """Move an entry to the escalation stream; tell its coordinator if it can be told."""
         self.dead_lettered += 1
@@ -456,17 +463,47 @@ class Worker:
         fields = escalation_fields(
             reason, source=flight.stream, envelope=envelope, raw=None if envelope else flight.fields
         )
+        if envelope is not None:
+            route = ReplyRoute(envelope.reply_to, envelope.task_id, envelope.attempt)
 
         def commands(pipe: Pipeline) -> None:
             self.pool.add_escalation(pipe, fields)
-            if envelope is not None:
+            if route is not None:
                 error = RemoteError(ESCALATED_BY_WORKER, reason, "")
-                reply = Reply(envelope.task_id, envelope.attempt, ReplyKind.ERROR, error=error)
-                self._add_reply(pipe, envelope, reply)
+                reply = Reply(route.task_id, route.attempt, ReplyKind.ERROR, error=error)
+                self._add_reply(pipe, route.reply_to, reply)
             _ack(pipe, flight)
 
         await self._write_until_done(commands)
         self._release(flight)
+
+    def _route_of_invalid(self, fields: dict[bytes, bytes]) -> ReplyRoute | None:
+        """Whom to tell that an invalid entry was dead-lettered, if anyone.
+
+        A ``timeout=None`` dispatch whose entry a worker refuses (payload over this worker's
+        limit, a task type the stream does not carry, an envelope version it does not know)
+        would otherwise wait forever. But the reply address of an invalid entry is unverified,
+        so the worker answers only when that cannot be turned against anyone:
+
+        * the address must be a reply stream of this namespace exactly as pools name them, and
+          the reply is an ``XADD NOMKSTREAM`` like every reply: no other key is ever written and
+          no stream is created (a dead process's reply stream stays gone);
+        * with signing on, never for an entry whose signature fails. A coordinator holding the
+          secret never sends one, so nobody real waits for it, while answering would let
+          whoever may write only to task streams (what signing defends against) inject error
+          replies into live reply streams. Dead-letter and log only.
+        * without signing, anyone who can write a task entry can already make a worker answer
+          any reply stream by sending a valid one, so answering an invalid one adds nothing.
+        """
+        if self.pool.signer is not None:
+            try:
+                self.pool.signer.verify(fields)
+            except EnvelopeError:
+                return None
+        try:
+            return ReplyRoute.from_fields(fields, is_reply_stream=self.pool.keys.is_reply_stream)
+        except EnvelopeError:
+            return None
 
     async def _write_until_done(self, commands: Any) -> None:
         """Retry a settlement across a Redis outage; the entry stays pending until it lands."""
@@ -576,7 +613,8 @@ class Worker:
             envelope: TaskEnvelope | None = self._parse(flight)
         except EnvelopeError:
             envelope = None
-        await self._dead_letter(flight, reason, envelope)
+        route = None if envelope else self._route_of_invalid(fields)
+        await self._dead_letter(flight, reason, envelope, route=route)
 
     async def _hand_back_unfinished(self) -> None:
         """Give unfinished tasks back to the pool at once instead of after the visibility timeout.

@@ -4,25 +4,27 @@ tampered entries are invalid too. Runs on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
-from core_support import FAST, wait_until
+from core_support import FAST, ReplyTap, wait_until
 
 from nervenet import (
     ConfigurationError,
     Escalation,
     Handlers,
+    Keys,
     Pool,
     PoolSettings,
     TaskContext,
     TaskEnvelope,
     TaskEscalated,
 )
-from nervenet.envelope import Signer
+from nervenet.envelope import ReplyKind, Signer
 
 LIMIT = 2_048
 SMALL_PAYLOADS = PoolSettings(
@@ -291,3 +293,105 @@ async def test_a_worker_refuses_tasks_signed_with_another_secret(pools, redis_ur
     reasons = [e.reason for e in await worker_side.escalations.list()]
     assert "bad envelope signature" in reasons
     assert worker.processed == 0
+
+
+# --- telling the sender -------------------------------------------------------------------------
+
+#: Invalid entries that still name a task id, an attempt and a real reply stream of the namespace:
+#: the worker answers them with an error, so a dispatch without a timeout does not wait forever.
+ANSWERED = {
+    "bad version",
+    "missing payload",
+    "deadline is NaN",
+    "payload over the limit",
+    "task type of another stream",
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE))
+async def test_the_sender_of_an_invalid_entry_is_told_when_its_reply_stream_is_real(
+    make_pool, serve, case
+):
+    pool = await make_pool(settings=SMALL_PAYLOADS)
+    await serve(pool, handlers())
+    tap = ReplyTap(pool)
+    make_fields, reason = GARBAGE[case]
+
+    await inject(pool, make_fields(pool))
+    await dead_letter_of(pool)
+    await assert_still_serving(pool)  # replies arrive in order: any answer came before this one
+
+    answers = tap.of("t-garbage")
+    if case in ANSWERED:
+        [answer] = answers
+        assert answer.kind is ReplyKind.ERROR
+        assert answer.error is not None
+        assert answer.error.type_name == "nervenet.escalated"
+        assert reason in answer.error.message
+    else:
+        assert answers == []
+
+
+async def test_a_dispatch_without_timeout_of_a_payload_the_worker_refuses_fails_at_once(
+    make_pool, serve
+):
+    pool = await make_pool(settings=SMALL_PAYLOADS)
+    await serve(pool, handlers())
+
+    with pytest.raises(TaskEscalated, match=f"exceeds the limit of {LIMIT}"):
+        await asyncio.wait_for(pool.dispatch("core/echo", b'"' + b"x" * LIMIT + b'"'), 10)
+
+
+async def test_an_invalid_entry_naming_a_stream_that_is_no_pools_reply_stream_is_not_answered(
+    make_pool, serve
+):
+    pool = await make_pool(settings=SMALL_PAYLOADS)
+    await serve(pool, handlers())
+    redis = pool.transport.redis
+    lookalikes = [
+        pool.keys.reply_stream("victim"),  # the reply prefix, but no pool's process id
+        pool.keys.reply_stream("0" * 31 + "G"),
+        Keys("other").reply_stream(pool.process_id),  # another namespace
+    ]
+    for stream in lookalikes:
+        await redis.xadd(stream, {b"existing": b"1"})
+
+    for stream in lookalikes:
+        await inject(pool, task_fields(pool, v=b"2", reply=stream.encode()))
+    await wait_until(
+        lambda: _count(pool.escalations.count(), len(lookalikes)), what="the dead letters"
+    )
+
+    assert [await redis.xlen(stream) for stream in lookalikes] == [1] * len(lookalikes)
+
+
+async def test_a_signing_worker_never_answers_an_unsigned_or_tampered_entry(make_pool, serve):
+    pool = await make_pool(signing_secret=SECRET)
+    await serve(pool, handlers())
+    tap = ReplyTap(pool)
+    signed = task_fields(pool, Signer(SECRET.encode()))
+
+    await inject(pool, task_fields(pool))
+    await inject(pool, {**signed, b"attempt": b"2"})
+    await wait_until(lambda: _count(pool.escalations.count(), 2), what="both dead letters")
+    await assert_still_serving(pool)
+
+    assert tap.of("t-garbage") == []
+
+
+async def test_a_signing_worker_answers_a_signed_entry_it_cannot_serve(make_pool, serve):
+    pool = await make_pool(signing_secret=SECRET)
+    await serve(pool, handlers())
+    tap = ReplyTap(pool)
+
+    await inject(pool, task_fields(pool, Signer(SECRET.encode())), task_type="core/other")
+    await dead_letter_of(pool)
+    await assert_still_serving(pool)
+
+    [answer] = tap.of("t-garbage")
+    assert answer.error is not None
+    assert "sent on the stream of 'core/other'" in answer.error.message
+
+
+async def _count(count: Awaitable[int], expected: int) -> bool:
+    return await count == expected
