@@ -1,4 +1,4 @@
-"""Run a LangGraph StateGraph on a nervenet pool: ``graph = distribute(builder, pool=pool, name=...)``.
+"""Run a LangGraph StateGraph on a nervenet pool: ``distribute(builder, pool=pool, name=...)``.
 
 Everything LangGraph does between nodes stays in the calling process (one coordinator per run);
 each node's function runs as a task on whichever worker is free.

@@ -13,12 +13,16 @@ coordinator). Workers serve the same object: ``nervenet worker app:graph``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.graph import Graph
 from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
@@ -53,6 +57,10 @@ class Distribution:
     """``ainvoke`` with a thread id goes through :meth:`DistributedGraph.asubmit`."""
     local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
     """Task type -> (the node's original function, the (sub)graph that owns it)."""
+    checkpointer: BaseCheckpointSaver[Any] | None = None
+    """The root graph's saver, lent to graphs a node runs on a worker (as LangGraph lends a
+    parent's saver to nested graphs). Only correct when every process sees the same saver: a
+    :class:`RedisSaver`, or any saver on an embedded pool (one process)."""
 
     def handlers(self) -> dict[str, Handler]:
         return {task_type: self._handler(task_type) for task_type in self.local_nodes}
@@ -63,7 +71,7 @@ class Distribution:
 
         async def handle(payload: bytes, ctx: TaskContext) -> bytes:
             store = getattr(owner, "store", None)
-            return await run_node(bound, payload, ctx, serde, store)
+            return await run_node(bound, payload, ctx, serde, store, self.checkpointer)
 
         handle.__name__ = task_type
         return handle
@@ -72,9 +80,25 @@ class Distribution:
 class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
     """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
 
-    def __init__(self, *args: Any, nervenet: Distribution, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.nervenet = nervenet
+    nervenet: Distribution
+    original: CompiledStateGraph  # type: ignore[type-arg]
+    """The graph as compiled, before its nodes were replaced: what ``get_graph`` draws."""
+
+    def copy(self, update: dict[str, Any] | None = None) -> DistributedGraph:
+        # Pregel.copy rebuilds through __init__, which silently drops what it does not take
+        # (our attributes, the mappers StateGraph.compile sets afterwards): carry them over.
+        new = super().copy(update)
+        for key, value in self.__dict__.items():
+            new.__dict__.setdefault(key, value)
+        return new
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        return self.original.get_graph(config, xray=xray)
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Graph:
+        return await self.original.aget_graph(config, xray=xray)
 
     def nervenet_handlers(self) -> Mapping[str, Handler]:
         """What ``nervenet worker app:graph`` serves: one handler per node task type."""
@@ -153,6 +177,8 @@ def distribute(
     if durable is None:
         durable = isinstance(compiled.checkpointer, RedisSaver)
     distribution = Distribution(pool, name, serde, wait_for_worker, durable)
+    if isinstance(compiled.checkpointer, BaseCheckpointSaver):
+        distribution.checkpointer = compiled.checkpointer
     distributed = _distributed_copy(compiled, distribution, prefix=name)
     pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
     return distributed
@@ -166,11 +192,13 @@ def _distributed_copy(
         if node_name in _LOCAL_NODES:
             nodes[node_name] = node
             continue
-        task_type = validate_task_type(f"{prefix}/{node_name}")
+        task_type = validate_task_type(f"{prefix}/{_task_type_segment(node_name)}")
         if isinstance(node.bound, CompiledStateGraph):
             # A subgraph's own loop stays on the coordinator; its nodes go to the pool.
             subgraph = _distributed_copy(node.bound, distribution, task_type)
-            nodes[node_name] = node.copy({"bound": subgraph, "subgraphs": [subgraph]})
+            # LangGraph leaves a checkpointer=False subgraph out of node.subgraphs: so do we.
+            subgraphs = [subgraph] if node.subgraphs else []
+            nodes[node_name] = node.copy({"bound": subgraph, "subgraphs": subgraphs})
             continue
         if isinstance(node.bound, Pregel):
             raise ConfigurationError(
@@ -180,9 +208,20 @@ def _distributed_copy(
         trace = bool(getattr(node.bound, "trace", False))
         remote = remote_runnable(distribution, task_type, node_name, trace)
         nodes[node_name] = node.copy({"bound": remote})
-    attrs = {k: v for k, v in compiled.__dict__.items() if k not in ("__orig_class__", "nervenet")}
-    attrs["nodes"] = nodes
-    return DistributedGraph(**attrs, nervenet=distribution)
+    # A shallow copy keeps every attribute, also those StateGraph.compile sets after
+    # construction (the v2 output/state mappers) and any LangGraph adds later.
+    distributed = copy.copy(compiled)
+    distributed.__class__ = DistributedGraph
+    distributed.__dict__.pop("__orig_class__", None)
+    distributed.nodes = nodes
+    distributed.nervenet = distribution  # type: ignore[attr-defined]
+    distributed.original = getattr(compiled, "original", compiled)  # type: ignore[attr-defined]
+    return distributed  # type: ignore[return-value]
+
+
+def _task_type_segment(node_name: str) -> str:
+    """A node name as it appears in a task type: LangGraph allows spaces, stream keys don't."""
+    return quote(node_name, safe="/:@!$&'()*+,;=-._~")
 
 
 def _all_schemas(compiled: CompiledStateGraph[Any, Any, Any, Any]) -> list[Any]:

@@ -10,35 +10,43 @@ as the outcome, so the coordinator can replay them on the real task.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph._internal._constants import (
     CONF,
+    CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_ID,
     CONFIG_KEY_CHECKPOINT_MAP,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_CHECKPOINTER,
     CONFIG_KEY_DURABILITY,
+    CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_READ,
     CONFIG_KEY_RESUMING,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
+    CONFIG_KEY_STREAM,
     CONFIG_KEY_TASK_ID,
 )
+from langgraph._internal._runnable import is_async_callable
 from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.errors import GraphInterrupt, ParentCommand
-from langgraph.pregel._messages import StreamMessagesHandler
-from langgraph.runtime import ExecutionInfo, Runtime, _no_op_stream_writer
+from langgraph.errors import GraphInterrupt, NodeError, ParentCommand, is_invalid_resume
+from langgraph.runtime import ExecutionInfo, Runtime, ServerInfo
 from langgraph.store.base import BaseStore
 
 from nervenet import TaskContext, TaskFailure
 
-from .wire import exception_args, pack, qualified_name, unpack
+from .streams import WorkerStreams
+from .wire import exception_args, pack, qualified_name, revive_exception, unpack
 
 
 class _Counter:
@@ -67,18 +75,15 @@ class _NullResume:
         return value
 
 
-class _RelayMessagesHandler(StreamMessagesHandler):
-    """LangGraph's own messages handler, relaying LLM events only.
+class _ServerUser(dict[str, Any]):
+    """The authenticated user a LangGraph server put in the run, as the worker sees it: the
+    ``BaseUser`` protocol (``user.identity`` and ``user["identity"]``) over the shipped fields."""
 
-    Messages in the node's output are emitted by the coordinator's handler when the node ends,
-    so the chain callbacks that track them here are switched off.
-    """
-
-    def on_chain_start(self, *args: Any, **kwargs: Any) -> Any:
-        return None
-
-    def on_chain_end(self, *args: Any, **kwargs: Any) -> Any:
-        return None
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _read_unavailable(*_: Any, **__: Any) -> Any:
@@ -88,12 +93,32 @@ def _read_unavailable(*_: Any, **__: Any) -> Any:
     )
 
 
+def _call_inline(
+    func: Callable[..., Any], input: tuple[tuple[Any, ...], dict[str, Any]], **_: Any
+) -> Any:
+    """``@task`` functions called inside a node run right here, inline, on the worker.
+
+    In-process LangGraph schedules them as tasks of the node's loop (checkpointed writes, their
+    own retry policy); a worker has no loop of the run, so they behave like plain calls.
+    """
+    args, kwargs = input
+    if is_async_callable(func):
+        return asyncio.ensure_future(func(*args, **kwargs))
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    try:
+        future.set_result(func(*args, **kwargs))
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
+
+
 async def run_node(
     bound: Runnable[Any, Any],
     payload: bytes,
     ctx: TaskContext,
     serde: SerializerProtocol,
     store: BaseStore | None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> bytes:
     """Run one node function for a coordinator; return its packed outcome or raise TaskFailure."""
     call = unpack(serde, payload)
@@ -104,7 +129,8 @@ async def run_node(
     def relay(frame: tuple[Any, ...]) -> None:
         ctx.emit(pack(serde, frame))
 
-    config = _rebuild_config(call, writes, null_resume, resume, relay, store)
+    streams = WorkerStreams(call["streams"], relay)
+    config = _rebuild_config(call, writes, null_resume, resume, streams, store, checkpointer)
 
     def outcome(**extra: Any) -> dict[str, Any]:
         return {
@@ -123,8 +149,16 @@ async def run_node(
         _fail(serde, exc, outcome(kind="interrupt", interrupts=list(exc.args[0])))
     except ParentCommand as exc:
         _fail(serde, exc, outcome(kind="parent", command=exc.args[0]))
-    except Exception as exc:
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the run was cancelled: the worker stops this task
+        # Raised by the node itself: a failure of the node, as LangGraph treats it.
         _fail(serde, exc, outcome(kind="error", args=exception_args(serde, exc)))
+    except Exception as exc:
+        invalid_resume = is_invalid_resume(exc)
+        args = exception_args(serde, exc)
+        _fail(serde, exc, outcome(kind="error", args=args, invalid_resume=invalid_resume))
     return pack(serde, outcome(kind="value", value=value))
 
 
@@ -142,8 +176,9 @@ def _rebuild_config(
     writes: list[tuple[str, Any]],
     null_resume: _NullResume,
     resume: list[Any],
-    relay: Any,
+    streams: WorkerStreams,
     store: BaseStore | None,
+    checkpointer: BaseCheckpointSaver[Any] | None,
 ) -> RunnableConfig:
     scratchpad = PregelScratchpad(
         step=call["step"],
@@ -155,41 +190,26 @@ def _rebuild_config(
         subgraph_counter=_Counter(),
     )
     execution = call["execution"]
+    server_info = call["server_info"]
     runtime: Runtime[Any] = Runtime(
         context=call["context"],
         store=store,
-        stream_writer=(lambda chunk: relay(("custom", chunk)))
-        if call["stream_custom"]
-        else _no_op_stream_writer,
+        stream_writer=streams.stream_writer(),
         previous=call["previous"],
         execution_info=ExecutionInfo(**execution) if execution else None,
-    )
-    callbacks = None
-    if call["stream_messages"]:
-        options = call["stream_messages"]
-        parent_ns = options["parent_ns"]
-
-        def relay_message(chunk: Any) -> None:
-            namespace, _, (message, metadata) = chunk
-            relay(("messages", list(namespace), message, metadata))
-
-        callbacks = [
-            _RelayMessagesHandler(
-                relay_message,
-                options["subgraphs"],
-                parent_ns=tuple(parent_ns) if parent_ns is not None else None,
-            )
-        ]
+        server_info=_server_info(server_info),
+    ).override(**streams.runtime_overrides())
     config: dict[str, Any] = {
         "metadata": call["metadata"],
         "tags": call["tags"],
-        "callbacks": callbacks,
+        "callbacks": streams.callbacks(),
         CONF: {
             **call["conf"],
             CONFIG_KEY_TASK_ID: call["task_id"],
             CONFIG_KEY_SEND: writes.extend,
             CONFIG_KEY_READ: _read_unavailable,
-            CONFIG_KEY_CHECKPOINTER: None,
+            CONFIG_KEY_CHECKPOINTER: checkpointer,
+            CONFIG_KEY_CALL: _call_inline,
             CONFIG_KEY_CHECKPOINT_MAP: call["checkpoint_map"],
             CONFIG_KEY_CHECKPOINT_ID: None,
             CONFIG_KEY_CHECKPOINT_NS: call["checkpoint_ns"],
@@ -198,10 +218,35 @@ def _rebuild_config(
             CONFIG_KEY_RESUMING: call["resuming"],
         },
     }
-    if call["durability"] is not None:
+    if call["durability"] is not None and checkpointer is not None:
         config[CONF][CONFIG_KEY_DURABILITY] = call["durability"]
+    parent_stream = streams.parent_stream()
+    if parent_stream is not None:
+        config[CONF][CONFIG_KEY_STREAM] = parent_stream
+    if call["node_error"] is not None:
+        config[CONF][CONFIG_KEY_NODE_ERROR] = _node_error(call["node_error"])
     if call["run_name"]:
         config["run_name"] = call["run_name"]
     if call["recursion_limit"]:
         config["recursion_limit"] = call["recursion_limit"]
     return config  # type: ignore[return-value]
+
+
+def _node_error(described: dict[str, Any]) -> NodeError:
+    """The failure an error-handler node handles, rebuilt as its own exception type."""
+    if "type_name" in described:
+        error: Any = revive_exception(described["type_name"], described["args"], "")
+    else:  # restored from a checkpoint after a resume, as LangGraph kept it
+        error = described["error"]
+    return NodeError(node=described["node"], error=error)
+
+
+def _server_info(described: dict[str, Any] | None) -> ServerInfo | None:
+    if described is None:
+        return None
+    user = described["user"]
+    return ServerInfo(
+        assistant_id=described["assistant_id"],
+        graph_id=described["graph_id"],
+        user=_ServerUser(user) if user is not None else None,  # type: ignore[arg-type]
+    )

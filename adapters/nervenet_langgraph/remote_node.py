@@ -12,19 +12,18 @@ as its own type.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import var_child_runnable_config
 from langgraph._internal._constants import (
     CONF,
     CONFIG_KEY_CHECKPOINT_MAP,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_DURABILITY,
+    CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_RESUMING,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
@@ -33,15 +32,15 @@ from langgraph._internal._constants import (
     CONFIG_KEY_THREAD_ID,
 )
 from langgraph._internal._runnable import RunnableCallable
-from langgraph.errors import GraphInterrupt, ParentCommand
-from langgraph.pregel._messages import StreamMessagesHandler
-from langgraph.runtime import _no_op_stream_writer
+from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph.errors import GraphInterrupt, ParentCommand, _mark_invalid_resume
 from langgraph.types import Interrupt
 
 from nervenet import Coordinator, RemoteTaskError
 
 from .runs import RUN_ID_KEY
-from .wire import pack, revive_exception, unpack
+from .streams import FrameRelay, describe_streams
+from .wire import exception_args, pack, qualified_name, revive_exception, unpack
 
 if TYPE_CHECKING:
     from .graph import Distribution
@@ -70,7 +69,7 @@ class RemoteNode:
 
     async def _dispatch(self, input: Any, config: RunnableConfig) -> dict[str, Any]:
         serde = self.distribution.serde
-        call = describe_call(self.node, input, config)
+        call = describe_call(self.node, input, config, serde)
         payload = pack(serde, call)
         conf = config.get(CONF, {})
         pool = self.distribution.pool
@@ -124,45 +123,29 @@ class RemoteNode:
             raise GraphInterrupt(tuple(_as_interrupt(i) for i in outcome["interrupts"]))
         if kind == "parent":
             raise ParentCommand(outcome["command"])
-        raise revive_exception(
+        error = revive_exception(
             outcome.get("type_name", "builtins.Exception"),
             list(outcome.get("args", [])),
             outcome.get("traceback", ""),
         )
+        if outcome.get("invalid_resume"):
+            _mark_invalid_resume(error)  # read by LangGraph's runner: the resume was rejected
+        raise error
 
     def _frame_relay(self, config: RunnableConfig) -> Callable[[bytes], None]:
         serde = self.distribution.serde
-        runtime = config.get(CONF, {}).get(CONFIG_KEY_RUNTIME)
-        writer = getattr(runtime, "stream_writer", _no_op_stream_writer)
-        message_handlers = messages_handlers(config)
-        # LangGraph's stream writer finds the node's namespace through get_config(): call it
-        # inside a context that holds this node's config, as it would be inside the node.
-        node_context = contextvars.copy_context()
-        node_context.run(var_child_runnable_config.set, config)
-        # Tuples in the task's metadata come back from msgpack as lists: restore the originals.
-        task_metadata = config.get("metadata", {})
-
-        def relay(raw: bytes) -> None:
-            frame = unpack(serde, raw)
-            if frame[0] == "custom":
-                node_context.run(writer, frame[1])
-            elif frame[0] == "messages":
-                _, namespace, message, metadata = frame
-                metadata = {**metadata, **task_metadata}
-                for handler in message_handlers:
-                    handler.seen.add(message.id)  # the node's output repeats it: don't re-emit
-                    handler.stream((tuple(namespace), "messages", (message, metadata)))
-
-        return relay
+        relay = FrameRelay(config)
+        return lambda raw: relay(unpack(serde, raw))
 
 
-def describe_call(node: str, input: Any, config: RunnableConfig) -> dict[str, Any]:
+def describe_call(
+    node: str, input: Any, config: RunnableConfig, serde: Any = None
+) -> dict[str, Any]:
     """The parts of a task's context a worker needs to rebuild it (no live objects)."""
     conf = config.get(CONF, {})
     scratchpad = conf.get(CONFIG_KEY_SCRATCHPAD)
     runtime = conf.get(CONFIG_KEY_RUNTIME)
     info = getattr(runtime, "execution_info", None)
-    handlers = messages_handlers(config)
     return {
         "node": node,
         "input": input,
@@ -177,30 +160,41 @@ def describe_call(node: str, input: Any, config: RunnableConfig) -> dict[str, An
         "run_name": config.get("run_name"),
         "recursion_limit": config.get("recursion_limit"),
         "resume": list(scratchpad.resume) if scratchpad is not None else [],
-        "null_resume": scratchpad.get_null_resume(False) if scratchpad is not None else None,
+        "null_resume": peek_null_resume(scratchpad) if scratchpad is not None else None,
         "step": getattr(scratchpad, "step", 0),
         "stop": getattr(scratchpad, "stop", 0),
         "context": getattr(runtime, "context", None),
         "previous": getattr(runtime, "previous", None),
         "execution": _execution_info(info),
-        "stream_custom": getattr(runtime, "stream_writer", _no_op_stream_writer)
-        is not _no_op_stream_writer,
-        "stream_messages": (
-            {"subgraphs": handlers[0].subgraphs, "parent_ns": handlers[0].parent_ns}
-            if handlers
-            else None
-        ),
+        "server_info": _server_info(getattr(runtime, "server_info", None)),
+        "node_error": _node_error(conf.get(CONFIG_KEY_NODE_ERROR), serde),
+        "streams": describe_streams(config),
     }
 
 
-def messages_handlers(config: RunnableConfig) -> list[StreamMessagesHandler]:
-    callbacks = config.get("callbacks")
-    handlers = getattr(callbacks, "handlers", callbacks) or []
-    return [h for h in handlers if isinstance(h, StreamMessagesHandler)]
+def peek_null_resume(scratchpad: PregelScratchpad) -> Any:
+    """The run-wide resume value (``Command(resume=...)`` with no interrupt id) if still unused.
+
+    LangGraph's getter returns its captured value even after another task consumed it (only
+    ``consume=True`` notices); in-process nobody peeks, so LangGraph never shows this. A peek
+    that ships a consumed value would answer a second ``interrupt()``, so read what the getter
+    closes over: its pending write, and whether it is still among the pending writes.
+    """
+    getter = scratchpad.get_null_resume
+    try:
+        contents = (cell.cell_contents for cell in getter.__closure__ or ())
+        cells = dict(zip(getter.__code__.co_freevars, contents, strict=True))
+        write = cells["null_resume_write"]
+        if write is None:
+            parent = cells.get("parent_scratchpad")
+            return peek_null_resume(parent) if parent is not None else None
+        return write[2] if write in cells["pending_writes"] else None
+    except (AttributeError, KeyError, ValueError, TypeError):  # LangGraph changed its getter
+        return getter(False)
 
 
 def _user_configurable(conf: dict[str, Any]) -> dict[str, Any]:
-    """User keys of ``configurable`` (``thread_id``, ``user_id``...), never LangGraph's internals."""
+    """User keys of ``configurable`` (``thread_id``, ``user_id``...), not LangGraph's internals."""
     return {
         k: v
         for k, v in conf.items()
@@ -228,6 +222,40 @@ def _execution_info(info: Any) -> dict[str, Any] | None:
         "node_attempt": info.node_attempt,
         "node_first_attempt_time": info.node_first_attempt_time,
     }
+
+
+def _server_info(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    user = info.user
+    if user is not None and not isinstance(user, dict):
+        user = {
+            k: user[k]
+            for k in ("identity", "display_name", "is_authenticated", "permissions")
+            if _has(user, k)
+        }
+    return {"assistant_id": info.assistant_id, "graph_id": info.graph_id, "user": user}
+
+
+def _has(user: Any, key: str) -> bool:
+    try:
+        user[key]
+    except Exception:
+        return False
+    return True
+
+
+def _node_error(error: Any, serde: Any) -> dict[str, Any] | None:
+    """The failure an error-handler node is given (``NodeError``), as data."""
+    if error is None:
+        return None
+    if isinstance(error.error, BaseException):
+        return {
+            "node": error.node,
+            "type_name": qualified_name(type(error.error)),
+            "args": exception_args(serde, error.error) if serde else [str(error.error)],
+        }
+    return {"node": error.node, "error": error.error}
 
 
 def _as_interrupt(value: Any) -> Interrupt:

@@ -12,10 +12,13 @@ import sys
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from pydantic_core import ValidationError
 
 from nervenet import RemoteTaskError
 
 _SEPARATOR = b"\0"
+# First argument of a pydantic ValidationError's wire form: it cannot be rebuilt from its args.
+_VALIDATION_ERROR = "__pydantic_validation_error__"
 
 
 def pack(serde: SerializerProtocol, value: Any) -> bytes:
@@ -36,6 +39,8 @@ def qualified_name(cls: type) -> str:
 
 def exception_args(serde: SerializerProtocol, exc: BaseException) -> list[Any]:
     """Arguments to rebuild ``exc`` with, falling back to its text when they don't serialize."""
+    if isinstance(exc, ValidationError):
+        return [_VALIDATION_ERROR, exc.title, _validation_errors(exc)]
     args = list(exc.args)
     try:
         serde.dumps_typed(args)
@@ -48,7 +53,9 @@ def revive_exception(type_name: str, args: list[Any], remote_traceback: str) -> 
     """Rebuild a worker's exception as its own type when that type is loaded here."""
     cls = _loaded_exception_class(type_name)
     exc: BaseException | None = None
-    if cls is not None:
+    if args and args[0] == _VALIDATION_ERROR:
+        exc = _validation_error(args)
+    elif cls is not None:
         try:
             exc = cls(*args)
         except Exception:
@@ -87,3 +94,26 @@ def _loaded_exception_class(type_name: str) -> type[BaseException] | None:
         module_name, _, head = module_name.rpartition(".")
         qualname = f"{head}.{qualname}"
     return None
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors(include_url=False):
+        item: dict[str, Any] = {"type": error["type"], "loc": list(error["loc"])}
+        item["input"] = error.get("input")
+        if error.get("ctx"):
+            item["ctx"] = {k: v if _plain(v) else str(v) for k, v in error["ctx"].items()}
+        errors.append(item)
+    return errors
+
+
+def _validation_error(args: list[Any]) -> BaseException | None:
+    try:
+        line_errors = [{**e, "loc": tuple(e["loc"])} for e in args[2]]
+        return ValidationError.from_exception_data(args[1], line_errors)  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
