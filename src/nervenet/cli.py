@@ -1,7 +1,8 @@
 """The ``nervenet`` command: thin wrappers that parse, import ``module:attr`` and call the library.
 
 The Redis URL comes from ``--redis`` or the ``NERVENET_REDIS_URL`` environment variable (not
-``REDIS_URL``: CrewAI reads that one itself and changes how it stores data).
+``REDIS_URL``: CrewAI reads that one itself and changes how it stores data), the signing secret
+from ``--signing-secret`` or ``NERVENET_SIGNING_SECRET`` (the variable keeps it out of ``ps``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ RedisOption = Annotated[
 NamespaceOption = Annotated[
     str, typer.Option("--namespace", help="Key namespace shared by the app's processes.")
 ]
+SigningSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        "--signing-secret",
+        envvar="NERVENET_SIGNING_SECRET",
+        show_default=False,
+        help="Shared HMAC secret (16+ bytes) of a pool whose tasks are signed; prefer the "
+        "environment variable, a command line is visible to every user of the machine.",
+    ),
+]
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -80,6 +91,13 @@ def worker(
     visibility_timeout: Annotated[
         float, typer.Option(help="Idle seconds after which a dead worker's task is reclaimed.")
     ] = DEFAULTS.visibility_timeout,
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Deliveries after which a task that keeps killing workers is escalated."
+        ),
+    ] = DEFAULTS.max_deliveries,
+    signing_secret: SigningSecretOption = None,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -88,6 +106,8 @@ def worker(
         nervenet worker examples.document_pipeline:graph --redis redis://localhost:6379/0
 
         NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
+
+        NERVENET_SIGNING_SECRET=$(cat /run/secrets/nervenet) nervenet worker app:graph
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -95,29 +115,30 @@ def worker(
     except NervenetError as exc:
         raise _fail(exc) from None
     try:
-        settings = PoolSettings(heartbeat_interval=heartbeat, visibility_timeout=visibility_timeout)
+        settings = PoolSettings(
+            heartbeat_interval=heartbeat,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+        pool = Pool.from_url(
+            redis, namespace=namespace, settings=settings, signing_secret=signing_secret
+        )
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(redis, namespace, settings, handlers, concurrency, grace))
+    _run(_serve(pool, handlers, concurrency, grace))
 
 
-async def _serve(
-    url: str,
-    namespace: str,
-    settings: PoolSettings,
-    handlers: object,
-    concurrency: int,
-    grace: float,
-) -> None:
+async def _serve(pool: Pool, handlers: object, concurrency: int, grace: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Pool.from_url(url, namespace=namespace, settings=settings) as pool:
+    async with pool:
         worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
-            f"on {pool.transport.description} (concurrency {concurrency})"
+            f"on {pool.transport.description} (concurrency {concurrency}"
+            f"{', signed tasks only' if pool.signer else ''})"
         )
         await worker.run_until(stop, grace=grace)
         console.print(f"worker stopped after {worker.processed} task(s)")
@@ -222,9 +243,12 @@ def escalations_show(
 
 @escalations_app.command("retry")
 def escalations_retry(
-    entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+    entry_id: str,
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    signing_secret: SigningSecretOption = None,
 ) -> None:
-    """Put an escalated task back on its stream as a new attempt.
+    """Put an escalated task back on its stream as a new attempt (signed, if the pool signs).
 
     Example:
 
@@ -232,7 +256,7 @@ def escalations_retry(
     """
 
     async def retry() -> None:
-        async with Pool.from_url(redis, namespace=namespace) as pool:
+        async with Pool.from_url(redis, namespace=namespace, signing_secret=signing_secret) as pool:
             new_id = await pool.escalations.retry(entry_id)
         console.print(f"requeued as {new_id}")
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -21,8 +21,7 @@ from nervenet import EnvelopeError, Pool, PoolSettings, Reply
 
 HERE = Path(__file__).resolve().parent
 RUN_WORKER = HERE / "core_worker.py"
-#: The installed ``nervenet`` console script (``python -m nervenet.cli`` runs nothing: the module
-#: has no ``__main__`` guard).
+#: The installed ``nervenet`` console script (``python -m nervenet`` runs it too).
 NERVENET = str(Path(sys.executable).with_name("nervenet"))
 
 #: Short heartbeats and visibility timeout so that reclaiming and registry expiry take about a
@@ -162,9 +161,12 @@ class WorkerProcesses:
         grace: float = 30.0,
         concurrency: int = 8,
         fast: bool = True,
+        options: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> WorkerProcess:
-        """``nervenet worker TARGET --redis URL`` as an operator runs it, from this folder so
-        ``core_apps`` is importable; with :data:`FAST` heartbeats unless ``fast=False``."""
+        """``nervenet worker TARGET --redis URL [OPTIONS]`` as an operator runs it, from this
+        folder so ``core_apps`` is importable; with :data:`FAST` heartbeats unless
+        ``fast=False``, and ``env`` added to its environment."""
         args = [
             NERVENET, "worker", target, "--redis", url,
             "--grace", str(grace), "--concurrency", str(concurrency),
@@ -174,7 +176,7 @@ class WorkerProcesses:
                 "--heartbeat", str(FAST.heartbeat_interval),
                 "--visibility-timeout", str(FAST.visibility_timeout),
             ]  # fmt: skip
-        return self._spawn(args)
+        return self._spawn([*args, *options], env)
 
     def runner(self, url: str, *, max_deliveries: int, concurrency: int = 8) -> WorkerProcess:
         """A worker process with :data:`FAST` settings and a ``max_deliveries`` the CLI does not
@@ -189,11 +191,11 @@ class WorkerProcesses:
             ]
         )  # fmt: skip
 
-    def _spawn(self, args: list[str]) -> WorkerProcess:
+    def _spawn(self, args: list[str], env: Mapping[str, str] | None = None) -> WorkerProcess:
         log_path = self.log_dir / f"worker-{len(self.started)}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                args, cwd=HERE, env=child_env(), stdout=log, stderr=subprocess.STDOUT
+                args, cwd=HERE, env=child_env(**(env or {})), stdout=log, stderr=subprocess.STDOUT
             )
         process = WorkerProcess(popen, log_path)
         self.started.append(process)

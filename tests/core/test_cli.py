@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from core_support import NERVENET, child_env, run_cli, wait_until
+from core_support import FAST, NERVENET, child_env, run_cli, wait_until
 from redis_server import free_port
 
-from nervenet import Handlers, TaskEnvelope
+from nervenet import Handlers, Pool, TaskEnvelope, TaskEscalated
 
 
 def echo_handlers() -> Handlers:
@@ -110,3 +110,47 @@ async def test_worker_without_a_reachable_redis_says_so_without_a_traceback():
     assert started.returncode == 2
     assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in started.output
     assert "Traceback" not in started.output
+
+
+def test_python_dash_m_nervenet_is_the_nervenet_command():
+    run = subprocess.run(
+        [sys.executable, "-m", "nervenet", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "Usage: nervenet worker" in run.stdout
+    for option in ("--signing-secret", "NERVENET_SIGNING_SECRET", "--max-deliveries"):
+        assert option in run.stdout
+
+
+async def test_worker_with_a_too_short_signing_secret_says_how_to_make_one():
+    started = await run_cli(
+        "worker", "core_apps:handlers", "--redis", "redis://127.0.0.1:1/0", "--signing-secret", "x"
+    )
+
+    assert started.returncode == 2
+    assert "the signing secret is 1 bytes; use at least 16" in started.output
+    assert "secrets.token_hex" in started.output
+    assert "Traceback" not in started.output
+
+
+@pytest.mark.redis
+async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_only(
+    pools, redis_url, worker_processes
+):
+    secret = "the-secret-of-this-test-app"
+    signed = await pools.open(Pool.from_url(redis_url, settings=FAST, signing_secret=secret))
+    unsigned = await pools.open(Pool.from_url(redis_url, settings=FAST))
+    worker = worker_processes.cli(redis_url, env={"NERVENET_SIGNING_SECRET": secret})
+    await worker.registered(signed)
+
+    assert await signed.dispatch("core/echo", b'"signed"', timeout=10) == b'{"echo":"signed"}'
+    with pytest.raises(TaskEscalated):  # not answered: refused entries are only dead-lettered
+        await unsigned.dispatch("core/echo", b'"unsigned"', timeout=1, retries=0)
+    reasons = [e.reason for e in await signed.escalations.list()]
+    assert "unsigned envelope (signing is required)" in reasons
+    assert "signed tasks only" in worker.output()

@@ -2,8 +2,7 @@
 its worker lives, and each result reaches its coordinator once.
 
 Worker processes are real children on the session's redis-server, started with the ``nervenet
-worker`` CLI (fast heartbeats where reclaiming is tested, defaults for shutdown), or with
-``core_worker.py`` where a setting the CLI lacks is needed.
+worker`` CLI (fast heartbeats where reclaiming is tested, defaults for shutdown).
 """
 
 from __future__ import annotations
@@ -98,7 +97,8 @@ async def test_a_task_that_keeps_killing_its_workers_is_escalated_not_run_again(
     redis_pool, redis_url, worker_processes
 ):
     for _ in range(2):
-        await worker_processes.runner(redis_url, max_deliveries=1).registered(redis_pool)
+        worker = worker_processes.cli(redis_url, options=["--max-deliveries", "1"])
+        await worker.registered(redis_pool)
 
     with pytest.raises(TaskEscalated) as caught:
         await redis_pool.dispatch(
