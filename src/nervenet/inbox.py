@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import EnvelopeError
 from .tasks import cancel_and_wait
-from .transport import Transport
+from .transport import StreamBatch, Transport
 
 log = logging.getLogger("nervenet.inbox")
 
@@ -112,12 +112,18 @@ class Inbox:
                 log.warning("reply stream read failed (%s); reconnecting", exc)
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
-            for _, entries in batch:
-                for entry_id, fields in entries:
-                    self._last_id = entry_id.decode()
-                    if b"open" in fields:
-                        continue
-                    self._deliver(fields)
+            self._deliver_batch(batch)
+            # Drop the batch before blocking again: it holds every reply body of the last read
+            # (up to 1,000), which would otherwise stay alive until the next read returns.
+            del batch
+
+    def _deliver_batch(self, batch: StreamBatch) -> None:
+        for _, entries in batch:
+            for entry_id, fields in entries:
+                self._last_id = entry_id.decode()
+                if b"open" in fields:
+                    continue
+                self._deliver(fields)
 
     async def trim_read_entries(self) -> None:
         """Replies are read once, by us: drop what we read so the stream stays near empty.
