@@ -223,17 +223,20 @@ def _revivable(cls: type) -> bool:
     )
 
 
-def _collect(tp: Any, found: set[type], depth: int) -> None:
-    if depth > _MAX_DEPTH or tp is None:
+def _collect(tp: Any, found: set[type], depth: int, seen: set[int] | None = None) -> None:
+    """Add to ``found`` the revivable classes reachable from type ``tp`` through type hints."""
+    seen = set() if seen is None else seen
+    if depth > _MAX_DEPTH or tp is None or id(tp) in seen:
         return
+    seen.add(id(tp))  # each type once: schemas reach big shared graphs (pydantic_core's)
     origin = typing.get_origin(tp)
     if origin is not None:
         for arg in typing.get_args(tp):
-            _collect(arg, found, depth + 1)
+            _collect(arg, found, depth + 1, seen)
         if isinstance(origin, type) and _revivable(origin):
             found.add(origin)
         return
-    if not isinstance(tp, type) or tp in found:
+    if not isinstance(tp, type):
         return
     if _revivable(tp):
         found.add(tp)
@@ -245,4 +248,4 @@ def _collect(tp: Any, found: set[type], depth: int) -> None:
     except Exception:  # unresolved forward references: collect what the class itself gives
         hints = dict(getattr(tp, "__annotations__", {}))
     for hint in hints.values():
-        _collect(hint, found, depth + 1)
+        _collect(hint, found, depth + 1, seen)
