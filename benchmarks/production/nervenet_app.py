@@ -6,11 +6,14 @@
 ``graph`` has no checkpointer, like the peers (none of them checkpoints): its rows measure
 dispatching nodes. ``durable_graph`` checkpoints to Redis (``RedisSaver``), so its runs survive
 the death of the coordinator process that runs them; the kill test uses it.
+``BENCH_UVLOOP=1`` puts the process on uvloop (the benchmark's ``--uvloop``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 
 from nervenet_langgraph import RedisSaver, distribute
 
@@ -18,6 +21,15 @@ import workload
 from nervenet import Pool
 
 URL = os.environ.get("NERVENET_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+if os.environ.get("BENCH_UVLOOP") == "1":
+    # Imported before the worker CLI and the runner start their loops, so both run on uvloop.
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        print("BENCH_UVLOOP=1 but uvloop is not installed: asyncio's loop", file=sys.stderr)
 
 graph = distribute(workload.build(), pool=Pool.from_url(URL), name="production")
 durable_graph = distribute(

@@ -44,6 +44,7 @@ def profile_system(
         **{
             **run.QUICK.__dict__,
             "coordinators": args.coordinators,
+            "uvloop": args.uvloop,
         }
     )
     console.print(f"[bold]{system}[/] closed {args.clients}, {args.seconds:g} s window")
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--systems", default="nervenet,celery")
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--coordinators", type=int, default=run.FULL.coordinators)
+    parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=run.FULL.uvloop)
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--no-spy", dest="spy", action="store_false", help="CPU from /proc only")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ class Plan:
     open: tuple[float, ...]
     closed_window: tuple[float, float]
     """(warm-up, measured) seconds of a closed-loop phase; the warm-up scales with the load."""
+    warmup_cap: float
+    """Longest closed-loop warm-up, seconds (see :func:`_closed_warmup`)."""
     open_window: tuple[float, float]
     drain: float
     """Seconds after the window a phase waits for its last workflows."""
@@ -59,33 +62,43 @@ class Plan:
     kill_clients: int
     kill_seconds: float
     coordinators: int
+    """nervenet coordinator processes (K); closed-loop clients and open-loop arrivals are split
+    evenly between them."""
+    uvloop: bool
+    """nervenet's coordinators and workers run on uvloop (``nervenet_app`` installs it)."""
     profile_seconds: float
 
 
+#: A smoke test of every phase kind (~100 s on a quiet machine): one load each, short windows,
+#: no steady state. Its figures show that everything runs, not how fast.
 QUICK = Plan(
-    closed=(50, 500),
-    open=(40.0, 80.0),
-    closed_window=(1.0, 3.0),
-    open_window=(1.0, 2.5),
+    closed=(100,),
+    open=(40.0,),
+    closed_window=(1.0, 4.0),
+    warmup_cap=2.0,
+    open_window=(1.0, 2.0),
     drain=TIMEOUT,
     scale_workers=(1, 2),
-    scale_clients=500,
-    kill_clients=200,
-    kill_seconds=5.0,
-    coordinators=1,
+    scale_clients=100,
+    kill_clients=100,
+    kill_seconds=4.0,
+    coordinators=2,
+    uvloop=True,
     profile_seconds=2.0,
 )
 FULL = Plan(
     closed=(50, 200, 500, 2000),
     open=(20.0, 40.0, 80.0, 160.0),
     closed_window=(5.0, 20.0),
+    warmup_cap=45.0,
     open_window=(5.0, 20.0),
     drain=TIMEOUT,
     scale_workers=(1, 2, 4),
     scale_clients=2000,
     kill_clients=400,
     kill_seconds=15.0,
-    coordinators=1,
+    coordinators=2,
+    uvloop=True,
     profile_seconds=10.0,
 )
 
@@ -116,7 +129,13 @@ def _peer_python(peer: str) -> Path:
     return python
 
 
-def _worker(system: str, url: str, index: int, target: str = "nervenet_app:graph") -> Child:
+def _nervenet_env(url: str, plan: Plan) -> dict[str, str]:
+    return {"NERVENET_REDIS_URL": url, "BENCH_UVLOOP": "1" if plan.uvloop else "0"}
+
+
+def _worker(
+    system: str, url: str, index: int, plan: Plan, target: str = "nervenet_app:graph"
+) -> Child:
     if system == "arq":
         args = [
             *_env_prefix(BENCH_REDIS_URL=url),
@@ -144,7 +163,7 @@ def _worker(system: str, url: str, index: int, target: str = "nervenet_app:graph
         ]
     else:
         args = [
-            *_env_prefix(NERVENET_REDIS_URL=url),
+            *_env_prefix(**_nervenet_env(url, plan)),
             *nervenet_command(),
             "worker",
             target,
@@ -178,7 +197,7 @@ def deploy(system: str, plan: Plan, sampler: Sampler) -> Iterator[Deployment]:
             url, server = stack.enter_context(private_redis())
             redis_pids = [server.pid]
         workers = [
-            _worker(system, url, i + 1) for i in range(WORKERS if system != "central" else 0)
+            _worker(system, url, i + 1, plan) for i in range(WORKERS if system != "central" else 0)
         ]
         for w in workers:
             stack.callback(w.stop)
@@ -210,7 +229,7 @@ def deploy(system: str, plan: Plan, sampler: Sampler) -> Iterator[Deployment]:
                     f"coordinator-{k}",
                     [sys.executable, "runner_nervenet.py"],
                     cwd=HERE,
-                    env={"NERVENET_REDIS_URL": url},
+                    env=_nervenet_env(url, plan),
                 )
                 for k in range(plan.coordinators)
             ]
@@ -226,7 +245,7 @@ def deploy(system: str, plan: Plan, sampler: Sampler) -> Iterator[Deployment]:
         sampler.watch([pid for pids in roles.values() for pid in pids])
         # Warm up: imports, connections, workers joining; then the idle memory baseline.
         warm = run_phase(deployment, "closed", 20, (0.0, 2.0), 30.0, sampler, prefix="warm")
-        if warm["errors"] or warm["completed"] == 0:
+        if warm["errors"] or warm["ok_total"] == 0:
             raise RuntimeError(f"{system} failed its warm-up: {warm}")
         deployment.baseline_kib = {pid: rss_kib(pid) for pid in roles[holder]}
         yield deployment
@@ -271,9 +290,13 @@ def run_phase(
         )
     time.sleep(warmup)
     w = Window()
-    profiles = _profile(d, profile, out, prefix) if profile else {}
+    spies = _start_profile(d, profile, out, prefix) if profile else {}
     time.sleep(max(0.0, seconds - (time.monotonic() - w.started)))
     w.close()
+    # Only now wait for py-spy: it overruns its --duration on a busy machine (by a minute, on
+    # Celery's 1,000 threads), and a window held open that long divided a minute of CPU by the
+    # workflows of the window: Celery's CPU per workflow came out ~3.6x too high.
+    profiles = _finish_profile(spies)
     replies = [r.wait(key, warmup + seconds + drain + 120) for r, key in zip(d.runners, keys)]
     peaks = sampler.peaks()
     records = [rec for reply in replies for rec in reply["records"]]
@@ -318,6 +341,9 @@ def summarize(
         "load": load,
         "window": seconds,
         "completed": n,
+        # Ended well, in the window or not: a warm-up on a busy machine may end its first
+        # workflows only after its short window.
+        "ok_total": sum(1 for r in records if r[4] == "ok"),
         "per_min": rate * 60,
         "p50": percentile(lat, 50) if lat else None,
         "p99": percentile(lat, 99) if lat else None,
@@ -349,12 +375,15 @@ def summarize(
     }
 
 
-def _profile(d: Deployment, seconds: float, out: Path | None, prefix: str) -> dict[str, Any]:
+Spies = dict[str, tuple[Path, subprocess.Popen[bytes]]]
+
+
+def _start_profile(d: Deployment, seconds: float, out: Path | None, prefix: str) -> Spies:
     """py-spy of one process per role while the phase runs (costs those processes some CPU)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or out is None:
         return {}
-    procs = {}
+    procs: Spies = {}
     for role, pids in d.roles.items():
         if role == "redis" or not pids:
             continue
@@ -382,9 +411,17 @@ def _profile(d: Deployment, seconds: float, out: Path | None, prefix: str) -> di
                 stderr=open(out / f"py-spy-{d.name}-{role}.log", "w"),
             ),
         )
+    return procs
+
+
+def _finish_profile(spies: Spies) -> dict[str, Any]:
     result = {}
-    for role, (path, proc) in procs.items():
-        proc.wait()
+    for role, (path, proc) in spies.items():
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         if path.exists():
             result[role] = {"file": path.name, **digest(path)}
     return result
@@ -418,7 +455,8 @@ def nervenet_kill(plan: Plan, sampler: Sampler) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         url, _server = stack.enter_context(private_redis())
         workers = [
-            _worker("nervenet", url, i + 1, "nervenet_app:durable_graph") for i in range(WORKERS)
+            _worker("nervenet", url, i + 1, plan, "nervenet_app:durable_graph")
+            for i in range(WORKERS)
         ]
         for w in workers:
             stack.callback(w.stop)
@@ -428,7 +466,7 @@ def nervenet_kill(plan: Plan, sampler: Sampler) -> dict[str, Any]:
                 f"durable-{k}",
                 [sys.executable, "runner_nervenet.py", "--durable"],
                 cwd=HERE,
-                env={"NERVENET_REDIS_URL": url},
+                env=_nervenet_env(url, plan),
             )
             for k in range(2)
         ]
@@ -501,7 +539,7 @@ def redis_commandstats(url: str) -> dict[str, dict[str, float]]:
 def run_system(
     system: str, plan: Plan, sampler: Sampler, out: Path, results: dict[str, Any]
 ) -> None:
-    console.print(f"[bold]{system}[/]")
+    console.print(f"[bold]{system}[/] (load average {_loadavg()})")
     phases = results.setdefault("phases", [])
     with deploy(system, plan, sampler) as d:
         for clients in plan.closed:
@@ -545,7 +583,7 @@ def run_system(
                 while len(d.workers) > workers:
                     d.workers.pop().stop()
                 while len(d.workers) < workers:
-                    d.workers.append(_worker("nervenet", d.url, len(d.workers) + 1))
+                    d.workers.append(_worker("nervenet", d.url, len(d.workers) + 1, plan))
                     stack_pid = d.workers[-1].pid
                     sampler.watch([stack_pid])
                 _wait_nervenet_workers(d.url, workers)
@@ -572,10 +610,16 @@ def run_system(
             console.print(f"  kill -9 central: {results['central_kill']}")
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _closed_warmup(plan: Plan, clients: int) -> float:
-    """All clients start at once, so the first workflows end together: wait for a steady state
-    (about one latency at the peers' saturation, ~75 workflows/s) before measuring."""
-    return max(plan.closed_window[0], min(30.0, clients / 120))
+    """All clients start at once, so the first workflows end together, and again one latency
+    later: wait about two latencies at the peers' saturation (~75 workflows/s) before measuring.
+    With one latency (the old ``clients / 120``) the window at 500 caught the first wave ending
+    and counted up to twice the steady throughput."""
+    return max(plan.closed_window[0], min(plan.warmup_cap, clients / 40))
 
 
 def _print_row(row: dict[str, Any], label: str = "") -> None:
@@ -630,10 +674,22 @@ def main() -> None:
         "--systems", default="central,arq,celery,nervenet", help="comma-separated subset"
     )
     parser.add_argument("--coordinators", type=int, help="nervenet coordinator processes (K)")
+    parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        help="nervenet's processes on uvloop (pip install uvloop in this environment)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.coordinators:
         plan = Plan(**{**plan.__dict__, "coordinators": args.coordinators})
+    if args.uvloop is not None:
+        plan = Plan(**{**plan.__dict__, "uvloop": args.uvloop})
+    if plan.uvloop and importlib.util.find_spec("uvloop") is None:
+        console.print(
+            "[yellow]uvloop is not installed here (setup.sh installs it): asyncio's loop[/]"
+        )
+        plan = Plan(**{**plan.__dict__, "uvloop": False})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = (
         args.out or HERE.parent / "results" / f"production-{stamp}{'-quick' if args.quick else ''}"
@@ -666,7 +722,10 @@ def main() -> None:
             (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
         if "nervenet" in args.systems:
             results["nervenet_kill"] = nervenet_kill(plan, sampler)
-            console.print(f"  kill -9 one nervenet coordinator: {results['nervenet_kill']}")
+            console.print(
+                f"  kill -9 one nervenet coordinator: {results['nervenet_kill']} "
+                f"(load average {_loadavg()})"
+            )
     finally:
         sampler.close()
         results["elapsed_s"] = time.monotonic() - started
@@ -682,7 +741,10 @@ def main() -> None:
     )
     if plot.returncode:
         console.print(f"[red]plots failed:[/] {plot.stderr[-2000:]}")
-    console.print(f"report: {out / 'report.md'}  ({results['elapsed_s']:.0f} s)")
+    console.print(
+        f"report: {out / 'report.md'}  ({time.monotonic() - started:.0f} s, "
+        f"load average {_loadavg()})"
+    )
 
 
 if __name__ == "__main__":
