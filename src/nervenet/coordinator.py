@@ -93,6 +93,7 @@ class Coordinator:
             raise ValueError("retries must be >= 0")
         await self.pool.ensure_started()
         await self._require_worker(task_type, wait_for_worker)
+        fresh = not task_id
         task_id = task_id or uuid.uuid4().hex
         last_error: DispatchError | None = None
         envelope = None
@@ -106,6 +107,7 @@ class Coordinator:
                 reply_to=self.pool.inbox.address,
                 payload=payload,
                 trace=trace,
+                fresh=fresh,
             )
             try:
                 reply = await self._attempt(envelope, timeout, on_frame)

@@ -47,6 +47,11 @@ class TaskEnvelope:
     """Handler input, opaque to the core."""
     trace: str = ""
     """W3C ``traceparent`` of the dispatching span, if tracing is on."""
+    fresh: bool = False
+    """The coordinator made the task id up for this one dispatch (none was given): no other
+    dispatch uses it, so when a worker reads attempt 1 for the first time, no result can be
+    cached for it yet and the cache lookup is skipped. Deterministic ids (a workflow step that a
+    resumed run dispatches again) are never fresh."""
 
     def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
         fields = {
@@ -60,6 +65,8 @@ class TaskEnvelope:
             b"trace": self.trace.encode(),
             b"payload": self.payload,
         }
+        if self.fresh:
+            fields[b"fresh"] = b"1"
         if signer is not None:
             fields[b"sig"] = signer.sign(fields)
         return fields
@@ -94,6 +101,7 @@ class TaskEnvelope:
             reply_to=reply_to,
             payload=payload,
             trace=_text(fields, b"trace", MAX_TRACE_LENGTH, allow_empty=True),
+            fresh=fields.get(b"fresh") == b"1",  # anything else: look the cache up, to be safe
         )
 
 

@@ -202,9 +202,15 @@ class Worker:
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
             for stream, entries in batch:
-                await self._accept(stream.decode(), entries)
+                await self._accept(stream.decode(), entries, first_delivery=True)
 
-    async def _accept(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _accept(
+        self,
+        stream: str,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        *,
+        first_delivery: bool,
+    ) -> None:
         """Validate a batch, answer cached ones, start the rest."""
         runnable: list[tuple[_InFlight, TaskEnvelope]] = []
         for entry_id, fields in entries:
@@ -231,7 +237,12 @@ class Worker:
             runnable.append((flight, envelope))
         if not runnable:
             return
-        cached = await self._cached_results([env.task_id for _, env in runnable])
+        # A fresh id's first attempt, read for the first time (">"), cannot have a cached
+        # result: nothing else dispatches that id, and a run of this entry would have been
+        # a delivery already. Redeliveries, retries and deterministic ids are looked up.
+        lookups = [env.task_id for _, env in runnable if not (first_delivery and _unseen(env))]
+        found = iter(await self._cached_results(lookups) if lookups else ())
+        cached = [None if first_delivery and _unseen(env) else next(found) for _, env in runnable]
         for (flight, envelope), result in zip(runnable, cached, strict=True):
             if flight.cancelled:  # during the cache lookup
                 await self._drop_cancelled(flight, envelope)
@@ -594,15 +605,15 @@ class Worker:
                 len(entries),
                 stream,
             )
-            fresh = []
+            retry = []
             for entry_id, fields in entries:
                 pending = await redis.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
                 deliveries = int(pending[0]["times_delivered"]) if pending else 1
                 if deliveries > settings.max_deliveries:
                     await self._dead_letter_poison(stream, entry_id, fields, deliveries)
                 else:
-                    fresh.append((entry_id, fields))
-            await self._accept(stream, fresh)
+                    retry.append((entry_id, fields))
+            await self._accept(stream, retry, first_delivery=False)
 
     async def _dead_letter_poison(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
@@ -651,6 +662,10 @@ class Worker:
 def _log_lost_frame(sent: asyncio.Future[Any]) -> None:
     if not sent.cancelled() and sent.exception() is not None:
         log.warning("a streamed frame was lost: %s", sent.exception())
+
+
+def _unseen(envelope: TaskEnvelope) -> bool:
+    return envelope.fresh and envelope.attempt == 1
 
 
 def _ack(pipe: Pipeline, flight: _InFlight) -> None:

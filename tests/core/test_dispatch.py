@@ -17,9 +17,12 @@ from nervenet import (
     Backoff,
     Handlers,
     NoLiveWorker,
+    Pool,
     RemoteTaskError,
     TaskContext,
+    TaskEnvelope,
     TaskEscalated,
+    Worker,
 )
 from nervenet.envelope import ReplyKind
 
@@ -263,3 +266,74 @@ async def test_the_reply_stream_stays_bounded(make_pool, serve):
 
     # Trimming is approximate (whole radix-tree nodes of up to 100 entries), never unbounded.
     assert await pool.transport.redis.xlen(pool.inbox.address) <= 300  # 1,001 untrimmed
+
+
+# --- the result-cache lookup --------------------------------------------------------------------
+
+
+def record_lookups(worker: Worker) -> list[list[str]]:
+    """Every result-cache lookup ``worker`` makes, as the task ids it looked up."""
+    lookups: list[list[str]] = []
+    look_up = worker._cached_results
+
+    async def recording(task_ids: list[str]) -> list[Any]:
+        lookups.append(list(task_ids))
+        return await look_up(task_ids)
+
+    worker._cached_results = recording  # type: ignore[method-assign]
+    return lookups
+
+
+async def test_a_dispatch_without_task_id_is_run_without_a_result_cache_lookup(pool, serve):
+    worker = await serve(pool, echo_handlers())
+    lookups = record_lookups(worker)
+
+    await asyncio.gather(*(pool.dispatch("core/echo", dumps(i), timeout=10) for i in range(20)))
+
+    assert lookups == []
+    assert worker.processed == 20
+
+
+async def test_a_deterministic_task_id_is_always_looked_up(pool, serve):
+    worker = await serve(pool, echo_handlers())
+    lookups = record_lookups(worker)
+
+    await pool.dispatch("core/echo", dumps(1), task_id="step-1", timeout=10)
+
+    assert lookups == [["step-1"]]
+
+
+def fresh_envelope(pool: Pool, attempt: int) -> TaskEnvelope:
+    return TaskEnvelope(
+        "fresh-id", "wf", "core/echo", attempt, 0.0, pool.inbox.address, b'"x"', fresh=True
+    )
+
+
+async def test_a_later_attempt_of_a_fresh_task_id_is_answered_from_the_cache(pool, serve):
+    worker = await serve(pool, echo_handlers())
+    await pool.transport.redis.set(pool.keys.result("fresh-id"), b'"cached"')
+
+    await pool.publish(fresh_envelope(pool, attempt=2))
+
+    await wait_until(lambda: _value(worker.answered_from_cache), what="the cached answer")
+    assert worker.processed == 0
+
+
+async def test_a_redelivered_fresh_task_is_answered_from_the_cache(pool, serve):
+    """A worker that died after caching the result but before acknowledging the entry."""
+    redis = pool.transport.redis
+    stream = pool.keys.task_stream("core/echo")
+    await redis.xgroup_create(stream, "workers", id="0", mkstream=True)
+    await pool.publish(fresh_envelope(pool, attempt=1))
+    await redis.xreadgroup("workers", "dead-worker", {stream: ">"}, count=1)
+    await redis.set(pool.keys.result("fresh-id"), b'"cached"')
+
+    worker = await serve(pool, echo_handlers())
+
+    await wait_until(lambda: _value(worker.answered_from_cache), what="the reclaimed entry")
+    assert worker.processed == 0
+    assert worker.reclaimed == 1
+
+
+async def _value(value: Any) -> Any:
+    return value

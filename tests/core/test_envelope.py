@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nervenet import EnvelopeError, RemoteError, Reply, TaskEnvelope
-from nervenet.envelope import ReplyKind, Signer
+from nervenet.envelope import CancelRequest, ReplyKind, Signer
 from nervenet.keys import Keys
 
 KEYS = Keys()
@@ -41,6 +41,7 @@ valid_envelopes = st.builds(
     reply_to=identifiers.map(lambda s: f"{PREFIX}{s}}}"),
     payload=st.binary(max_size=LIMIT),
     trace=st.text(max_size=60).filter(lambda s: len(s.encode()) <= 512),
+    fresh=st.booleans(),
 )
 
 
@@ -219,3 +220,36 @@ def test_a_reply_with_one_field_replaced_fails_only_with_envelope_error(
         Reply.from_fields(fields)
     except EnvelopeError as exc:
         assert exc.reason
+
+
+cancel_requests = st.builds(
+    CancelRequest,
+    entry_id=st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)).map(
+        lambda t: f"{t[0]}-{t[1]}"
+    ),
+    task_id=identifiers,
+    attempt=st.integers(1, 1000),
+)
+
+
+@given(cancel_requests)
+def test_a_cancel_request_survives_the_round_trip_through_stream_fields(request: CancelRequest):
+    assert CancelRequest.from_fields(request.to_fields()) == request
+
+
+@given(st.dictionaries(st.sampled_from([b"entry", b"id", b"attempt", b"x"]), st.binary()))
+def test_arbitrary_cancel_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]):
+    try:
+        CancelRequest.from_fields(fields)
+    except EnvelopeError as exc:
+        assert exc.reason
+
+
+NOT_ENTRY_IDS = [b"", b"12", b"-1", b"1-", b"1-2-3", "\u0661-1".encode(), b"1 - 2"]
+
+
+@pytest.mark.parametrize("entry", NOT_ENTRY_IDS)
+def test_a_cancel_request_for_something_that_is_no_entry_id_is_refused(entry: bytes):
+    fields = CancelRequest("1-1", "t", 1).to_fields()
+    with pytest.raises(EnvelopeError):
+        CancelRequest.from_fields({**fields, b"entry": entry})
