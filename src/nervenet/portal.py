@@ -9,6 +9,8 @@ pool first used from synchronous code makes its home in a private daemon thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -70,7 +72,7 @@ class Portal:
                 "the pool's event loop is not running (it was started in an event loop that "
                 "has finished); create the pool inside the loop that uses it"
             )
-        return asyncio.run_coroutine_threadsafe(_awaitable(make), home).result()
+        return _submit(make, home).result()
 
     async def run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Await ``make()`` on the home loop from any loop (directly when already home)."""
@@ -84,7 +86,7 @@ class Portal:
             raise ConfigurationError(
                 "the pool's event loop is not running; create the pool inside the loop that uses it"
             )
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaitable(make), home))
+        return await asyncio.wrap_future(_submit(make, home))
 
     def close(self) -> None:
         """Stop the private thread's loop, if this portal made one."""
@@ -98,3 +100,41 @@ class Portal:
 
 async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
+
+
+def _submit(
+    make: Callable[[], Awaitable[T]], home: asyncio.AbstractEventLoop
+) -> concurrent.futures.Future[T]:
+    """Start ``make()`` on ``home`` in an empty context; cancelling the future cancels it.
+
+    Unlike ``run_coroutine_threadsafe``, which runs the task in a copy of the *caller's*
+    context: the caller's context variables (LangChain's config of the calling node, which
+    reaches the whole graph run) would leak into the pool's loop and stay alive for as long as
+    anything there holds that context, such as redis-py's cancelled timeout timers.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        if future.cancelled():
+            return
+        task = home.create_task(_awaitable(make), context=contextvars.Context())
+
+        def settle(done: asyncio.Task[T]) -> None:
+            if future.cancelled():
+                return
+            if done.cancelled():
+                future.cancel()
+            elif (error := done.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result())
+
+        def cancel_task(settled: concurrent.futures.Future[T]) -> None:
+            if settled.cancelled():
+                home.call_soon_threadsafe(task.cancel)
+
+        task.add_done_callback(settle)
+        future.add_done_callback(cancel_task)
+
+    home.call_soon_threadsafe(start, context=contextvars.Context())
+    return future
