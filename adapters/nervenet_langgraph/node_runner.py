@@ -218,7 +218,7 @@ def _rebuild_config(
             CONFIG_KEY_RESUMING: call["resuming"],
         },
     }
-    if call["durability"] is not None and checkpointer is not None:
+    if call["durability"] is not None:
         config[CONF][CONFIG_KEY_DURABILITY] = call["durability"]
     parent_stream = streams.parent_stream()
     if parent_stream is not None:

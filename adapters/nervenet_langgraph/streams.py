@@ -11,6 +11,7 @@ runtime's ``control`` (drain) and ``heartbeat``. None of them can cross a proces
    before the node's result is settled.
 
 Frames: ``("custom", checkpoint_ns, chunk)``, ``("messages", i, ns, message_or_event, metadata)``,
+``("seen", i, message_id)``,
 ``("tools", i, ns, payload)`` (``i``: which of the task's handlers), ``("stream", ns, mode,
 payload)``, ``("drain", reason)``, ``("heartbeat",)``.
 """
@@ -36,6 +37,20 @@ from langgraph.pregel.protocol import StreamProtocol
 from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
 
 Emit = Callable[[tuple[Any, ...]], None]
+
+
+class _RelayedSeen(set[str]):
+    """A handler's ids of messages already streamed, shared with the coordinator's handler: a
+    message streamed here must not be streamed again from the node's output there."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        super().__init__()
+        self._emit = emit
+
+    def add(self, message_id: str) -> None:
+        if message_id not in self:
+            super().add(message_id)
+            self._emit(message_id)
 
 
 class _RelayMessagesHandler(StreamMessagesHandler):
@@ -117,8 +132,13 @@ class WorkerStreams:
         handlers: list[Any] = []
         for index, options in enumerate(self.described["messages"]):
             cls = _RelayMessagesHandlerV2 if options["v2"] else _RelayMessagesHandler
-            relay = self._relay("messages", index)
-            handlers.append(cls(relay, options["subgraphs"], parent_ns=_ns(options)))
+            handler = cls(
+                self._relay("messages", index), options["subgraphs"], parent_ns=_ns(options)
+            )
+            handler.seen = _RelayedSeen(
+                lambda message_id, i=index: self.emit(("seen", i, message_id))
+            )
+            handlers.append(handler)
         for index, options in enumerate(self.described["tools"]):
             relay = self._relay("tools", index)
             handlers.append(
@@ -166,8 +186,6 @@ class FrameRelay:
         self.messages = _handlers(config, StreamMessagesHandler)
         self.tools = _handlers(config, StreamToolCallHandler)
         self.stream: StreamProtocol | None = conf.get(CONFIG_KEY_STREAM)
-        # Tuples in the task's metadata may come back as lists: restore the originals.
-        self.task_metadata = config.get("metadata", {})
 
     def __call__(self, frame: tuple[Any, ...]) -> None:
         kind = frame[0]
@@ -182,6 +200,8 @@ class FrameRelay:
             self._custom(frame[1], frame[2])
         elif kind == "messages":
             self._message(self.messages[frame[1]], tuple(frame[2]), frame[3], frame[4])
+        elif kind == "seen":
+            self.messages[frame[1]].seen.add(frame[2])
         elif kind == "tools":
             self.tools[frame[1]].stream((tuple(frame[2]), "tools", frame[3]))
         elif kind == "stream" and self.stream is not None:
@@ -206,7 +226,6 @@ class FrameRelay:
     ) -> None:
         if isinstance(item, BaseMessage):
             seen_id = item.id
-            metadata = {**metadata, **self.task_metadata}
         else:  # a v2 protocol event; its message comes back in the node's output
             seen_id = item.get("message_id") if item.get("event") == "message-start" else None
         if seen_id:
