@@ -1,17 +1,22 @@
-"""The graph the chaos run drives through real coordinator and worker processes.
+"""The graph (and, with ``CHAOS_CREW=1``, the crew) the chaos run drives through real processes.
 
 plan -> Send x 3 enrich (merged with operator.add) -> summarize. A node's writes applied twice
 would show up as duplicates in ``facts``, so the final state also checks "no duplicated effects".
-Workers: ``nervenet worker chaos_app:graph``; coordinators: ``python chaos_app.py FIRST COUNT``
-(COUNT 0: a restarted coordinator that only takes over abandoned runs).
+Workers: ``nervenet worker chaos_app:handlers``; coordinators:
+``python chaos_app.py --runs FIRST:COUNT --kickoffs FIRST:COUNT`` (``--runs 0:0``: a restarted
+coordinator that takes over abandoned graph runs). Graph runs are durable (leased, taken over by
+a surviving coordinator). Crew kickoffs are not: the adapter has no leases, so the test resubmits
+a killed coordinator's kickoffs to its replacement (``--resubmit``), with the same run ids, and
+each output is stored under ``chaos:crew-output:<k>`` for the test to compare with a clean run.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import operator
 import os
-import sys
 from typing import Annotated, Any, TypedDict
 
 import redis
@@ -21,7 +26,14 @@ from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool, PoolSettings
 
-SETTINGS = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
+# Sized for a 2-core machine shared by 7 busy processes and a Redis that fsyncs every write:
+# with 1 s leases and visibility, event-loop stalls under that load were taken for deaths (the
+# 200-run mix saw 704 takeovers of live runs and 488 node re-executions). 3 s still puts a
+# killed process's work back in play within a few seconds (see settings.PoolSettings).
+HEARTBEAT, VISIBILITY, LEASE = 0.5, 3.0, 3.0
+SETTINGS = PoolSettings(
+    heartbeat_interval=HEARTBEAT, visibility_timeout=VISIBILITY, lease_ttl=LEASE
+)
 NODE_SECONDS = float(os.environ.get("CHAOS_NODE_SECONDS", "0.3"))
 ASPECTS = ("parties", "dates", "amounts")
 
@@ -94,15 +106,74 @@ graph = distribute(
 )
 
 
-async def coordinate(first: int, count: int) -> None:
-    async with graph.nervenet.pool:
-        for n in range(first, first + count):
+handlers: dict[str, Any] = dict(graph.nervenet_handlers())
+"""What chaos workers serve: the graph's nodes, and the crew's tasks when ``CHAOS_CREW=1``."""
+if os.environ.get("CHAOS_CREW") == "1":
+    import chaos_crew
+
+    crew = chaos_crew.distribute(graph.nervenet.pool)
+    handlers.update(crew.nervenet_handlers())
+
+log = logging.getLogger("chaos")
+GO = "chaos:go"
+"""Set by the test once every process is up: coordinators start their work then."""
+
+
+async def coordinate(runs: range, kickoffs: range, resubmit: bool) -> None:
+    pool = graph.nervenet.pool
+    async with pool:
+        print("ready", flush=True)
+        # Imports take minutes on a loaded 2-core machine: every process starts work together,
+        # so the schedule strikes while all of it is in flight.
+        while not await _riding_out_outages(lambda: pool.transport.redis.exists(GO)):
+            await asyncio.sleep(0.1)
+        for n in runs:
             config = {"configurable": {"thread_id": f"doc-{n}", "__nervenet_run_id": f"doc-{n}"}}
             await graph.asubmit({"n": n, "facts": [], "summary": ""}, config)
-        print("ready", flush=True)
+        started = [asyncio.ensure_future(kick_off(k, resubmit)) for k in kickoffs]
+        print("submitted", flush=True)
+        await asyncio.gather(*started)
         while True:
             await asyncio.sleep(3600)
 
 
+async def kick_off(k: int, resubmit: bool) -> None:
+    """One crew kickoff; its output (or error) lands in Redis for the test."""
+    redis = graph.nervenet.pool.transport.redis
+    if await _riding_out_outages(lambda: redis.exists(f"chaos:crew-output:{k}")):
+        return  # finished before this coordinator's predecessor was killed
+    if resubmit:
+        print(f"resubmitted kickoff {k}", flush=True)
+    try:
+        output = await crew.kickoff_async(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.run_id(k))
+    except Exception as exc:
+        log.exception("kickoff %d failed", k)
+        key, value = f"chaos:crew-error:{k}", f"{type(exc).__name__}: {exc}"
+    else:
+        key, value = f"chaos:crew-output:{k}", output.model_dump_json()
+    await _riding_out_outages(lambda: redis.set(key, value))
+
+
+async def _riding_out_outages(command: Any) -> Any:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    for attempt in range(40):
+        try:
+            return await command()
+        except (RedisConnectionError, OSError):
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+    return await command()
+
+
+def _span(text: str) -> range:
+    first, count = (int(part) for part in text.split(":"))
+    return range(first, first + count)
+
+
 if __name__ == "__main__":
-    asyncio.run(coordinate(int(sys.argv[1]), int(sys.argv[2])))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=_span, default=range(0))
+    parser.add_argument("--kickoffs", type=_span, default=range(0))
+    parser.add_argument("--resubmit", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(coordinate(args.runs, args.kickoffs, args.resubmit))
