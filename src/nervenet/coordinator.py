@@ -87,6 +87,12 @@ class Coordinator:
         handler error is raised at once as :class:`RemoteTaskError` (the caller has its own
         retry policy); timeouts still retry and escalate. Frames the handler emits are passed
         to ``on_frame`` in order.
+
+        Cancelling the task that awaits this call withdraws the task: a worker that has not read
+        it never will, and the handler of one that has is cancelled (see
+        :mod:`nervenet.handlers`). An attempt's own ``timeout`` cancels nothing: that attempt may
+        still answer while the next one runs. Without ``task_id`` the id is made up here and the
+        worker skips its result-cache lookup for the first attempt.
         """
         validate_task_type(task_type)
         if retries < 0:

@@ -4,6 +4,15 @@ The core moves bytes. A handler receives the payload bytes and a :class:`TaskCon
 result bytes. :class:`Handlers` adds a JSON convenience for plain Python functions; adapters
 (LangGraph, CrewAI) implement :class:`HandlerSource` on their own objects so that
 ``nervenet worker app:graph`` can serve them.
+
+A handler may be cancelled: when the dispatch waiting for it is cancelled (its caller cancelled
+it, an ``asyncio.wait_for`` around it expired, a sibling task failed), the worker cancels the
+handler's asyncio task. The handler sees ``asyncio.CancelledError`` at its current ``await``
+(``asyncio.current_task().cancelling()`` is then at least 1), its ``except``/``finally`` blocks
+run, and whatever it returns or raises afterwards is dropped: no reply, no cached result. Sync
+functions run in threads (``Handlers.task`` on a plain ``def``) cannot be interrupted; they run to
+the end and their result is dropped. A handler that raises ``CancelledError`` itself, without
+being cancelled, fails its dispatch with the error type ``asyncio.exceptions.CancelledError``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ both backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,28 @@ async def test_cancelling_a_dispatch_cancels_its_running_handler(pool, serve):
     assert worker.processed == 0
     assert tap.of("held") == []
     assert await pool.transport.redis.exists(pool.keys.result("held")) == 0
+
+
+async def test_cancelling_a_dispatch_awaited_from_another_event_loop_cancels_the_handler(
+    pool, serve
+):
+    gate = Gate()
+    await serve(pool, gate.handlers)
+
+    async def dispatch_and_cancel_there() -> None:
+        far = asyncio.ensure_future(
+            pool.on_home(lambda: pool.dispatch("core/hold", b"1", task_id="far"))
+        )
+        while not gate.started:
+            await asyncio.sleep(0.01)
+        far.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await far
+
+    await asyncio.wait_for(asyncio.to_thread(asyncio.run, dispatch_and_cancel_there()), 10)
+
+    await wait_until(holds(lambda: gate.cancelled == ["far"]), what="the handler's cancellation")
+    await assert_settled(pool)
 
 
 async def test_a_caller_timeout_around_a_dispatch_cancels_the_handler(pool, serve):
