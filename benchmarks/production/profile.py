@@ -73,12 +73,17 @@ def write_markdown(rows: list[dict[str, Any]], out: Path) -> str:
             f"in flight, load average {' '.join(row['loadavg'])}, "
             f"foreign {row['foreign_cores']:.2f} cores",
             "",
-            "| role | ms CPU / workflow | busy cores |",
-            "|---|---:|---:|",
+            "| role | ms CPU / workflow (window) | (whole phase) | busy cores |",
+            "|---|---:|---:|---:|",
         ]
+        phase = row.get("cpu_ms_phase", {})
         for role, ms in row["cpu_ms"].items():
-            lines.append(f"| {role} | {ms:.2f} | {row['busy_cores'][role]:.2f} |")
-        lines.append(f"| **all** | **{row['cpu_ms_total']:.2f}** | |")
+            lines.append(
+                f"| {role} | {ms or 0:.2f} | {phase.get(role) or 0:.2f} | "
+                f"{row['busy_cores'][role]:.2f} |"
+            )
+        total = sum(v for v in phase.values() if v)
+        lines.append(f"| **all** | **{row['cpu_ms_total']:.2f}** | **{total:.2f}** | |")
         lines.append("")
         for role, prof in row.get("profiles", {}).items():
             per_proc = row["cpu_ms"][role] or 0.0

@@ -268,6 +268,7 @@ def run_phase(
     k_total = len(d.runners)
     prefix = prefix or f"{kind[0]}{load:g}"
     sampler.reset()
+    whole = Window()
     keys = []
     for k, runner in enumerate(d.runners):
         share = (
@@ -301,7 +302,19 @@ def run_phase(
     peaks = sampler.peaks()
     records = [rec for reply in replies for rec in reply["records"]]
     unfinished = sum(reply["unfinished"] for reply in replies)
-    return summarize(d, kind, load, warmup, seconds, records, unfinished, w, peaks, profiles)
+    row = summarize(d, kind, load, warmup, seconds, records, unfinished, w, peaks, profiles)
+    # CPU per workflow over the whole phase (warm-up, window, drain) and every workflow it
+    # finished: no window edge to fall on, so on a busy machine, where the first wave of a
+    # closed loop may still be ending in the window, this is the figure to compare systems by.
+    # A py-spy still running after the window adds its targets' overhead to it.
+    whole.close()
+    ok = row["ok_total"]
+    row["cpu_ms_phase"] = {
+        role: sum(whole.cpu.get(pid, 0.0) for pid in pids) / ok * 1e3 if ok else None
+        for role, pids in d.roles.items()
+    }
+    row["foreign_cores_phase"] = whole.foreign_cores
+    return row
 
 
 def summarize(
@@ -610,6 +623,11 @@ def run_system(
             console.print(f"  kill -9 central: {results['central_kill']}")
 
 
+def _phase_cpu(row: dict[str, Any]) -> str:
+    values = [v for v in row.get("cpu_ms_phase", {}).values() if v is not None]
+    return f"{sum(values):.1f}" if values else "-"
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -630,7 +648,8 @@ def _print_row(row: dict[str, Any], label: str = "") -> None:
     console.print(
         f"  {row['kind']:>6} {row['load']:>6g} {label}: {row['per_min']:7.0f}/min  p50 {s(row['p50'])} s  "
         f"p99 {s(row['p99'])} s  p99/ideal {s(row['p99_over_ideal'])}  to {row['timeouts']}+{row['unfinished']} "
-        f"err {row['errors']}  cpu {row['cpu_ms_total']:.1f} ms/wf  foreign {row['foreign_cores']:.2f}{flag}"
+        f"err {row['errors']}  cpu {row['cpu_ms_total']:.1f} ms/wf (phase {_phase_cpu(row)})  "
+        f"foreign {row['foreign_cores']:.2f}{flag}"
     )
 
 
