@@ -7,6 +7,7 @@ connection pool and reply stream, and never talk to each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -209,10 +210,17 @@ class Coordinator:
             return
         if not wait:
             raise NoLiveWorker(task_type)
-        deadline = time.monotonic() + self.pool.settings.worker_wait_timeout
+        started = time.monotonic()
+        deadline = started + self.pool.settings.worker_wait_timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(self.pool.settings.heartbeat_interval / 2)
-            if task_type in await registry.served_task_types(fresh=True):
+            # The cached read: hundreds of waiting dispatches share one registry read a second
+            # (each forcing its own, behind one lock, made each check rarely). A registration
+            # seen at any moment of the wait counts, even if it lapsed before this waiter looked.
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                if task_type in await registry.served_task_types():
+                    return
+            if registry.served_recently(task_type, time.monotonic() - started):
                 return
         raise NoLiveWorker(
             task_type,

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +131,8 @@ class Worker:
         await self._heartbeat_once()
         self._tasks = [
             asyncio.ensure_future(self._read_loop()),
-            asyncio.ensure_future(self._maintenance_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._reclaim_loop()),
             asyncio.ensure_future(self._cancel_loop()),
         ]
 
@@ -139,14 +140,15 @@ class Worker:
         """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
         self._stopping.set()
         self._slot_freed.set()
-        reader, maintenance, canceller = self._tasks or (None, None, None)
+        reader, heartbeat, reclaimer, canceller = self._tasks or (None, None, None, None)
         await cancel_and_wait(reader)
+        await cancel_and_wait(reclaimer)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         await self._hand_back_unfinished()
         await cancel_and_wait(canceller)
-        await cancel_and_wait(maintenance)
+        await cancel_and_wait(heartbeat)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.pool.registry.unregister(self.worker_id)
 
@@ -536,23 +538,30 @@ class Worker:
         self._slot_freed.set()
 
     # --- heartbeat, reclaim, hand-back -------------------------------------------------------
-    async def _maintenance_loop(self) -> None:
+    async def _heartbeat_loop(self) -> None:
+        # A timer of its own: behind reclaim work (a burst of abandoned entries under load) the
+        # registration lapsed and this worker's in-flight entries went stale while it was alive,
+        # so dispatchers saw no worker and other workers reclaimed what it was running.
+        await self._every_heartbeat(self._heartbeat_once, "heartbeat")
+
+    async def _reclaim_loop(self) -> None:
+        await self._every_heartbeat(self._reclaim_abandoned, "reclaim")
+
+    async def _every_heartbeat(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         interval = self.pool.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._heartbeat_once()
-                if not self._stopping.is_set():
-                    await self._reclaim_abandoned()
+                await step()
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     await self._ensure_groups()
                 else:
-                    log.exception("worker %s: maintenance failed", self.worker_id)
+                    log.exception("worker %s: %s failed", self.worker_id, what)
             except TRANSIENT_ERRORS as exc:
-                log.warning("worker %s: heartbeat failed (%s)", self.worker_id, exc)
+                log.warning("worker %s: %s failed (%s)", self.worker_id, what, exc)
 
     async def _heartbeat_once(self) -> None:
         settings = self.pool.settings
@@ -584,6 +593,8 @@ class Worker:
         redis = self.pool.transport.redis
         min_idle_ms = int(settings.visibility_timeout * 1000)
         for stream in self._streams:
+            if self._stopping.is_set():
+                return
             free = self.concurrency - len(self._in_flight)
             if free <= 0:
                 return
@@ -605,9 +616,14 @@ class Worker:
                 len(entries),
                 stream,
             )
+            # Delivery counts in one round trip (one per entry, in sequence, took seconds for a
+            # burst on a loaded machine).
+            async with redis.pipeline(transaction=False) as pipe:
+                for entry_id, _ in entries:
+                    pipe.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
+                counts: list[Any] = await pipe.execute()
             retry = []
-            for entry_id, fields in entries:
-                pending = await redis.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
+            for (entry_id, fields), pending in zip(entries, counts, strict=True):
                 deliveries = int(pending[0]["times_delivered"]) if pending else 1
                 if deliveries > settings.max_deliveries:
                     await self._dead_letter_poison(stream, entry_id, fields, deliveries)

@@ -18,12 +18,6 @@ from nervenet import Pool, PoolConnectionError
 
 pytestmark = pytest.mark.redis
 
-ACCEPT_NOT_RESILIENT = (
-    "flaky from a core bug: now and then a worker process's read loop dies right after the "
-    "restart (a ConnectionError in Worker._accept's MGET; pinned deterministically by "
-    "test_lost_data.py::test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task)"
-)
-
 
 def nap(key: str, seconds: float) -> bytes:
     return orjson.dumps({"key": key, "sleep": seconds})
@@ -70,7 +64,6 @@ async def test_tasks_in_flight_during_a_restart_complete(restartable_redis, work
     )
 
 
-@pytest.mark.xfail(strict=False, reason=ACCEPT_NOT_RESILIENT)
 async def test_workflows_complete_across_a_restart(restartable_redis, worker_processes):
     """WORKFLOWS workflows of STEPS steps; the server restarts once a third of all steps are
     done. Between steps each coordinator "thinks" a little (as one that calls a model itself
