@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .envelope import Reply, ReplyKind, TaskEnvelope
@@ -164,10 +165,36 @@ class Coordinator:
                 # means no reply came, a finished one that the task is already done.)
                 answered = waiter.future.done() and not waiter.future.cancelled()
                 if waiter.entry_id is not None and not answered:
-                    self.pool.cancel_soon(envelope, waiter.entry_id)
+                    withdrawn = self.pool.cancel_soon(envelope, waiter.entry_id)
+                    if withdrawn is not None and self.pool.settings.cancel_wait > 0:
+                        inbox.forget(waiter)
+                        await self._until_stopped(envelope, withdrawn)
                 raise
             finally:
                 inbox.forget(waiter)
+
+    async def _until_stopped(
+        self, envelope: TaskEnvelope, withdrawn: asyncio.Future[list[Any]]
+    ) -> None:
+        """Wait (bounded) until the worker that read a withdrawn attempt says its handler
+        stopped: in one process, the awaiter of a cancelled task resumes only after the task's
+        ``except``/``finally`` blocks ran, and callers rely on that (e.g. to release what the
+        task held). Nothing to wait for if no worker had read the entry."""
+        confirmation = self.pool.inbox.expect(
+            envelope.task_id, envelope.attempt, None, confirms_cancel=True
+        )
+
+        async def stopped() -> None:
+            *_, pending = await asyncio.shield(withdrawn)
+            if pending:
+                await confirmation.future
+
+        try:
+            await asyncio.wait_for(stopped(), self.pool.settings.cancel_wait)
+        except (TimeoutError, RedisError, OSError):
+            pass  # a dead worker confirms nothing; the cancel request stands anyway
+        finally:
+            self.pool.inbox.forget(confirmation)
 
     async def _publish(self, waiter: Waiter) -> None:
         """Publish, riding out a short Redis outage (a restart, a failover) before giving up."""

@@ -169,6 +169,8 @@ class ReplyKind(Enum):
     RESULT = b"ok"
     ERROR = b"error"
     FRAME = b"frame"
+    CANCELLED = b"cancelled"
+    """The handler of a withdrawn task has stopped (its ``except``/``finally`` blocks ran)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,10 @@ class Waiter:
     entry_id: bytes | None = None
     """The task stream entry of the published envelope, to withdraw it if the dispatch is
     cancelled."""
+    confirms_cancel: bool = False
+    """Waits for the end of a withdrawn attempt: its worker's CANCELLED reply (or its result or
+    error, if the handler finished first). Only such waiters take CANCELLED replies: a later
+    dispatch of the same task id must not end on a stale one."""
 
 
 class Inbox:
@@ -59,9 +63,16 @@ class Inbox:
     def pending(self) -> list[Waiter]:
         return [w for ws in self._waiters.values() for w in ws if not w.future.done()]
 
-    def expect(self, task_id: str, attempt: int, on_frame: FrameCallback | None) -> Waiter:
+    def expect(
+        self,
+        task_id: str,
+        attempt: int,
+        on_frame: FrameCallback | None,
+        *,
+        confirms_cancel: bool = False,
+    ) -> Waiter:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(task_id, attempt, future, on_frame)
+        waiter = Waiter(task_id, attempt, future, on_frame, confirms_cancel=confirms_cancel)
         self._waiters.setdefault(task_id, []).append(waiter)
         return waiter
 
@@ -162,6 +173,12 @@ class Inbox:
                     waiter.on_frame(reply.body)
                 except Exception:  # a consumer's bug must not stop replies for everyone
                     log.exception("frame callback of task %s failed", reply.task_id)
+            return
+        if waiter.confirms_cancel:
+            if reply.attempt == waiter.attempt:
+                waiter.future.set_result(reply)
+            return
+        if reply.kind is ReplyKind.CANCELLED:
             return
         if reply.kind is ReplyKind.ERROR and reply.attempt != waiter.attempt:
             return

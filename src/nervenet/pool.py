@@ -21,7 +21,7 @@ from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
 from .handlers import Handler, handlers_of
 from .inbox import Inbox
-from .keys import Keys
+from .keys import WORKER_GROUP, Keys
 from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
@@ -258,7 +258,9 @@ class Pool:
         stream = self.keys.task_stream(envelope.task_type)
         return self.batcher.submit(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
 
-    def cancel_soon(self, envelope: TaskEnvelope, entry_id: bytes) -> None:
+    def cancel_soon(
+        self, envelope: TaskEnvelope, entry_id: bytes
+    ) -> asyncio.Future[list[Any]] | None:
         """Withdraw a published task entry without waiting (call on the pool's loop).
 
         ``XDEL`` first: an entry no worker has read yet can then never be delivered (nor
@@ -267,9 +269,13 @@ class Pool:
         entry before the ``XDEL``; both keys share a hash tag, so one pipeline carries both.
         Nothing is sent while the pool closes: a process going away leaves its tasks to finish,
         so their cached results answer whichever process resumes its workflows.
+
+        Returns the pipeline's replies, whose last says whether a worker had read the entry
+        (it is still pending after the ``XDEL``: Redis keeps deleted ids in the pending list),
+        so the caller knows whether a confirmation will come.
         """
         if self._closing:
-            return
+            return None
         request = CancelRequest(as_text(entry_id), envelope.task_id, envelope.attempt)
         stream = self.keys.task_stream(envelope.task_type)
         cancels = self.keys.cancel_stream(envelope.task_type)
@@ -278,8 +284,11 @@ class Pool:
         def commands(pipe: Pipeline) -> None:
             pipe.xdel(stream, entry_id)
             pipe.xadd(cancels, request.to_fields(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
 
-        self.batcher.submit(commands).add_done_callback(_log_lost_cancel)
+        sent = self.batcher.submit(commands)
+        sent.add_done_callback(_log_lost_cancel)
+        return sent
 
     def add_escalation(self, pipe: Pipeline, fields: dict[bytes, bytes]) -> None:
         pipe.xadd(

@@ -38,6 +38,10 @@ class PoolSettings:
     """Approximate cap of a reply stream (entries are read within milliseconds)."""
     escalation_stream_maxlen: int = 10_000
     """Approximate cap of the escalation stream (oldest escalations are trimmed first)."""
+    cancel_wait: float = 5.0
+    """How long a cancelled dispatch waits for the worker running it to confirm that its handler
+    stopped (its ``except``/``finally`` blocks ran), as the awaiter of a cancelled asyncio task
+    does in one process. Bounded: a worker that died meanwhile confirms nothing. 0: don't wait."""
     cancel_stream_maxlen: int = 10_000
     """Approximate cap of a task type's cancel stream. Workers read it within milliseconds; a
     worker that fell further behind than this many cancellations misses some (those tasks then

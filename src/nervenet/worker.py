@@ -390,13 +390,21 @@ class Worker:
         self._release(flight)
 
     async def _drop_cancelled(self, flight: _InFlight, envelope: TaskEnvelope) -> None:
-        """Acknowledge a cancelled task. No reply: nobody waits for it. No cached result: a
-        later dispatch of the same task id must run it, not get the output of a cut-off run."""
+        """Acknowledge a cancelled task and confirm to its coordinator that the handler has
+        stopped (it waits for that, as an awaiter of a cancelled asyncio task does). No cached
+        result: a later dispatch of the same task id must run it, not get a cut-off run's."""
         log.info(
             "task %s attempt %d cancelled by its coordinator", envelope.task_id, envelope.attempt
         )
         self.cancelled += 1
-        await self._settle(flight)
+        stopped = Reply(envelope.task_id, envelope.attempt, ReplyKind.CANCELLED)
+
+        def commands(pipe: Pipeline) -> None:
+            self._add_reply(pipe, envelope.reply_to, stopped)
+            _ack(pipe, flight)
+
+        await self._write_until_done(commands)
+        self._release(flight)
 
     # --- cancellations ----------------------------------------------------------------------
     async def _find_cancel_positions(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from nervenet import EnvelopeError, Pool, PoolSettings, Reply
+from nervenet import EnvelopeError, Pool, PoolSettings, Reply, WorkerInfo
 
 HERE = Path(__file__).resolve().parent
 RUN_WORKER = HERE / "core_worker.py"
@@ -27,6 +27,13 @@ NERVENET = str(Path(sys.executable).with_name("nervenet"))
 #: Short heartbeats and visibility timeout so that reclaiming and registry expiry take about a
 #: second instead of the production defaults' five.
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0, block_ms=200)
+
+
+async def register_silent_worker(pool: Pool, task_type: str) -> None:
+    """Register a worker for ``task_type`` that never reads: its dispatches stay unread."""
+    info = WorkerInfo("silent", (task_type,), 1, 0, time.time(), "test:0", 0)
+    await pool.registry.register(info, ttl=600)
+
 
 T = TypeVar("T")
 

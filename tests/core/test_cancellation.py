@@ -1,5 +1,7 @@
 """Cancelling a dispatch cancels the work: the coordinator withdraws the task entry and tells the
-worker holding it, whose handler sees ``asyncio.CancelledError``; nothing is replied or cached.
+worker holding it, whose handler sees ``asyncio.CancelledError``; the worker confirms that the
+handler stopped, and the cancelled dispatch returns only then (as awaiting a cancelled asyncio
+task does); nothing is cached.
 A handler that raises ``CancelledError`` itself is a handler error, not a cancellation. Runs on
 both backends."""
 
@@ -14,10 +16,10 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import ReplyTap, wait_until
+from core_support import ReplyTap, register_silent_worker, wait_until
 
 from nervenet import Handlers, Pool, RemoteTaskError, TaskContext, TaskEnvelope
-from nervenet.envelope import CancelRequest
+from nervenet.envelope import CancelRequest, ReplyKind
 
 #: How soon a cancellation must reach a running handler with the tests' settings.
 REACHES_WITHIN = 1.0
@@ -82,7 +84,7 @@ async def test_cancelling_a_dispatch_cancels_its_running_handler(pool, serve):
     await assert_settled(pool)
     assert worker.cancelled == 1
     assert worker.processed == 0
-    assert tap.of("held") == []
+    assert [r.kind for r in tap.of("held")] == [ReplyKind.CANCELLED]
     assert await pool.transport.redis.exists(pool.keys.result("held")) == 0
 
 
@@ -106,6 +108,32 @@ async def test_cancelling_a_dispatch_awaited_from_another_event_loop_cancels_the
 
     await wait_until(holds(lambda: gate.cancelled == ["far"]), what="the handler's cancellation")
     await assert_settled(pool)
+
+
+async def test_a_cancelled_dispatch_returns_after_the_handler_stopped(pool, serve):
+    """``wait_for`` around a dispatch returns once the handler's ``except``/``finally`` ran on
+    the worker, not merely once the cancellation was sent (LangGraph's own tests rely on it)."""
+    gate = Gate()
+    await serve(pool, gate.handlers)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pool.dispatch("core/hold", b"1", task_id="timed"), 0.5)
+
+    assert gate.cancelled == ["timed"]
+    assert gate.finalized == ["timed"]
+
+
+async def test_a_cancelled_dispatch_waits_for_no_confirmation_of_an_unread_entry(pool):
+    """No worker read the entry: the withdrawal alone settles it, at once."""
+    await register_silent_worker(pool, "core/hold")
+    dispatch = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="unread"))
+    await asyncio.sleep(0.3)
+
+    dispatch.cancel()
+    cancelled_at = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch
+    assert time.monotonic() - cancelled_at < pool.settings.cancel_wait / 2
 
 
 async def test_a_caller_timeout_around_a_dispatch_cancels_the_handler(pool, serve):
@@ -223,7 +251,7 @@ async def test_a_handler_that_raises_cancelled_error_itself_fails_its_dispatch(p
     await assert_settled(pool, "core/give-up")
 
 
-async def test_a_handler_that_swallows_the_cancellation_is_neither_answered_nor_cached(pool, serve):
+async def test_a_handler_swallowing_the_cancellation_gets_no_result_nor_cache_entry(pool, serve):
     handlers = Handlers()
     started = asyncio.Event()
 
@@ -245,7 +273,7 @@ async def test_a_handler_that_swallows_the_cancellation_is_neither_answered_nor_
 
     await wait_until(holds(lambda: worker.cancelled), what="the worker to drop the task")
     await assert_settled(pool, "core/stubborn")
-    assert tap.of("stubborn") == []
+    assert [r.kind for r in tap.of("stubborn")] == [ReplyKind.CANCELLED]
     assert await pool.transport.redis.exists(pool.keys.result("stubborn")) == 0
 
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import time
 import tracemalloc
 
 import pytest
-from core_support import wait_until
-
-from nervenet import WorkerInfo
+from core_support import register_silent_worker, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -25,9 +22,7 @@ OVERHEAD_LIMIT = 8 * 1024
 
 async def test_a_pending_dispatch_holds_its_payload_and_a_few_kib_more(redis_pool):
     pool = redis_pool
-    await pool.registry.register(  # a worker that never reads: every dispatch stays pending
-        WorkerInfo("silent", ("core/silent",), 1, 0, time.time(), "test:0", 0), ttl=600
-    )
+    await register_silent_worker(pool, "core/silent")  # every dispatch stays pending
 
     async def published(count: int) -> bool:
         waiters = pool.inbox.pending()
