@@ -44,7 +44,10 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *, until_loaded: bool = True) -> None:
+        """Start the server and wait until it listens and, unless told otherwise, has loaded
+        its data (a restarted server answers LOADING meanwhile; the test's own clients should
+        not have to ride that out, the processes under test should)."""
         args = [
             self.binary,
             "--port", str(self.port),
@@ -60,16 +63,20 @@ class RedisServer:
             args += ["--requirepass", self.password]
         args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
-            ):
-                return
+                ("127.0.0.1", self.port), timeout=1
+            ) as connection:
+                if not until_loaded:
+                    return
+                connection.sendall(b"PING\r\n")
+                if not connection.recv(64).startswith(b"-LOADING"):
+                    return  # +PONG, or -NOAUTH from a server with a password
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             time.sleep(0.02)
-        raise RuntimeError("redis-server did not start listening within 10 s")
+        raise RuntimeError("redis-server did not start (and load its data) within 30 s")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -77,10 +84,10 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process = None
 
-    def restart(self, downtime: float = 0.0) -> None:
+    def restart(self, downtime: float = 0.0, *, until_loaded: bool = True) -> None:
         self.kill()
         time.sleep(downtime)
-        self.start()
+        self.start(until_loaded=until_loaded)
 
     def close(self) -> None:
         self.kill()

@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .errors import ConfigurationError, PoolConnectionError
@@ -25,6 +25,7 @@ StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 StreamBatch = list[tuple[bytes, StreamEntries]]
 
 SUPPORTED_SCHEMES = ("redis", "rediss", "unix")
+LOADING_WAIT = 60.0  # seconds a starting pool waits for a server still loading its dataset
 
 
 def as_bytes(value: object) -> bytes:
@@ -151,7 +152,7 @@ class RedisTransport:
 
     async def check(self) -> None:
         try:
-            await self.redis.ping()
+            await self._ping_once_loaded()
             version = (await self.redis.info("server")).get("redis_version", "0")
         except AuthenticationError as exc:
             raise PoolConnectionError(
@@ -174,6 +175,20 @@ class RedisTransport:
                 f"Redis at {self.description} is {version}; nervenet needs 6.2 or newer "
                 "(XAUTOCLAIM, XADD NOMKSTREAM)"
             )
+
+    async def _ping_once_loaded(self) -> None:
+        # A restarted server accepts connections while it replays its AOF/RDB and answers
+        # LOADING until done: a pool started in that window (a worker restarted beside Redis)
+        # waits it out rather than failing as if the server were unreachable.
+        deadline = asyncio.get_running_loop().time() + LOADING_WAIT
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except BusyLoadingError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -131,14 +131,14 @@ async def run_chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, seed:
         for runs, kicks in zip(spans(mix.runs, 3), kick_spans, strict=True)
     ]
     for coordinator in coordinators:
-        await procs.wait_for_line(coordinator, b"ready", timeout=600)
+        await procs.wait_for_line_async(coordinator, b"ready", timeout=600)
     await registered_workers(url, len(workers))
     note(procs, f"{len(coordinators)} coordinators and {len(workers)} workers up")
     client = redis.asyncio.Redis.from_url(url)
     await client.set(GO, 1)
     await client.aclose()
     for coordinator in coordinators:
-        await procs.wait_for_line(coordinator, b"submitted", timeout=120)
+        await procs.wait_for_line_async(coordinator, b"submitted", timeout=120)
     events = [name for name, count in mix.events.items() for _ in range(count)]
     rng.shuffle(events)
     log: list[str] = []

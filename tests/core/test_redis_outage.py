@@ -10,6 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
 from core_apps import STARTED
 from core_support import FAST, WorkerProcesses, run_cli
 from redis_server import RedisServer, free_port
@@ -189,3 +193,23 @@ async def test_a_pool_that_failed_to_start_starts_once_redis_is_up():
     finally:
         await pool.aclose()
         server.close()
+
+
+async def test_a_pool_started_while_redis_loads_its_data_waits_until_it_is_loaded():
+    # key-load-delay (µs per key, a Redis debug setting) stretches the AOF replay of a restart
+    # to a few seconds, the window in which the server answers LOADING (between batches of
+    # 1,024 commands replayed).
+    with RedisServer(appendonly=True, extra_args=["--key-load-delay", "100"]) as server:
+        async with Pool.from_url(server.url, settings=FAST) as pool:
+            async with pool.transport.redis.pipeline(transaction=False) as pipe:
+                for i in range(20_000):
+                    pipe.set(f"k{i}", i)  # one AOF command (one load delay) per key
+                await pipe.execute()
+        server.restart(until_loaded=False)
+
+        once = redis.asyncio.Redis(port=server.port, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(redis.exceptions.BusyLoadingError):
+            await once.ping()  # the window is real
+        await once.aclose()
+        async with Pool.from_url(server.url, settings=FAST) as pool:
+            assert await pool.transport.redis.get("k19999") == b"19999"

@@ -14,7 +14,7 @@ import redis
 
 pytest.importorskip("langgraph")
 
-from child_processes import ChildProcesses, wait_for_line
+from child_processes import ChildProcesses
 from fast_settings import FAST
 
 from nervenet import Pool
@@ -46,7 +46,7 @@ async def test_runs_survive_killing_a_coordinator_and_a_worker(
         for first in (0, per_coordinator)
     ]
     for coordinator in coordinators:
-        wait_for_line(coordinator, b"submitted", timeout=60)
+        processes.wait_for_line(coordinator, b"submitted", timeout=60)
     await asyncio.sleep(0.5)  # runs are mid-flight: some nodes done, some running
     coordinators[0].send_signal(signal.SIGKILL)
     workers[0].send_signal(signal.SIGKILL)
