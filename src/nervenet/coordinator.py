@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .cancelling import outlast
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import (
     DispatchError,
@@ -185,16 +185,18 @@ class Coordinator:
         )
 
         async def stopped() -> None:
-            *_, pending = await asyncio.shield(withdrawn)
+            *_, pending = await asyncio.shield(withdrawn)  # the batch's, shared with others
             if pending:
                 await confirmation.future
 
+        waiting = asyncio.ensure_future(stopped())
         try:
-            await asyncio.wait_for(stopped(), self.pool.settings.cancel_wait)
-        except (TimeoutError, RedisError, OSError):
-            pass  # a dead worker confirms nothing; the cancel request stands anyway
+            await outlast(waiting, self.pool.settings.cancel_wait)
         finally:
+            waiting.cancel()  # a dead worker confirms nothing; the cancel request stands anyway
             self.pool.inbox.forget(confirmation)
+        if waiting.done() and not waiting.cancelled():
+            waiting.exception()  # retrieved: Redis gone meanwhile means no confirmation, no error
 
     async def _publish(self, waiter: Waiter) -> None:
         """Publish, riding out a short Redis outage (a restart, a failover) before giving up."""

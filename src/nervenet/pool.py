@@ -183,7 +183,8 @@ class Pool:
 
     async def on_home(self, make: Callable[[], Awaitable[T]]) -> T:
         """Await ``make()`` on the pool's loop from whichever loop the caller runs on."""
-        return await self.portal.run(make)
+        # A cancelled caller waits for the dispatch's own bounded wait for its worker, and a bit.
+        return await self.portal.run(make, cancel_grace=self.settings.cancel_wait + 1.0)
 
     async def __aenter__(self) -> Pool:
         await self.ensure_started()

@@ -13,8 +13,9 @@ import concurrent.futures
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+from .cancelling import outlast
 from .errors import ConfigurationError
 
 T = TypeVar("T")
@@ -72,10 +73,15 @@ class Portal:
                 "the pool's event loop is not running (it was started in an event loop that "
                 "has finished); create the pool inside the loop that uses it"
             )
-        return _submit(make, home).result()
+        return _Handoff(make, home).future.result()
 
-    async def run(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Await ``make()`` on the home loop from any loop (directly when already home)."""
+    async def run(self, make: Callable[[], Awaitable[T]], *, cancel_grace: float = 10.0) -> T:
+        """Await ``make()`` on the home loop from any loop (directly when already home).
+
+        Cancelling the caller cancels ``make()`` and, as awaiting a cancelled task does in one
+        loop, returns only once it has finished (its ``except``/``finally`` blocks ran), or after
+        ``cancel_grace`` seconds if the home loop does not finish it.
+        """
         running = asyncio.get_running_loop()
         home = self._loop
         if home is None or home is running or home.is_closed():
@@ -86,7 +92,14 @@ class Portal:
             raise ConfigurationError(
                 "the pool's event loop is not running; create the pool inside the loop that uses it"
             )
-        return await asyncio.wrap_future(_submit(make, home))
+        handoff = _Handoff(make, home)
+        outcome = asyncio.wrap_future(handoff.future)
+        try:
+            return await asyncio.shield(outcome)
+        except asyncio.CancelledError:
+            if handoff.cancel():
+                await outlast(outcome, cancel_grace)
+            raise
 
     def close(self) -> None:
         """Stop the private thread's loop, if this portal made one."""
@@ -102,39 +115,57 @@ async def _awaitable(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
 
 
-def _submit(
-    make: Callable[[], Awaitable[T]], home: asyncio.AbstractEventLoop
-) -> concurrent.futures.Future[T]:
-    """Start ``make()`` on ``home`` in an empty context; cancelling the future cancels it.
+class _Handoff(Generic[T]):
+    """``make()`` started on ``home`` in an empty context, its outcome in ``future``.
 
     Unlike ``run_coroutine_threadsafe``, which runs the task in a copy of the *caller's*
     context: the caller's context variables (LangChain's config of the calling node, which
     reaches the whole graph run) would leak into the pool's loop and stay alive for as long as
     anything there holds that context, such as redis-py's cancelled timeout timers.
     """
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-    def start() -> None:
-        if future.cancelled():
+    def __init__(self, make: Callable[[], Awaitable[T]], home: asyncio.AbstractEventLoop) -> None:
+        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._home = home
+        self._task: asyncio.Task[T] | None = None
+        self._cancelled = False
+        # Cancelling the future (a synchronous caller giving up) cancels the task too.
+        self.future.add_done_callback(self._on_future_done)
+        home.call_soon_threadsafe(self._start, make, context=contextvars.Context())
+
+    def cancel(self) -> bool:
+        """Ask for the task's cancellation (from any thread); ``future`` ends once it has
+        stopped. False if the home loop is gone, so nothing will end it."""
+        try:
+            self._home.call_soon_threadsafe(self._cancel_on_home)
+        except RuntimeError:  # home loop closed
+            return False
+        return True
+
+    def _start(self, make: Callable[[], Awaitable[T]]) -> None:
+        if self._cancelled or self.future.done():
+            self.future.cancel()
             return
-        task = home.create_task(_awaitable(make), context=contextvars.Context())
+        self._task = self._home.create_task(_awaitable(make), context=contextvars.Context())
+        self._task.add_done_callback(self._settle)
 
-        def settle(done: asyncio.Task[T]) -> None:
-            if future.cancelled():
-                return
-            if done.cancelled():
-                future.cancel()
-            elif (error := done.exception()) is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(done.result())
+    def _cancel_on_home(self) -> None:
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+        elif not self.future.done():
+            self.future.cancel()
 
-        def cancel_task(settled: concurrent.futures.Future[T]) -> None:
-            if settled.cancelled():
-                home.call_soon_threadsafe(task.cancel)
+    def _settle(self, done: asyncio.Task[T]) -> None:
+        if self.future.done():
+            return
+        if done.cancelled():
+            self.future.cancel()
+        elif (error := done.exception()) is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(done.result())
 
-        task.add_done_callback(settle)
-        future.add_done_callback(cancel_task)
-
-    home.call_soon_threadsafe(start, context=contextvars.Context())
-    return future
+    def _on_future_done(self, settled: concurrent.futures.Future[T]) -> None:
+        if settled.cancelled() and not self._cancelled:
+            self.cancel()

@@ -123,6 +123,49 @@ async def test_a_cancelled_dispatch_returns_after_the_handler_stopped(pool, serv
     assert gate.finalized == ["timed"]
 
 
+async def test_a_dispatch_cancelled_twice_still_returns_after_the_handler_stopped(pool, serve):
+    """LangGraph's runner cancels a failed superstep's other tasks, then cancels them again on
+    leaving its executor: the second cancellation must not cut the wait for the worker short."""
+    gate = Gate()
+    await serve(pool, gate.handlers)
+    dispatch = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="twice"))
+    await gate.wait_started()
+
+    dispatch.cancel()
+    await asyncio.sleep(0)
+    dispatch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch
+
+    assert gate.finalized == ["twice"]
+
+
+async def test_a_dispatch_from_another_loop_cancelled_twice_returns_after_the_handler_stopped(
+    pool, serve
+):
+    """Same, for a caller on another event loop (the pool's loop runs the dispatch for it)."""
+    gate = Gate()
+    await serve(pool, gate.handlers)
+    seen: list[str] = []
+
+    async def dispatch_and_cancel_twice_there() -> None:
+        far = asyncio.ensure_future(
+            pool.on_home(lambda: pool.dispatch("core/hold", b"1", task_id="far"))
+        )
+        while not gate.started:
+            await asyncio.sleep(0.01)
+        far.cancel()
+        await asyncio.sleep(0)
+        far.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await far
+        seen.extend(gate.finalized)
+
+    await asyncio.wait_for(asyncio.to_thread(asyncio.run, dispatch_and_cancel_twice_there()), 10)
+
+    assert seen == ["far"]
+
+
 async def test_a_cancelled_dispatch_waits_for_no_confirmation_of_an_unread_entry(pool):
     """No worker read the entry: the withdrawal alone settles it, at once."""
     await register_silent_worker(pool, "core/hold")
