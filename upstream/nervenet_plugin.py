@@ -19,8 +19,10 @@ A subgraph compiled by a test and then added to a parent as a node is a distribu
 When the parent is compiled, the plugin puts the subgraph's *plain* compiled graph back in its
 place before distributing the parent, as a user would write it (compile the subgraph, distribute
 the whole): the parent's distribution then covers the subgraph's nodes, and the subgraph's loop
-runs on the coordinator. Set ``NERVENET_UPSTREAM_NESTED=keep`` to hand ``distribute`` the nested
-distributed graph as is instead.
+runs on the coordinator. ``get_subgraphs`` then yields, in place of such a plain graph, the
+distributed graph the test's compile returned for it (the test holds that one and may compare
+identities). Set ``NERVENET_UPSTREAM_NESTED=keep`` to hand ``distribute`` the nested distributed
+graph as is instead.
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from langgraph.graph.state import CompiledStateGraph, StateGraph
+from langgraph.pregel import Pregel
 from nervenet_langgraph import DistributedGraph, distribute
 
 from nervenet import Pool, PoolSettings
 
 _original_compile = StateGraph.compile
+_original_get_subgraphs = Pregel.get_subgraphs
+_original_aget_subgraphs = Pregel.aget_subgraphs
 # Captured before any test can mock ``uuid.uuid4`` (the ``deterministic_uuids`` fixture does).
 _real_uuid4 = uuid.uuid4
 _names = itertools.count()
@@ -108,6 +113,9 @@ _current: _TestPool | None = None
 _plain_of: weakref.WeakKeyDictionary[DistributedGraph, CompiledStateGraph[Any, Any, Any, Any]] = (
     weakref.WeakKeyDictionary()
 )
+# id(plain compiled graph) -> the distributed graph the test was handed for it. The plain graph
+# lives as long as its distributed graph (which holds it), so an id is never reused meanwhile.
+_distributed_of: weakref.WeakValueDictionary[int, DistributedGraph] = weakref.WeakValueDictionary()
 stats = {"compiled": 0, "distributed": 0}
 close_errors: list[str] = []
 
@@ -119,6 +127,27 @@ def _unwrap_nested(compiled: CompiledStateGraph[Any, Any, Any, Any]) -> None:
             plain = _plain_of[bound]
             subgraphs = [plain if s is bound else s for s in (node.subgraphs or [])]
             compiled.nodes[node_name] = node.copy({"bound": plain, "subgraphs": subgraphs})
+
+
+def _get_subgraphs(
+    self: Pregel[Any, Any, Any, Any], *, namespace: str | None = None, recurse: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """Subgraphs as the test compiled them: a nested subgraph was unwrapped to its plain graph
+    (what a user writes), but the test holds, and compares with, what its compile returned."""
+    for ns, graph in _original_get_subgraphs(self, namespace=namespace, recurse=recurse):
+        yield ns, _as_compiled_by_test(graph)
+
+
+async def _aget_subgraphs(
+    self: Pregel[Any, Any, Any, Any], *, namespace: str | None = None, recurse: bool = False
+) -> AsyncIterator[tuple[str, Any]]:
+    async for ns, graph in _original_aget_subgraphs(self, namespace=namespace, recurse=recurse):
+        yield ns, _as_compiled_by_test(graph)
+
+
+def _as_compiled_by_test(graph: Any) -> Any:
+    # distribute() copies a subgraph to send its nodes to the pool; `.original` is the plain one.
+    return _distributed_of.get(id(getattr(graph, "original", graph)), graph)
 
 
 def _serve(pool: Pool, graph: DistributedGraph) -> None:
@@ -150,6 +179,7 @@ def _distributed_compile(self: StateGraph[Any], *args: Any, **kwargs: Any) -> An
         graph = distribute(compiled, pool=pool, name=f"g{next(_names)}")
         _serve(pool, graph)
     _plain_of[graph] = compiled
+    _distributed_of[id(compiled)] = graph
     holder.graphs += 1
     stats["distributed"] += 1
     return graph
@@ -168,11 +198,16 @@ class _uuid_unmocked:
 
 def pytest_configure(config: pytest.Config) -> None:
     StateGraph.compile = _distributed_compile  # type: ignore[method-assign]
+    if _NESTED == "unwrap":
+        Pregel.get_subgraphs = _get_subgraphs  # type: ignore[method-assign]
+        Pregel.aget_subgraphs = _aget_subgraphs  # type: ignore[method-assign]
     config.addinivalue_line("markers", "nervenet_distributed: run under the nervenet plugin")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     StateGraph.compile = _original_compile  # type: ignore[method-assign]
+    Pregel.get_subgraphs = _original_get_subgraphs  # type: ignore[method-assign]
+    Pregel.aget_subgraphs = _original_aget_subgraphs  # type: ignore[method-assign]
     if problem := _session.close():
         print(f"nervenet: session pool: {problem}")
 
