@@ -271,10 +271,11 @@ def run_phase(
     whole = Window()
     keys = []
     for k, runner in enumerate(d.runners):
+        # Closed: each runner holds its share of the clients. Open: every runner draws the one
+        # schedule at the full rate and starts every K-th arrival of it (loadgen.open), so the
+        # rate is not divided here too (that halved nervenet's open loop with K = 2).
         share = (
-            {"clients": max(1, int(load) // k_total)}
-            if kind == "closed"
-            else {"rate": load / k_total}
+            {"clients": max(1, int(load) // k_total)} if kind == "closed" else {"rate": load}
         )
         keys.append(
             runner.send(
