@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
@@ -157,14 +158,15 @@ class _Handoff(Generic[T]):
             self.future.cancel()
 
     def _settle(self, done: asyncio.Task[T]) -> None:
-        if self.future.done():
-            return
-        if done.cancelled():
-            self.future.cancel()
-        elif (error := done.exception()) is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(done.result())
+        error = None if done.cancelled() else done.exception()  # retrieved even if unwanted
+        # The caller may have cancelled the future from its thread meanwhile.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if done.cancelled():
+                self.future.cancel()
+            elif error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(done.result())
 
     def _on_future_done(self, settled: concurrent.futures.Future[T]) -> None:
         if settled.cancelled() and not self._cancelled:
