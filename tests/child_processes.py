@@ -62,14 +62,18 @@ class ChildProcesses:
             return True
         if child.poll() is not None:
             tail = path.read_bytes()[-2000:].decode(errors="replace")
-            raise AssertionError(f"{path.name} exited with {child.returncode} before {text!r}:\n{tail}")
+            raise AssertionError(
+                f"{path.name} exited with {child.returncode} before {text!r}:\n{tail}"
+            )
         return False
 
     def wait_for_line(self, child: subprocess.Popen[bytes], text: bytes, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.has_line(child, text):
             if time.monotonic() >= deadline:
-                raise AssertionError(f"no {text!r} in {self.logs[child.pid].name} within {timeout} s")
+                raise AssertionError(
+                    f"no {text!r} in {self.logs[child.pid].name} within {timeout} s"
+                )
             time.sleep(0.05)
 
     def close(self) -> None:

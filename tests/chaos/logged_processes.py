@@ -21,7 +21,9 @@ class LoggedProcesses(ChildProcesses):
         deadline = time.monotonic() + timeout
         while not self.has_line(child, text):
             if time.monotonic() >= deadline:
-                raise AssertionError(f"no {text!r} in {self.logs[child.pid].name} within {timeout} s")
+                raise AssertionError(
+                    f"no {text!r} in {self.logs[child.pid].name} within {timeout} s"
+                )
             await asyncio.sleep(0.2)
 
     def count(self, text: str) -> int:

@@ -12,10 +12,10 @@ import orjson
 import pytest
 import redis.asyncio
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.asyncio.retry import Retry
 from core_apps import STARTED
 from core_support import FAST, WorkerProcesses, run_cli
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis_server import RedisServer, free_port
 
 from nervenet import Pool, PoolConnectionError
@@ -200,11 +200,12 @@ async def test_a_pool_started_while_redis_loads_its_data_waits_until_it_is_loade
     # to a few seconds, the window in which the server answers LOADING (between batches of
     # 1,024 commands replayed).
     with RedisServer(appendonly=True, extra_args=["--key-load-delay", "100"]) as server:
-        async with Pool.from_url(server.url, settings=FAST) as pool:
-            async with pool.transport.redis.pipeline(transaction=False) as pipe:
-                for i in range(20_000):
-                    pipe.set(f"k{i}", i)  # one AOF command (one load delay) per key
-                await pipe.execute()
+        writer = redis.asyncio.Redis(port=server.port)
+        async with writer.pipeline(transaction=False) as pipe:
+            for i in range(20_000):
+                pipe.set(f"k{i}", i)  # one AOF command (one load delay) per key
+            await pipe.execute()
+        await writer.aclose()
         server.restart(until_loaded=False)
 
         once = redis.asyncio.Redis(port=server.port, retry=Retry(NoBackoff(), 0))
