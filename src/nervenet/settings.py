@@ -22,7 +22,7 @@ class PoolSettings:
     lease_ttl: float = 1.5
     """Lifetime of a coordinator's lease on a workflow run without renewal; after it, another
     coordinator process resumes the run from its last checkpoint (recovery within about
-    ``lease_ttl + heartbeat_interval`` of a crash). A process whose event loop stalls longer
+    ``lease_ttl + heartbeat_interval / 4`` of a crash). A process whose event loop stalls longer
     than this loses its runs to another process, which is safe (the stalled one notices and
     stops) but repeats in-flight work: raise it for CPU-starved coordinators."""
     result_ttl: float = 24 * 3600.0

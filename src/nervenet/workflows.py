@@ -1,8 +1,8 @@
 """Durable workflow runs: leases held by coordinator processes, taken over when a process dies.
 
 A run started with :meth:`Workflows.start` is recorded in Redis (kind, input, status) and leased
-to the starting process. Every heartbeat the process renews the leases of the runs it owns, in one
-optimistic transaction. Every heartbeat it also looks for runs of kinds it can resume whose lease
+to the starting process. Every heartbeat the process renews the leases of the runs it owns in one
+pipeline. A few times per heartbeat it also looks for runs of kinds it can resume whose lease
 expired (their process stopped heartbeating: crashed, killed, partitioned, stopped) and claims
 them atomically (``WATCH``/``MULTI``, so two survivors never both win); the claimed run is resumed
 by the kind's resume function, from its last checkpoint.
@@ -44,7 +44,8 @@ RunFunction = Callable[[], Awaitable[bytes]]
 ResumeFunction = Callable[[str, bytes], Awaitable[bytes]]
 """``resume(run_id, input)`` continues a run another process started; returns result bytes."""
 
-MAX_CLAIMS_PER_BEAT = 500
+MAX_CLAIMS_PER_SCAN = 500
+TAKEOVER_SCANS_PER_BEAT = 4
 CLAIM_ATTEMPTS = 3
 DONE_STREAM_MAXLEN = 100_000
 
@@ -154,16 +155,27 @@ class Workflows:
         except LeaseLost:
             raise
         except BaseException as exc:
-            if self.owns(run_id):
+            if self._release(run_id):
                 await self._finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         else:
-            if not self.owns(run_id):
+            if not self._release(run_id):
                 raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
             await self._finish(run_id, status="done", result=result)
             return result
         finally:
             self._owned.pop(run_id, None)
+
+    def _release(self, run_id: str) -> bool:
+        """Stop renewing a run that ended here; whether we still held it.
+
+        Before recording the end: a renewal that read the owners after ``_finish`` unleased the
+        run would take it for a lost lease and cancel the finishing task (cutting off its
+        ``done`` announcement). Not renewing meanwhile is safe: a claimer of an expired lease
+        finds the record ended and only unleases it."""
+        held = self.owns(run_id)
+        self._owned.pop(run_id, None)
+        return held
 
     async def _finish(
         self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
@@ -318,13 +330,20 @@ class Workflows:
                 task.cancel()
 
     async def _take_over_abandoned(self) -> None:
-        try:
-            for run_id, kind in await self._claim_expired():
-                await self._resume(run_id, kind)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # next beat tries again
-            log.warning("could not take over abandoned runs: %s", exc)
+        # A lease expires at any instant between two beats: scanning only on the beat would add
+        # up to a whole heartbeat interval to the recovery time, so scan a few times per beat
+        # (an expired-lease scan is one ZRANGEBYSCORE when nothing expired).
+        between_scans = self._pool.settings.heartbeat_interval / TAKEOVER_SCANS_PER_BEAT
+        for scan in range(TAKEOVER_SCANS_PER_BEAT):
+            if scan:
+                await asyncio.sleep(between_scans)
+            try:
+                for run_id, kind in await self._claim_expired():
+                    await self._resume(run_id, kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next scan tries again
+                log.warning("could not take over abandoned runs: %s", exc)
 
     async def _claim_expired(self) -> list[tuple[str, str]]:
         """Claim every expired run of a kind we serve, in one optimistic transaction."""
@@ -337,7 +356,7 @@ class Workflows:
                     expired = [
                         as_text(r)
                         for r in await pipe.zrangebyscore(
-                            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_BEAT
+                            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_SCAN
                         )
                     ]
                     if not expired:
