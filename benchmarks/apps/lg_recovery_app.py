@@ -116,17 +116,18 @@ class Observer:
         self._watch_log()
 
     def _watch_dispatches(self) -> None:
-        # Every node dispatch of this process goes through Pool.publish: the time of the first
-        # one per run is when this process (re)started driving that run.
-        if not callable(getattr(self.pool, "publish", None)):
-            raise RuntimeError("nervenet's Pool has no publish(); update this benchmark's hook")
-        publish = self.pool.publish
+        # Every node dispatch of this process goes through Pool.publish_soon (Pool.publish is
+        # built on it): the time of the first one per run is when this process (re)started
+        # driving that run.
+        if not callable(getattr(self.pool, "publish_soon", None)):
+            raise RuntimeError("nervenet's Pool has no publish_soon(); update this bench's hook")
+        publish_soon = self.pool.publish_soon
 
-        async def recorded(envelope: Any) -> None:
+        def recorded(envelope: Any) -> Any:
             self.first_dispatch.setdefault(envelope.workflow_id, time.time())
-            await publish(envelope)
+            return publish_soon(envelope)
 
-        self.pool.publish = recorded  # type: ignore[method-assign]
+        self.pool.publish_soon = recorded  # type: ignore[method-assign]
 
     def _watch_log(self) -> None:
         observer = self
