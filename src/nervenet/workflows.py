@@ -155,27 +155,16 @@ class Workflows:
         except LeaseLost:
             raise
         except BaseException as exc:
-            if self._release(run_id):
+            if self.owns(run_id):
                 await self._finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         else:
-            if not self._release(run_id):
+            if not self.owns(run_id):
                 raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
             await self._finish(run_id, status="done", result=result)
             return result
         finally:
             self._owned.pop(run_id, None)
-
-    def _release(self, run_id: str) -> bool:
-        """Stop renewing a run that ended here; whether we still held it.
-
-        Before recording the end: a renewal that read the owners after ``_finish`` unleased the
-        run would take it for a lost lease and cancel the finishing task (cutting off its
-        ``done`` announcement). Not renewing meanwhile is safe: a claimer of an expired lease
-        finds the record ended and only unleases it."""
-        held = self.owns(run_id)
-        self._owned.pop(run_id, None)
-        return held
 
     async def _finish(
         self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
@@ -190,6 +179,11 @@ class Workflows:
             )
             pipe.expire(keys.workflow(run_id), ttl)
             await pipe.execute()
+        # Stop renewing before unleasing: a renewal that read the owners after the unlease would
+        # take the run for one lost to another process and cancel it here, cutting off the
+        # announcement below. Unrenewed meanwhile is safe: the record already says it ended, so
+        # a claimer of the expired lease only unleases it.
+        self._owned.pop(run_id, None)
         await self._unlease(run_id)
         await redis.xadd(
             keys.workflows_done,
