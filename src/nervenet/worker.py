@@ -398,13 +398,7 @@ class Worker:
         )
         self.cancelled += 1
         stopped = Reply(envelope.task_id, envelope.attempt, ReplyKind.CANCELLED)
-
-        def commands(pipe: Pipeline) -> None:
-            self._add_reply(pipe, envelope.reply_to, stopped)
-            _ack(pipe, flight)
-
-        await self._write_until_done(commands)
-        self._release(flight)
+        await self._finish(flight, envelope, stopped, cache=False)
 
     # --- cancellations ----------------------------------------------------------------------
     async def _find_cancel_positions(self) -> None:
