@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
@@ -129,14 +128,12 @@ class _Handoff(Generic[T]):
         self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._home = home
         self._task: asyncio.Task[T] | None = None
-        self._cancelled = False
-        # Cancelling the future (a synchronous caller giving up) cancels the task too.
-        self.future.add_done_callback(self._on_future_done)
         home.call_soon_threadsafe(self._start, make, context=contextvars.Context())
 
     def cancel(self) -> bool:
-        """Ask for the task's cancellation (from any thread); ``future`` ends once it has
-        stopped. False if the home loop is gone, so nothing will end it."""
+        """Ask for the task's cancellation; ``future`` ends once it has stopped. False if the
+        home loop is gone, so nothing will end it. (Callbacks run in the order they were
+        scheduled, so the task exists when the request reaches the home loop.)"""
         try:
             self._home.call_soon_threadsafe(self._cancel_on_home)
         except RuntimeError:  # home loop closed
@@ -144,30 +141,17 @@ class _Handoff(Generic[T]):
         return True
 
     def _start(self, make: Callable[[], Awaitable[T]]) -> None:
-        if self._cancelled or self.future.done():
-            self.future.cancel()
-            return
         self._task = self._home.create_task(_awaitable(make), context=contextvars.Context())
         self._task.add_done_callback(self._settle)
 
     def _cancel_on_home(self) -> None:
-        self._cancelled = True
         if self._task is not None:
             self._task.cancel()
-        elif not self.future.done():
-            self.future.cancel()
 
     def _settle(self, done: asyncio.Task[T]) -> None:
-        error = None if done.cancelled() else done.exception()  # retrieved even if unwanted
-        # The caller may have cancelled the future from its thread meanwhile.
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            if done.cancelled():
-                self.future.cancel()
-            elif error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(done.result())
-
-    def _on_future_done(self, settled: concurrent.futures.Future[T]) -> None:
-        if settled.cancelled() and not self._cancelled:
-            self.cancel()
+        if done.cancelled():
+            self.future.cancel()
+        elif (error := done.exception()) is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(done.result())
