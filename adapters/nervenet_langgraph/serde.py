@@ -117,7 +117,14 @@ class StrictSerializer(JsonPlusSerializer):
             return args
         try:
             return _construct(cls, code, record)
-        except Exception:
+        except Exception as exc:
+            jsonplus.logger.warning(
+                "could not rebuild %s.%s from a nervenet payload (%r); its fields travel on "
+                "as a dict",
+                module,
+                name,
+                exc,
+            )
             return args
 
     def _class(self, module: str, name: str) -> Any:
@@ -171,11 +178,20 @@ def _model(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -
             name in values
             and isinstance(annotation, type)
             and value is not None
-            and not isinstance(value, annotation)
+            and not _is_instance(value, annotation)
         ):
             with contextlib.suppress(Exception):
                 values[name] = _adapter(annotation).validate_python(value)
     return cls.model_construct(_fields_set=fields_set, **values)
+
+
+def _is_instance(value: Any, annotation: type) -> bool:
+    """``isinstance``, except for classes that refuse the check (a ``TypedDict``): the value
+    then stays as it came, as a typed dict is a plain dict anyway."""
+    try:
+        return isinstance(value, annotation)
+    except TypeError:
+        return True
 
 
 @functools.lru_cache(maxsize=256)

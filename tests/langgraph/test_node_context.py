@@ -14,6 +14,7 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 import pytest
+import typing_extensions
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -190,6 +191,31 @@ async def test_classes_defined_in_a_function_come_back_as_themselves(distributed
     result = await (await distributed(build())).ainvoke(inputs)
     assert result == await build().compile().ainvoke(inputs)
     assert all(type(r) is Reading for r in result["readings"])
+
+
+async def test_pydantic_state_with_a_typed_dict_field_reaches_the_node_as_the_model(
+    distributed: Any,
+) -> None:
+    class Point(typing_extensions.TypedDict):  # pydantic wants this one before Python 3.12
+        x: int
+
+    class Shape(BaseModel):
+        name: str
+        origin: Point
+
+    def move(state: Shape) -> dict[str, Any]:
+        assert isinstance(state, Shape), state  # a TypedDict field once made it a dict
+        return {"origin": {"x": state.origin["x"] + 1}}
+
+    def build() -> StateGraph:
+        builder = StateGraph(Shape)
+        builder.add_node("move", move)
+        builder.add_edge(START, "move")
+        return builder
+
+    inputs = {"name": "dot", "origin": {"x": 1}}
+    result = await (await distributed(build())).ainvoke(inputs)
+    assert result == await build().compile().ainvoke(inputs) == {"name": "dot", "origin": {"x": 2}}
 
 
 async def test_pydantic_update_comes_back_without_validating_again(distributed: Any) -> None:
