@@ -22,6 +22,7 @@ from urllib.parse import quote
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.graph import Graph
 from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
@@ -204,8 +205,10 @@ def _distributed_copy(
             raise ConfigurationError(
                 f"node {node_name!r} is a plain Pregel graph; distribute its StateGraph instead"
             )
-        distribution.local_nodes[task_type] = (node.bound, compiled)
         trace = bool(getattr(node.bound, "trace", False))
+        # The node's own run is opened by the stand-in below, on the coordinator; the worker
+        # runs the function under it (callbacks.py) and must not open it a second time.
+        distribution.local_nodes[task_type] = (_untraced(node.bound), compiled)
         remote = remote_runnable(distribution, task_type, node_name, trace)
         nodes[node_name] = node.copy({"bound": remote})
     # A shallow copy keeps every attribute, also those StateGraph.compile sets after
@@ -230,3 +233,11 @@ def _all_schemas(compiled: CompiledStateGraph[Any, Any, Any, Any]) -> list[Any]:
         if isinstance(node.bound, CompiledStateGraph):
             schemas.extend(_all_schemas(node.bound))
     return schemas
+
+
+def _untraced(bound: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    if not (isinstance(bound, RunnableCallable) and bound.trace):
+        return bound
+    untraced = copy.copy(bound)
+    untraced.trace = False
+    return untraced

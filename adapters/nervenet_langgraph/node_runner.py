@@ -45,6 +45,7 @@ from langgraph.store.base import BaseStore
 
 from nervenet import TaskContext, TaskFailure
 
+from .callbacks import traced, worker_callbacks
 from .streams import WorkerStreams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
 
@@ -130,7 +131,11 @@ async def run_node(
         ctx.emit(pack(serde, frame))
 
     streams = WorkerStreams(call["streams"], relay)
-    config = _rebuild_config(call, writes, null_resume, resume, streams, store, checkpointer)
+    observers = call.get("observers")
+    callbacks = worker_callbacks(observers, streams.callbacks() or [], relay, serde)
+    config = _rebuild_config(
+        call, writes, null_resume, resume, streams, callbacks, store, checkpointer
+    )
 
     def outcome(**extra: Any) -> dict[str, Any]:
         return {
@@ -144,7 +149,8 @@ async def run_node(
     # and get_stream_writer() inside the node (and its threads, which copy it) find this config.
     var_child_runnable_config.set(config)
     try:
-        value = await bound.ainvoke(call["input"], config)
+        with traced(observers):
+            value = await bound.ainvoke(call["input"], config)
     except GraphInterrupt as exc:
         _fail(serde, exc, outcome(kind="interrupt", interrupts=list(exc.args[0])))
     except ParentCommand as exc:
@@ -177,6 +183,7 @@ def _rebuild_config(
     null_resume: _NullResume,
     resume: list[Any],
     streams: WorkerStreams,
+    callbacks: Any,
     store: BaseStore | None,
     checkpointer: BaseCheckpointSaver[Any] | None,
 ) -> RunnableConfig:
@@ -202,7 +209,7 @@ def _rebuild_config(
     config: dict[str, Any] = {
         "metadata": call["metadata"],
         "tags": call["tags"],
-        "callbacks": streams.callbacks(),
+        "callbacks": callbacks,
         CONF: {
             **call["conf"],
             CONFIG_KEY_TASK_ID: call["task_id"],

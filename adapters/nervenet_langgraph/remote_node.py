@@ -38,6 +38,7 @@ from langgraph.types import Interrupt
 
 from nervenet import Coordinator, RemoteTaskError
 
+from .callbacks import describe_observers
 from .runs import RUN_ID_KEY
 from .streams import FrameRelay, describe_streams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
@@ -61,15 +62,21 @@ class RemoteNode:
     def invoke(self, input: Any, config: RunnableConfig) -> Any:
         """Sync graphs run nodes in threads: hop onto the pool's loop and wait there."""
         pool = self.distribution.pool
-        return self._settle(pool.call_sync(lambda: self._dispatch(input, config)), config)
+        observers = describe_observers(config)  # here: the trace lives in the caller's context
+        outcome = pool.call_sync(lambda: self._dispatch(input, config, observers))
+        return self._settle(outcome, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig) -> Any:
         pool = self.distribution.pool
-        return self._settle(await pool.on_home(lambda: self._dispatch(input, config)), config)
+        observers = describe_observers(config)
+        outcome = await pool.on_home(lambda: self._dispatch(input, config, observers))
+        return self._settle(outcome, config)
 
-    async def _dispatch(self, input: Any, config: RunnableConfig) -> dict[str, Any]:
+    async def _dispatch(
+        self, input: Any, config: RunnableConfig, observers: dict[str, Any] | None
+    ) -> dict[str, Any]:
         serde = self.distribution.serde
-        call = describe_call(self.node, input, config, serde)
+        call = describe_call(self.node, input, config, serde, observers)
         payload = pack(serde, call)
         conf = config.get(CONF, {})
         pool = self.distribution.pool
@@ -139,7 +146,11 @@ class RemoteNode:
 
 
 def describe_call(
-    node: str, input: Any, config: RunnableConfig, serde: Any = None
+    node: str,
+    input: Any,
+    config: RunnableConfig,
+    serde: Any = None,
+    observers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parts of a task's context a worker needs to rebuild it (no live objects)."""
     conf = config.get(CONF, {})
@@ -169,6 +180,7 @@ def describe_call(
         "server_info": _server_info(getattr(runtime, "server_info", None)),
         "node_error": _node_error(conf.get(CONFIG_KEY_NODE_ERROR), serde),
         "streams": describe_streams(config),
+        "observers": observers,
     }
 
 

@@ -13,7 +13,8 @@ runtime's ``control`` (drain) and ``heartbeat``. None of them can cross a proces
 Frames: ``("custom", checkpoint_ns, chunk)``, ``("messages", i, ns, message_or_event, metadata)``,
 ``("seen", i, message_id)``,
 ``("tools", i, ns, payload)`` (``i``: which of the task's handlers), ``("stream", ns, mode,
-payload)``, ``("drain", reason)``, ``("heartbeat",)``.
+payload)``, ``("drain", reason)``, ``("heartbeat",)``, and ``("callback", event, args, kwargs)``
+for the node's other callback handlers (``callbacks.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from langgraph.pregel._messages import StreamMessagesHandler, StreamMessagesHand
 from langgraph.pregel._tools import StreamToolCallHandler
 from langgraph.pregel.protocol import StreamProtocol
 from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
+
+from .callbacks import replay_callback
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -186,6 +189,7 @@ class FrameRelay:
         self.messages = _handlers(config, StreamMessagesHandler)
         self.tools = _handlers(config, StreamToolCallHandler)
         self.stream: StreamProtocol | None = conf.get(CONFIG_KEY_STREAM)
+        self._replay_callback: Callable[[tuple[Any, ...]], None] | None = None
 
     def __call__(self, frame: tuple[Any, ...]) -> None:
         kind = frame[0]
@@ -206,6 +210,10 @@ class FrameRelay:
             self.tools[frame[1]].stream((tuple(frame[2]), "tools", frame[3]))
         elif kind == "stream" and self.stream is not None:
             self.stream((tuple(frame[1]), frame[2], frame[3]))
+        elif kind == "callback":
+            if self._replay_callback is None:
+                self._replay_callback = replay_callback(self.config)
+            self._replay_callback(frame)
 
     def _custom(self, checkpoint_ns: str | None, chunk: Any) -> None:
         # LangGraph's stream writer finds the namespace through get_config(): call it in a
