@@ -282,7 +282,12 @@ def measure_memory(url: str, runs: int) -> dict[str, Memory]:
             probe.process.wait(timeout=300)
             if probe.process.returncode != 0:
                 raise RuntimeError(f"memory probe failed:\n{probe.output()}")
-            data = json.loads(probe.output().strip().splitlines()[-1])
+            lines = [line for line in probe.output().splitlines() if line.startswith("{")]
+            if not lines:
+                raise RuntimeError(f"memory probe printed no result:\n{probe.output()}")
+            data = json.loads(lines[-1])
+            if len(probe.output().splitlines()) > 1:  # anything it logged: show it
+                print(f"memory probe ({system}) also printed:\n{probe.output(1_000)}")
             data["sites"] = [tuple(site) for site in data["sites"]]
             results[system] = Memory(**data)
     finally:

@@ -52,6 +52,19 @@ class CommandBatcher:
             loop.call_soon(self._start_flush)
         return future
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every queued batch has been sent: a pool
+        closing its connections must not cut off writes it accepted (withdrawn tasks, replies)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._queue or self._flushing or self._flushes:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            if self._flushes:
+                await asyncio.wait(set(self._flushes), timeout=remaining)
+            else:
+                await asyncio.sleep(0)  # a flush is scheduled for the next loop iteration
+
     def _start_flush(self) -> None:
         self._flushing = False
         if self._queue:

@@ -40,6 +40,9 @@ log = logging.getLogger("nervenet.pool")
 HeartbeatHook = Callable[[], Awaitable[None]]
 T = TypeVar("T")
 
+#: How long closing waits for writes already queued (a dead Redis must not hang the close).
+CLOSE_DRAIN_TIMEOUT = 5.0
+
 
 class Pool:
     """Shared agent pool handle for one process."""
@@ -159,6 +162,8 @@ class Pool:
         await cancel_and_wait(self._heartbeat)
         self._heartbeat = None
         await self.inbox.close()
+        if self._batcher is not None:
+            await self._batcher.drain(timeout=CLOSE_DRAIN_TIMEOUT)
         started_ok = (
             self._started is not None
             and self._started.done()
