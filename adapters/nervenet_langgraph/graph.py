@@ -126,7 +126,8 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         if durable:
             run = await self.asubmit(input, config, **kwargs)
             return await run.result()
-        return await self.direct_ainvoke(input, config, **kwargs)
+        # Not through direct_ainvoke: one coroutine frame less per run in flight (~0.5 KiB).
+        return await super().ainvoke(input, config, **kwargs)
 
     async def direct_ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -76,9 +76,8 @@ class RemoteNode:
         self, input: Any, config: RunnableConfig, observers: dict[str, Any] | None
     ) -> dict[str, Any]:
         serde = self.distribution.serde
-        call = describe_call(self.node, input, config, serde, observers)
-        payload = pack(serde, call)
         conf = config.get(CONF, {})
+        payload, task_id = self._describe(input, config, conf, observers)
         pool = self.distribution.pool
         run_id = conf.get(RUN_ID_KEY)
         if run_id is not None:
@@ -89,7 +88,7 @@ class RemoteNode:
             raw = await coordinator.dispatch(
                 self.task_type,
                 payload,
-                task_id=self._task_id(call, conf),
+                task_id=task_id,
                 retries=0,  # the node's RetryPolicy runs here, in LangGraph's own retry loop
                 escalate_errors=False,
                 wait_for_worker=self.distribution.wait_for_worker,
@@ -103,6 +102,18 @@ class RemoteNode:
             outcome["type_name"] = exc.error_type
             return dict(outcome)
         return dict(unpack(serde, raw))
+
+    def _describe(
+        self,
+        input: Any,
+        config: RunnableConfig,
+        conf: dict[str, Any],
+        observers: dict[str, Any] | None,
+    ) -> tuple[bytes, str]:
+        """The packed call and its task id. The call itself is not kept while the node runs:
+        with a thousand runs in flight, that is most of a KiB each."""
+        call = describe_call(self.node, input, config, self.distribution.serde, observers)
+        return pack(self.distribution.serde, call), self._task_id(call, conf)
 
     def _task_id(self, call: dict[str, Any], conf: dict[str, Any]) -> str:
         """Deterministic per LangGraph task (checkpoint, step, node) and the resume values it

@@ -186,10 +186,12 @@ class Pool:
         """Run ``make()`` on the pool's loop from synchronous code; return its result."""
         return self.portal.call(make)
 
-    async def on_home(self, make: Callable[[], Awaitable[T]]) -> T:
+    def on_home(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         """Await ``make()`` on the pool's loop from whichever loop the caller runs on."""
+        if self.portal.is_home():
+            return make()  # no hand-off, and no coroutine frame kept per dispatch in flight
         # A cancelled caller waits for the dispatch's own bounded wait for its worker, and a bit.
-        return await self.portal.run(make, cancel_grace=self.settings.cancel_wait + 1.0)
+        return self.portal.run(make, cancel_grace=self.settings.cancel_wait + 1.0)
 
     async def __aenter__(self) -> Pool:
         await self.ensure_started()

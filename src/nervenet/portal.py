@@ -75,6 +75,14 @@ class Portal:
             )
         return _Handoff(make, home).future.result()
 
+    def is_home(self) -> bool:
+        """Whether the caller runs on the home loop (a coroutine can then be awaited as is)."""
+        home = self._loop
+        try:
+            return home is not None and home is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
     async def run(self, make: Callable[[], Awaitable[T]], *, cancel_grace: float = 10.0) -> T:
         """Await ``make()`` on the home loop from any loop (directly when already home).
 
