@@ -161,6 +161,7 @@ class Pool:
         self._workers.clear()
         await cancel_and_wait(self._heartbeat)
         self._heartbeat = None
+        await self.registry.aclose()
         await self.inbox.close()
         if self._batcher is not None:
             await self._batcher.drain(timeout=CLOSE_DRAIN_TIMEOUT)

@@ -8,6 +8,8 @@ score is in the past simply stopped heartbeating, and readers skip it (and prune
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -15,6 +17,8 @@ import orjson
 
 from .keys import Keys
 from .transport import Transport, as_text
+
+log = logging.getLogger("nervenet.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,9 @@ class Registry:
     """Reads and writes worker registrations; caches live task types for fast dispatch checks."""
 
     CACHE_SECONDS = 1.0
+    STALE_SECONDS = 3.0
+    """How old a cached "served" may be for a dispatch to rely on it while a refresh runs in the
+    background (so dispatches never queue behind the refresh's round trip)."""
 
     def __init__(self, transport: Transport, keys: Keys) -> None:
         self._transport = transport
@@ -49,6 +56,7 @@ class Registry:
         self._last_seen: dict[str, float] = {}
         self._served_at = -1e9
         self._refreshing: asyncio.Lock | None = None
+        self._background: asyncio.Task[None] | None = None
 
     async def register(self, info: WorkerInfo, ttl: float) -> None:
         """Publish or renew a worker's registration for ``ttl`` seconds."""
@@ -115,6 +123,31 @@ class Registry:
                     self._served = frozenset(t for w in workers for t in w.task_types)
                     self._served_at = time.monotonic()
         return self._served
+
+    def known_served(self, task_type: str) -> bool:
+        """``task_type`` was served at the last registry read, at most :attr:`STALE_SECONDS`
+        ago (older than :attr:`CACHE_SECONDS`: a refresh starts in the background). Synchronous:
+        every dispatch asks."""
+        age = time.monotonic() - self._served_at
+        if age > self.STALE_SECONDS or task_type not in self._served:
+            return False
+        if age > self.CACHE_SECONDS and self._background is None:
+            self._background = asyncio.ensure_future(self._refresh())
+        return True
+
+    async def _refresh(self) -> None:
+        try:
+            await self.served_task_types()
+        except Exception as exc:  # Redis away: the next dispatch's own read will say so
+            log.debug("background registry refresh failed: %s", exc)
+        finally:
+            self._background = None
+
+    async def aclose(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
 
     def served_recently(self, task_type: str, within: float) -> bool:
         """A worker served ``task_type`` less than ``within`` seconds ago.

@@ -96,3 +96,24 @@ async def test_pool_status_shows_depth_in_flight_workers_and_escalations(pool, s
     assert [w.worker_id for w in status.workers] == [worker.worker_id]
     assert status.escalations == 1
     assert status.namespace == "nn"
+
+
+async def test_dispatches_rely_on_a_slightly_stale_registry_read_while_it_refreshes(pool, serve):
+    """No dispatch queues behind the registry's round trip: a read up to STALE_SECONDS old
+    answers at once and is refreshed in the background; an older one answers nothing."""
+    await serve(pool, handlers())
+    registry = pool.registry
+    await registry.served_task_types(fresh=True)
+    assert registry.known_served("core/echo")
+    assert not registry.known_served("core/unserved")
+
+    registry._served_at -= registry.CACHE_SECONDS + 0.5  # a read 1.5 s old
+    read_at = registry._served_at
+    assert registry.known_served("core/echo")
+
+    async def refreshed() -> bool:
+        return registry._served_at > read_at
+
+    await wait_until(refreshed, timeout=5, what="the background refresh")
+    registry._served_at -= registry.STALE_SECONDS + 0.5
+    assert not registry.known_served("core/echo")  # too old: the caller reads Redis itself
