@@ -105,8 +105,10 @@ def _observers(config: RunnableConfig) -> list[BaseCallbackHandler]:
 def describe_observers(config: RunnableConfig) -> dict[str, Any] | None:
     """Who watches the node's run, as plain data; ``None`` when nobody does (the common case,
     which then costs the worker nothing)."""
-    observers = _observers(config)
     run_tree = get_current_run_tree()
+    if run_tree is None and not getattr(config.get("callbacks"), "handlers", True):
+        return None  # no handler at all: every dispatch of an unobserved graph stops here
+    observers = _observers(config)
     langsmith = run_tree.to_headers() if run_tree is not None else None
     if not observers and langsmith is None:
         return None

@@ -12,9 +12,11 @@ as its own type.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -152,8 +154,15 @@ class RemoteNode:
 
     def _frame_relay(self, config: RunnableConfig) -> Callable[[bytes], None]:
         serde = self.distribution.serde
-        relay = FrameRelay(config)
-        return lambda raw: relay(unpack(serde, raw))
+        relay: FrameRelay | None = None  # made at the first frame: most nodes send none
+
+        def on_frame(raw: bytes) -> None:
+            nonlocal relay
+            if relay is None:
+                relay = FrameRelay(config)
+            relay(unpack(serde, raw))
+
+        return on_frame
 
 
 def describe_call(
@@ -205,15 +214,23 @@ def peek_null_resume(scratchpad: PregelScratchpad) -> Any:
     """
     getter = scratchpad.get_null_resume
     try:
-        contents = (cell.cell_contents for cell in getter.__closure__ or ())
-        cells = dict(zip(getter.__code__.co_freevars, contents, strict=True))
-        write = cells["null_resume_write"]
+        cells = _closure_cells(getter.__code__)
+        closure = getter.__closure__ or ()
+        write = closure[cells["null_resume_write"]].cell_contents
         if write is None:
-            parent = cells.get("parent_scratchpad")
+            parent_cell = cells.get("parent_scratchpad")
+            parent = closure[parent_cell].cell_contents if parent_cell is not None else None
             return peek_null_resume(parent) if parent is not None else None
-        return write[2] if write in cells["pending_writes"] else None
-    except (AttributeError, KeyError, ValueError, TypeError):  # LangGraph changed its getter
+        return write[2] if write in closure[cells["pending_writes"]].cell_contents else None
+    except (AttributeError, KeyError, IndexError, ValueError, TypeError):  # LangGraph changed
         return getter(False)
+
+
+@functools.lru_cache(maxsize=8)
+def _closure_cells(code: CodeType) -> dict[str, int]:
+    """Where each variable the getter closes over sits in its closure (once per code object:
+    this runs for every dispatch)."""
+    return {name: index for index, name in enumerate(code.co_freevars)}
 
 
 def _user_configurable(conf: dict[str, Any]) -> dict[str, Any]:

@@ -100,7 +100,8 @@ class Coordinator:
         if retries < 0:
             raise ValueError("retries must be >= 0")
         await self.pool.ensure_started()
-        await self._require_worker(task_type, wait_for_worker)
+        if not self.pool.registry.known_served(task_type):
+            await self._require_worker(task_type, wait_for_worker)
         fresh = not task_id
         task_id = task_id or uuid.uuid4().hex
         last_error: DispatchError | None = None

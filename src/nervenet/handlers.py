@@ -67,7 +67,12 @@ class HandlerSource(Protocol):
         ...
 
 
+_VALID_TASK_TYPES: set[str] = set()
+
+
 def validate_task_type(task_type: str) -> str:
+    if task_type in _VALID_TASK_TYPES:  # checked once per name, not once per dispatch
+        return task_type
     if not task_type or len(task_type.encode()) > MAX_TASK_TYPE_LENGTH:
         raise ConfigurationError(
             f"task type {task_type!r} must be 1..{MAX_TASK_TYPE_LENGTH} bytes long"
@@ -77,6 +82,8 @@ def validate_task_type(task_type: str) -> str:
             f"task type {task_type!r} may not contain braces or white space "
             "(use e.g. 'support/classify')"
         )
+    if len(_VALID_TASK_TYPES) < 10_000:
+        _VALID_TASK_TYPES.add(task_type)
     return task_type
 
 

@@ -130,6 +130,14 @@ class Pool:
     # --- lifecycle --------------------------------------------------------------------------
     async def ensure_started(self) -> None:
         """Connect, open the reply stream and start the heartbeat (once; concurrent-safe)."""
+        started = self._started
+        if (
+            started is not None
+            and started.done()
+            and not started.cancelled()
+            and started.exception() is None
+        ):
+            return  # every dispatch passes here: no shield (a future and callbacks) once up
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())
         started = self._started
