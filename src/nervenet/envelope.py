@@ -240,10 +240,11 @@ class Reply:
 
 
 class Signer:
-    """HMAC-SHA256 over an envelope's fields with a shared secret.
+    """HMAC-SHA256 over an envelope's or a reply's fields with a shared secret.
 
-    With signing on, write access to a task stream is no longer enough to make a worker run
-    something: a worker refuses unsigned or altered envelopes.
+    With signing on, write access to Redis is no longer enough to make a worker run something
+    (it refuses unsigned or altered envelopes) nor to answer a dispatch (its coordinator refuses
+    unsigned or altered replies, and a worker treats an unsealed cached result as absent).
     """
 
     def __init__(self, secret: bytes) -> None:
@@ -262,12 +263,30 @@ class Signer:
             mac.update(len(value).to_bytes(8, "big") + value)
         return mac.hexdigest().encode()
 
-    def verify(self, fields: Fields) -> None:
+    def verify(self, fields: Fields, what: str = "envelope") -> None:
         signature = fields.get(b"sig")
         if signature is None:
-            raise EnvelopeError("unsigned envelope (signing is required)")
+            raise EnvelopeError(f"unsigned {what} (signing is required)")
         if not hmac.compare_digest(signature, self.sign(fields)):
-            raise EnvelopeError("bad envelope signature")
+            raise EnvelopeError(f"bad {what} signature")
+
+    def seal(self, task_id: str, result: bytes) -> bytes:
+        """A cached result as stored: its MAC (bound to the task id), then the bytes."""
+        return self._result_mac(task_id, result) + result
+
+    def unseal(self, task_id: str, sealed: bytes) -> bytes | None:
+        """The result bytes of a sealed cache entry, or ``None`` if it was not sealed by us for
+        this task id (then it is treated as absent: the task runs)."""
+        mac, result = sealed[:_SEAL_LENGTH], sealed[_SEAL_LENGTH:]
+        if len(mac) == _SEAL_LENGTH and hmac.compare_digest(mac, self._result_mac(task_id, result)):
+            return result
+        return None
+
+    def _result_mac(self, task_id: str, result: bytes) -> bytes:
+        return self.sign({b"result-of": task_id.encode(), b"result": result})
+
+
+_SEAL_LENGTH = 64  # hex SHA-256
 
 
 def _required(fields: Fields, name: bytes) -> bytes:

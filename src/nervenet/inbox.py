@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .envelope import Reply, ReplyKind, TaskEnvelope
+from .envelope import Reply, ReplyKind, Signer, TaskEnvelope
 from .errors import EnvelopeError
 from .tasks import cancel_and_wait
 from .transport import StreamBatch, Transport
@@ -46,8 +46,11 @@ class Waiter:
 class Inbox:
     """Reads this process's reply stream and resolves :class:`Waiter` futures."""
 
-    def __init__(self, transport: Transport, address: str, *, block_ms: int) -> None:
+    def __init__(
+        self, transport: Transport, address: str, *, block_ms: int, signer: Signer | None = None
+    ) -> None:
         self.transport = transport
+        self.signer = signer  # with signing on, only replies a worker signed are taken
         self.address = address
         self._block_ms = block_ms
         self._waiters: dict[str, list[Waiter]] = {}
@@ -150,6 +153,8 @@ class Inbox:
 
     def _deliver(self, fields: dict[bytes, bytes]) -> None:
         try:
+            if self.signer is not None:
+                self.signer.verify(fields, "reply")
             reply = Reply.from_fields(fields)
         except EnvelopeError as exc:
             self.malformed_replies += 1

@@ -65,7 +65,10 @@ class Pool:
         self.registry = Registry(transport, self.keys)
         self.escalations = Escalations(transport, self.keys, self.signer)
         self.inbox = Inbox(
-            transport, self.keys.reply_stream(self.process_id), block_ms=self.settings.block_ms
+            transport,
+            self.keys.reply_stream(self.process_id),
+            block_ms=self.settings.block_ms,
+            signer=self.signer,
         )
         self.portal = Portal()
         self._batcher: CommandBatcher | None = None
@@ -371,7 +374,12 @@ class Pool:
         if not waiters:
             return
         cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
-        for waiter, result in zip(waiters, cached, strict=True):
+        for waiter, sealed in zip(waiters, cached, strict=True):
+            result = (
+                sealed
+                if sealed is None or self.signer is None
+                else (self.signer.unseal(waiter.task_id, as_bytes(sealed)))
+            )
             if result is not None:
                 self.inbox.resolve_from_cache(waiter.task_id, as_bytes(result))
             elif waiter.envelope is not None:

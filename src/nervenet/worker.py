@@ -243,7 +243,9 @@ class Worker:
         # result: nothing else dispatches that id, and a run of this entry would have been
         # a delivery already. Redeliveries, retries and deterministic ids are looked up.
         lookups = [env.task_id for _, env in runnable if not (first_delivery and _unseen(env))]
-        found = iter(await self._cached_results(lookups) if lookups else ())
+        found = iter(
+            self._unsealed(lookups, await self._cached_results(lookups)) if lookups else ()
+        )
         cached = [None if first_delivery and _unseen(env) else next(found) for _, env in runnable]
         for (flight, envelope), result in zip(runnable, cached, strict=True):
             if flight.cancelled:  # during the cache lookup
@@ -260,6 +262,22 @@ class Worker:
                 )
             else:
                 flight.task = asyncio.ensure_future(self._run(flight, envelope))
+
+    def _unsealed(self, task_ids: list[str], cached: list[Any]) -> list[bytes | None]:
+        """Cached results, less those a signing pool did not seal itself (forged or altered:
+        the task then runs, as if nothing were cached)."""
+        signer = self.pool.signer
+        if signer is None:
+            return [None if c is None else as_bytes(c) for c in cached]
+        results: list[bytes | None] = []
+        for task_id, sealed in zip(task_ids, cached, strict=True):
+            result = None if sealed is None else signer.unseal(task_id, as_bytes(sealed))
+            if sealed is not None and result is None:
+                log.warning(
+                    "worker %s: ignored an unsealed cached result of %s", self.worker_id, task_id
+                )
+            results.append(result)
+        return results
 
     async def _cached_results(self, task_ids: list[str]) -> list[Any]:
         """The result cache lookup, riding out a Redis outage: the batch is already ours (in
@@ -365,11 +383,12 @@ class Worker:
         self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, *, cache: bool
     ) -> None:
         """Cache the result, answer, then acknowledge: never acknowledge unanswered work."""
-        keys, settings = self.pool.keys, self.pool.settings
+        keys, settings, signer = self.pool.keys, self.pool.settings, self.pool.signer
 
         def commands(pipe: Pipeline) -> None:
             if cache:
-                pipe.set(keys.result(envelope.task_id), reply.body, ex=int(settings.result_ttl))
+                cached = reply.body if signer is None else signer.seal(envelope.task_id, reply.body)
+                pipe.set(keys.result(envelope.task_id), cached, ex=int(settings.result_ttl))
             self._add_reply(pipe, envelope.reply_to, reply)
             _ack(pipe, flight)
 
@@ -377,9 +396,12 @@ class Worker:
         self._release(flight)
 
     def _add_reply(self, pipe: Pipeline, reply_to: str, reply: Reply) -> None:
+        fields = reply.to_fields()
+        if self.pool.signer is not None:
+            fields[b"sig"] = self.pool.signer.sign(fields)
         pipe.xadd(
             reply_to,
-            reply.to_fields(),  # type: ignore[arg-type]
+            fields,  # type: ignore[arg-type]
             maxlen=self.pool.settings.reply_stream_maxlen,
             approximate=True,
             nomkstream=True,

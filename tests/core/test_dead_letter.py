@@ -260,8 +260,8 @@ async def test_a_retried_escalation_is_signed_again_and_served(make_pool, serve)
 
     await pool.escalations.retry(escalation.entry_id)
 
-    result = await wait_until(lambda: pool.transport.redis.get(pool.keys.result("t-replay")))
-    assert orjson.loads(result) == {"echo": "again"}
+    sealed = await wait_until(lambda: pool.transport.redis.get(pool.keys.result("t-replay")))
+    assert orjson.loads(pool.signer.unseal("t-replay", sealed)) == {"echo": "again"}
 
 
 @pytest.mark.redis

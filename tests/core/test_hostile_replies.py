@@ -5,9 +5,10 @@ for tasks that do not exist, replays of replies already delivered, errors and fr
 wrong attempt. Each is dropped and counted (malformed entries logged with their reason), and the
 dispatches actually waiting still get their own results. Runs on both backends (``pool``).
 
-Not defended (pinned below as an expected failure): replies are not signed, so a forged *result*
-carrying the task id of a dispatch that is waiting right now is taken for the answer, even on a
-pool with a signing secret.
+Without a signing secret, a forged *result* carrying the task id of a dispatch that is waiting
+right now is taken for the answer (nothing can tell it apart). With one, workers sign their
+replies and seal the results they cache: a forged or altered reply is dropped, and a forged
+cache entry is ignored (the task runs).
 """
 
 from __future__ import annotations
@@ -196,13 +197,11 @@ async def test_hundreds_of_hostile_replies_among_real_dispatches_change_no_resul
     assert pool.inbox.waiting == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replies are not signed: a forged result with a waiting task's id is accepted, even "
-    "with a signing secret (signing covers task envelopes only)",
-)
+SECRET = "a-shared-secret-of-the-app"
+
+
 async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused(make_pool, serve):
-    pool = await make_pool(signing_secret="a-shared-secret-of-the-app")
+    pool = await make_pool(signing_secret=SECRET)
     gate = Gate()
     await serve(pool, gate.handlers())
     waiting = asyncio.ensure_future(
@@ -210,11 +209,49 @@ async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused
     )
     await asyncio.wait_for(gate.started.wait(), 10)
 
-    await forge(pool, result("t-1", body=b'"forged"'))
-    await asyncio.sleep(0.3)
+    forged = result("t-1", body=b'"forged"')
+    await forge(pool, forged)  # unsigned
+    await forge(pool, {**forged, b"sig": b"0" * 64})  # signed with a guess
+    genuine_error = Reply("t-1", 1, ReplyKind.ERROR, error=RemoteError("x.Y", "no", "")).to_fields()
+    genuine_error[b"sig"] = pool.signer.sign(genuine_error)
+    await forge(pool, {**genuine_error, b"etype": b"builtins.KeyError"})  # altered after signing
+    await wait_until(lambda: _counted(pool, 3), what="the three forgeries dropped")
     gate.open.set()
 
     assert orjson.loads(await waiting) == {"real": "mine", "attempt": 1}
+
+
+async def _counted(pool: Pool, malformed: int) -> bool:
+    return pool.inbox.malformed_replies >= malformed
+
+
+async def test_with_signing_on_a_forged_cached_result_is_ignored_and_the_task_runs(
+    make_pool, serve
+):
+    pool = await make_pool(signing_secret=SECRET)
+    ran = []
+    handlers = Handlers()
+
+    @handlers.task("core/once")
+    async def once(value: Any) -> Any:
+        ran.append(value)
+        return {"ran": value}
+
+    await serve(pool, handlers)
+    redis = pool.transport.redis
+    await redis.set(pool.keys.result("t-forged"), b'{"ran": "forged"}')
+    await redis.set(pool.keys.result("t-resealed"), pool.signer.seal("t-other", b'"moved"'))
+
+    forged = await pool.coordinator("wf").dispatch("core/once", b'"a"', task_id="t-forged")
+    resealed = await pool.coordinator("wf").dispatch("core/once", b'"b"', task_id="t-resealed")
+    again = await pool.coordinator("wf").dispatch("core/once", b'"c"', task_id="t-forged")
+
+    assert [orjson.loads(r) for r in (forged, resealed, again)] == [
+        {"ran": "a"},
+        {"ran": "b"},
+        {"ran": "a"},  # its own sealed result, from the cache
+    ]
+    assert ran == ["a", "b"]
 
 
 # --- the decoding step alone, for any entry at all ------------------------------------------
