@@ -95,6 +95,9 @@ class RemoteNode:
                 escalate_errors=False,
                 wait_for_worker=self.distribution.wait_for_worker,
                 on_frame=self._frame_relay(config),
+                # A task of a step LangGraph is not resuming runs for the first time: its id
+                # comes from a checkpoint made for this step, so nothing can be cached for it.
+                first_run=not conf.get(CONFIG_KEY_RESUMING, False),
             )
         except RemoteTaskError as exc:
             if not exc.error_data:

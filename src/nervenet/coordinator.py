@@ -79,6 +79,7 @@ class Coordinator:
         wait_for_worker: bool = False,
         on_frame: Callable[[bytes], None] | None = None,
         trace: str = "",
+        first_run: bool = False,
     ) -> bytes:
         """Run ``payload`` on a worker serving ``task_type``; return the result bytes.
 
@@ -94,7 +95,9 @@ class Coordinator:
         it never will, and the handler of one that has is cancelled (see
         :mod:`nervenet.handlers`). An attempt's own ``timeout`` cancels nothing: that attempt may
         still answer while the next one runs. Without ``task_id`` the id is made up here and the
-        worker skips its result-cache lookup for the first attempt.
+        worker skips its result-cache lookup for the first attempt; ``first_run=True`` asks the
+        same for a given ``task_id`` the caller knows was never dispatched before (a workflow step
+        run for the first time, not resumed), saving the lookup's round trip.
         """
         validate_task_type(task_type)
         if retries < 0:
@@ -102,7 +105,7 @@ class Coordinator:
         await self.pool.ensure_started()
         if not self.pool.registry.known_served(task_type):
             await self._require_worker(task_type, wait_for_worker)
-        fresh = not task_id
+        fresh = first_run or not task_id
         task_id = task_id or uuid.uuid4().hex
         last_error: DispatchError | None = None
         envelope = None

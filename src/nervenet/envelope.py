@@ -48,10 +48,10 @@ class TaskEnvelope:
     trace: str = ""
     """W3C ``traceparent`` of the dispatching span, if tracing is on."""
     fresh: bool = False
-    """The coordinator made the task id up for this one dispatch (none was given): no other
-    dispatch uses it, so when a worker reads attempt 1 for the first time, no result can be
-    cached for it yet and the cache lookup is skipped. Deterministic ids (a workflow step that a
-    resumed run dispatches again) are never fresh."""
+    """No result can be cached for this task id yet: the coordinator made it up for this one
+    dispatch, or its caller knows the step never ran before (``first_run``). When a worker reads
+    attempt 1 for the first time, it skips the cache lookup. Deterministic ids of a step that a
+    resumed run dispatches again are never fresh."""
 
     def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
         fields = {

@@ -303,6 +303,18 @@ async def test_a_deterministic_task_id_is_always_looked_up(pool, serve):
     assert lookups == [["step-1"]]
 
 
+async def test_a_deterministic_task_id_on_its_first_run_is_not_looked_up(pool, serve):
+    """``first_run``: the caller knows the step never ran (a LangGraph step not resumed)."""
+    worker = await serve(pool, echo_handlers())
+    lookups = record_lookups(worker)
+
+    await pool.dispatch("core/echo", dumps(1), task_id="step-1", timeout=10, first_run=True)
+    await pool.dispatch("core/echo", dumps(1), task_id="step-1", timeout=10)  # a resumed step
+
+    assert lookups == [["step-1"]]
+    assert (worker.processed, worker.answered_from_cache) == (1, 1)
+
+
 def fresh_envelope(pool: Pool, attempt: int) -> TaskEnvelope:
     return TaskEnvelope(
         "fresh-id", "wf", "core/echo", attempt, 0.0, pool.inbox.address, b'"x"', fresh=True
