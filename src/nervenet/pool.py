@@ -375,11 +375,9 @@ class Pool:
             return
         cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
         for waiter, sealed in zip(waiters, cached, strict=True):
-            result = (
-                sealed
-                if sealed is None or self.signer is None
-                else (self.signer.unseal(waiter.task_id, as_bytes(sealed)))
-            )
+            result = sealed
+            if sealed is not None and self.signer is not None:
+                result = self.signer.unseal(waiter.task_id, as_bytes(sealed))  # None if forged
             if result is not None:
                 self.inbox.resolve_from_cache(waiter.task_id, as_bytes(result))
             elif waiter.envelope is not None:
