@@ -10,7 +10,7 @@ exist, so:
 - :class:`CallbackRelay` (worker) is a handler that turns every callback event into a frame
   ``("callback", event, args, kwargs)``; the worker's root callback manager carries the
   coordinator's run id as parent, so the events name the node's run as their parent;
-- :func:`replay_callback` (coordinator) hands each event to the node's handlers, as LangChain's
+- :class:`CallbackReplay` (coordinator) hands each event to the node's handlers, as LangChain's
   callback manager would have.
 
 LangSmith is LangSmith's own distributed tracing: the worker enters ``tracing_context`` with the
@@ -20,14 +20,15 @@ traced service does); the coordinator's ``LangChainTracer`` is therefore left ou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
 from uuid import UUID
 
 from langchain_core.agents import AgentAction, AgentFinish
-from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
-from langchain_core.callbacks.manager import handle_event
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler, CallbackManager
+from langchain_core.callbacks.manager import ahandle_event, handle_event
 from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
@@ -219,18 +220,48 @@ def traced(described: dict[str, Any] | None) -> Any:
     return tracing_context(parent=described["langsmith"], enabled=True)
 
 
-def replay_callback(config: RunnableConfig) -> Callable[[tuple[Any, ...]], None]:
+class CallbackReplay:
     """Coordinator side: replays ``("callback", event, args, kwargs)`` frames on the node's
-    handlers."""
-    handlers = _observers(config)
+    handlers, in order.
 
-    def replay(frame: tuple[Any, ...]) -> None:
+    Synchronous handlers are called at once. Asynchronous ones (``astream_events``' handler) run
+    as tasks on this loop, each event after the previous one, and the node's result waits for
+    them (:meth:`drained`): LangChain's synchronous ``handle_event`` would run each of their
+    events on a fresh event loop in a thread, a millisecond or more per streamed token.
+    """
+
+    def __init__(self, config: RunnableConfig) -> None:
+        handlers = _observers(config)
+        self._sync = [h for h in handlers if not isinstance(h, AsyncCallbackHandler)]
+        self._async: list[BaseCallbackHandler] = [
+            h for h in handlers if isinstance(h, AsyncCallbackHandler)
+        ]
+        self._last: asyncio.Future[None] | None = None
+
+    def __call__(self, frame: tuple[Any, ...]) -> None:
         _, event, args, kwargs = frame
-        if event not in _IGNORED_BY or not handlers:
+        if event not in _IGNORED_BY:
             return
-        handle_event(handlers, event, _IGNORED_BY[event], *_decode(args), **_decode(kwargs))
+        ignored_by = _IGNORED_BY[event]
+        args, kwargs = _decode(args), _decode(kwargs)
+        if self._sync:
+            handle_event(self._sync, event, ignored_by, *args, **kwargs)
+        if self._async:
+            handled = ahandle_event(self._async, event, ignored_by, *args, **kwargs)
+            self._last = asyncio.ensure_future(_in_turn(self._last, handled))
 
-    return replay
+    async def drained(self) -> None:
+        """Wait until the asynchronous handlers have handled every event replayed so far."""
+        if self._last is not None:
+            await self._last
+
+
+async def _in_turn(previous: asyncio.Future[None] | None, handled: Awaitable[None]) -> None:
+    try:
+        if previous is not None:
+            await asyncio.wait([previous])  # its own error is its own (raised by drained)
+    finally:
+        await handled
 
 
 def _encode(value: Any) -> Any:

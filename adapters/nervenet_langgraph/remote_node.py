@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Callable
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +85,7 @@ class RemoteNode:
             pool.workflows.check_owned(run_id)  # a zombie coordinator stops here
         workflow_id = str(run_id or conf.get(CONFIG_KEY_THREAD_ID) or config.get("run_id") or "-")
         coordinator = Coordinator(pool, workflow_id)
+        frames = _Frames(config, serde)
         try:
             raw = await coordinator.dispatch(
                 self.task_type,
@@ -94,18 +94,20 @@ class RemoteNode:
                 retries=0,  # the node's RetryPolicy runs here, in LangGraph's own retry loop
                 escalate_errors=False,
                 wait_for_worker=self.distribution.wait_for_worker,
-                on_frame=self._frame_relay(config),
+                on_frame=frames,
                 # A task of a step LangGraph is not resuming runs for the first time: its id
                 # comes from a checkpoint made for this step, so nothing can be cached for it.
                 first_run=not conf.get(CONFIG_KEY_RESUMING, False),
             )
         except RemoteTaskError as exc:
+            await frames.drained()
             if not exc.error_data:
                 raise
             outcome = unpack(serde, exc.error_data)
             outcome["traceback"] = exc.remote_traceback
             outcome["type_name"] = exc.error_type
             return dict(outcome)
+        await frames.drained()
         return dict(unpack(serde, raw))
 
     def _describe(
@@ -155,17 +157,24 @@ class RemoteNode:
             _mark_invalid_resume(error)  # read by LangGraph's runner: the resume was rejected
         raise error
 
-    def _frame_relay(self, config: RunnableConfig) -> Callable[[bytes], None]:
-        serde = self.distribution.serde
-        relay: FrameRelay | None = None  # made at the first frame: most nodes send none
 
-        def on_frame(raw: bytes) -> None:
-            nonlocal relay
-            if relay is None:
-                relay = FrameRelay(config)
-            relay(unpack(serde, raw))
+class _Frames:
+    """A dispatch's frames, replayed on the task's real stream objects (built at the first
+    frame: most nodes send none)."""
 
-        return on_frame
+    def __init__(self, config: RunnableConfig, serde: Any) -> None:
+        self._config = config
+        self._serde = serde
+        self._relay: FrameRelay | None = None
+
+    def __call__(self, raw: bytes) -> None:
+        if self._relay is None:
+            self._relay = FrameRelay(self._config)
+        self._relay(unpack(self._serde, raw))
+
+    async def drained(self) -> None:
+        if self._relay is not None:
+            await self._relay.drained()
 
 
 def describe_call(

@@ -37,7 +37,7 @@ from langgraph.pregel._tools import StreamToolCallHandler
 from langgraph.pregel.protocol import StreamProtocol
 from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
 
-from .callbacks import replay_callback
+from .callbacks import CallbackReplay
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -189,7 +189,7 @@ class FrameRelay:
         self.messages = _handlers(config, StreamMessagesHandler)
         self.tools = _handlers(config, StreamToolCallHandler)
         self.stream: StreamProtocol | None = conf.get(CONFIG_KEY_STREAM)
-        self._replay_callback: Callable[[tuple[Any, ...]], None] | None = None
+        self._callbacks: CallbackReplay | None = None
 
     def __call__(self, frame: tuple[Any, ...]) -> None:
         kind = frame[0]
@@ -211,9 +211,14 @@ class FrameRelay:
         elif kind == "stream" and self.stream is not None:
             self.stream((tuple(frame[1]), frame[2], frame[3]))
         elif kind == "callback":
-            if self._replay_callback is None:
-                self._replay_callback = replay_callback(self.config)
-            self._replay_callback(frame)
+            if self._callbacks is None:
+                self._callbacks = CallbackReplay(self.config)
+            self._callbacks(frame)
+
+    async def drained(self) -> None:
+        """Wait until every frame relayed so far has been handled (asynchronous handlers)."""
+        if self._callbacks is not None:
+            await self._callbacks.drained()
 
     def _custom(self, checkpoint_ns: str | None, chunk: Any) -> None:
         # LangGraph's stream writer finds the namespace through get_config(): call it in a
