@@ -257,11 +257,17 @@ class CallbackReplay:
 
 
 async def _in_turn(previous: asyncio.Future[None] | None, handled: Awaitable[None]) -> None:
+    """Handle one event once the previous one was handled; an error of a handler that raises
+    (``raise_error``) is passed down the chain, so :meth:`CallbackReplay.drained` raises it."""
+    earlier: BaseException | None = None
     try:
         if previous is not None:
-            await asyncio.wait([previous])  # its own error is its own (raised by drained)
+            await asyncio.wait([previous])
+            earlier = None if previous.cancelled() else previous.exception()
     finally:
         await handled
+    if earlier is not None:
+        raise earlier
 
 
 def _encode(value: Any) -> Any:

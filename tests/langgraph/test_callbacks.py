@@ -15,6 +15,7 @@ from uuid import UUID
 import langsmith
 import pytest
 from fast_settings import FAST
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
@@ -193,3 +194,17 @@ def test_a_sync_graph_reports_to_its_tracer_as_in_plain() -> None:
     finally:
         pool.close()
     assert [shape(r) for r in tracer.roots] == [shape(r) for r in plain.roots]
+
+
+async def test_an_async_handler_that_raises_fails_the_run_as_in_plain(distributed: Any) -> None:
+    class Refusing(AsyncCallbackHandler):
+        raise_error = True
+
+        async def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            raise PermissionError("no model calls in this run")
+
+    with pytest.raises(PermissionError, match="no model calls"):
+        await chat_graph().compile().ainvoke(INPUTS, {"callbacks": [Refusing()]})
+    graph = await distributed(chat_graph())
+    with pytest.raises(PermissionError, match="no model calls"):
+        await graph.ainvoke(INPUTS, {"callbacks": [Refusing()]})
