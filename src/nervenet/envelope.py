@@ -202,7 +202,7 @@ class Reply:
     error: RemoteError | None = field(default=None)
     """Set for ERROR replies."""
 
-    def to_fields(self) -> dict[bytes, bytes]:
+    def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
         fields = {
             b"id": self.task_id.encode(),
             b"attempt": str(self.attempt).encode(),
@@ -214,10 +214,14 @@ class Reply:
             fields[b"emsg"] = self.error.message.encode()
             fields[b"etb"] = self.error.traceback.encode()
             fields[b"edata"] = self.error.data
+        if signer is not None:
+            fields[b"sig"] = signer.sign(fields)
         return fields
 
     @classmethod
-    def from_fields(cls, fields: Fields) -> Reply:
+    def from_fields(cls, fields: Fields, *, signer: Signer | None = None) -> Reply:
+        if signer is not None:
+            signer.verify(fields, "reply")
         try:
             kind = ReplyKind(fields.get(b"kind"))
         except ValueError:
@@ -287,6 +291,12 @@ class Signer:
 
 
 _SEAL_LENGTH = 64  # hex SHA-256
+
+
+def cached_result(signer: Signer | None, task_id: str, stored: bytes) -> bytes | None:
+    """A result-cache entry as the result it stands for: as stored without signing; with it,
+    only if the entry was sealed for this task id (else ``None``: it counts as absent)."""
+    return stored if signer is None else signer.unseal(task_id, stored)
 
 
 def _required(fields: Fields, name: bytes) -> bytes:

@@ -153,9 +153,7 @@ class Inbox:
 
     def _deliver(self, fields: dict[bytes, bytes]) -> None:
         try:
-            if self.signer is not None:
-                self.signer.verify(fields, "reply")
-            reply = Reply.from_fields(fields)
+            reply = Reply.from_fields(fields, signer=self.signer)
         except EnvelopeError as exc:
             self.malformed_replies += 1
             log.warning("dropped malformed reply on %s: %s", self.address, exc.reason)

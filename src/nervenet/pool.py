@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .batching import CommandBatcher
 from .coordinator import Coordinator
-from .envelope import CancelRequest, Signer, TaskEnvelope
+from .envelope import CancelRequest, Signer, TaskEnvelope, cached_result
 from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
 from .handlers import Handler, handlers_of
@@ -374,12 +374,12 @@ class Pool:
         if not waiters:
             return
         cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
-        for waiter, sealed in zip(waiters, cached, strict=True):
-            result = sealed
-            if sealed is not None and self.signer is not None:
-                result = self.signer.unseal(waiter.task_id, as_bytes(sealed))  # None if forged
+        for waiter, stored in zip(waiters, cached, strict=True):
+            result = None
+            if stored is not None:  # a forged entry counts as absent: the task is republished
+                result = cached_result(self.signer, waiter.task_id, as_bytes(stored))
             if result is not None:
-                self.inbox.resolve_from_cache(waiter.task_id, as_bytes(result))
+                self.inbox.resolve_from_cache(waiter.task_id, result)
             elif waiter.envelope is not None:
                 waiter.entry_id = await self.publish(waiter.envelope)
 

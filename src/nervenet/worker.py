@@ -42,7 +42,15 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .coordinator import ESCALATED_BY_WORKER
-from .envelope import CancelRequest, RemoteError, Reply, ReplyKind, ReplyRoute, TaskEnvelope
+from .envelope import (
+    CancelRequest,
+    RemoteError,
+    Reply,
+    ReplyKind,
+    ReplyRoute,
+    TaskEnvelope,
+    cached_result,
+)
 from .errors import EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
@@ -266,16 +274,17 @@ class Worker:
     def _unsealed(self, task_ids: list[str], cached: list[Any]) -> list[bytes | None]:
         """Cached results, less those a signing pool did not seal itself (forged or altered:
         the task then runs, as if nothing were cached)."""
-        signer = self.pool.signer
-        if signer is None:
-            return [None if c is None else as_bytes(c) for c in cached]
         results: list[bytes | None] = []
-        for task_id, sealed in zip(task_ids, cached, strict=True):
-            result = None if sealed is None else signer.unseal(task_id, as_bytes(sealed))
-            if sealed is not None and result is None:
-                log.warning(
-                    "worker %s: ignored an unsealed cached result of %s", self.worker_id, task_id
-                )
+        for task_id, stored in zip(task_ids, cached, strict=True):
+            result = None
+            if stored is not None:
+                result = cached_result(self.pool.signer, task_id, as_bytes(stored))
+                if result is None:
+                    log.warning(
+                        "worker %s: ignored an unsealed cached result of %s",
+                        self.worker_id,
+                        task_id,
+                    )
             results.append(result)
         return results
 
@@ -396,12 +405,9 @@ class Worker:
         self._release(flight)
 
     def _add_reply(self, pipe: Pipeline, reply_to: str, reply: Reply) -> None:
-        fields = reply.to_fields()
-        if self.pool.signer is not None:
-            fields[b"sig"] = self.pool.signer.sign(fields)
         pipe.xadd(
             reply_to,
-            fields,  # type: ignore[arg-type]
+            reply.to_fields(self.pool.signer),  # type: ignore[arg-type]
             maxlen=self.pool.settings.reply_stream_maxlen,
             approximate=True,
             nomkstream=True,

@@ -212,8 +212,8 @@ async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused
     forged = result("t-1", body=b'"forged"')
     await forge(pool, forged)  # unsigned
     await forge(pool, {**forged, b"sig": b"0" * 64})  # signed with a guess
-    genuine_error = Reply("t-1", 1, ReplyKind.ERROR, error=RemoteError("x.Y", "no", "")).to_fields()
-    genuine_error[b"sig"] = pool.signer.sign(genuine_error)
+    remote = RemoteError("x.Y", "no", "")
+    genuine_error = Reply("t-1", 1, ReplyKind.ERROR, error=remote).to_fields(pool.signer)
     await forge(pool, {**genuine_error, b"etype": b"builtins.KeyError"})  # altered after signing
     await wait_until(lambda: _counted(pool, 3), what="the three forgeries dropped")
     gate.open.set()
