@@ -91,14 +91,19 @@ _OUTPUT_TAG = "__nervenet_lc_output__"
 _ERROR_TAG = "__nervenet_error__"
 
 
+def config_handlers(config: RunnableConfig) -> list[BaseCallbackHandler]:
+    """The handlers of a task's config (its callbacks are a manager, a list, or nothing)."""
+    callbacks: Any = config.get("callbacks")
+    handlers: list[BaseCallbackHandler] = getattr(callbacks, "handlers", callbacks) or []
+    return handlers
+
+
 def _observers(config: RunnableConfig) -> list[BaseCallbackHandler]:
     """The node's handlers that hear about its children, less those relayed otherwise: the
     stream handlers (their own frames) and LangSmith's tracer (the worker traces itself)."""
-    callbacks: Any = config.get("callbacks")
-    handlers: list[BaseCallbackHandler] = getattr(callbacks, "handlers", callbacks) or []
     return [
         h
-        for h in handlers
+        for h in config_handlers(config)
         if not isinstance(h, (StreamMessagesHandler, StreamToolCallHandler, LangChainTracer))
     ]
 
@@ -107,7 +112,7 @@ def describe_observers(config: RunnableConfig) -> dict[str, Any] | None:
     """Who watches the node's run, as plain data; ``None`` when nobody does (the common case,
     which then costs the worker nothing)."""
     run_tree = get_current_run_tree()
-    if run_tree is None and not getattr(config.get("callbacks"), "handlers", True):
+    if run_tree is None and not config_handlers(config):
         return None  # no handler at all: every dispatch of an unobserved graph stops here
     observers = _observers(config)
     langsmith = run_tree.to_headers() if run_tree is not None else None

@@ -37,7 +37,7 @@ from langgraph.pregel._tools import StreamToolCallHandler
 from langgraph.pregel.protocol import StreamProtocol
 from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
 
-from .callbacks import CallbackReplay
+from .callbacks import CallbackReplay, config_handlers
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -247,9 +247,7 @@ class FrameRelay:
 
 
 def _handlers(config: RunnableConfig, cls: type) -> list[Any]:
-    callbacks = config.get("callbacks")
-    handlers = getattr(callbacks, "handlers", callbacks) or []
-    return [h for h in handlers if isinstance(h, cls)]
+    return [h for h in config_handlers(config) if isinstance(h, cls)]
 
 
 def _handler_options(handler: Any) -> dict[str, Any]:

@@ -133,13 +133,7 @@ class Pool:
     # --- lifecycle --------------------------------------------------------------------------
     async def ensure_started(self) -> None:
         """Connect, open the reply stream and start the heartbeat (once; concurrent-safe)."""
-        started = self._started
-        if (
-            started is not None
-            and started.done()
-            and not started.cancelled()
-            and started.exception() is None
-        ):
+        if self._is_started():
             return  # every dispatch passes here: no shield (a future and callbacks) once up
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())
@@ -150,6 +144,15 @@ class Pool:
             if started.done() and self._started is started:
                 self._started = None  # let a later call try again (e.g. Redis came up)
             raise
+
+    def _is_started(self) -> bool:
+        started = self._started
+        return (
+            started is not None
+            and started.done()
+            and not started.cancelled()
+            and started.exception() is None
+        )
 
     async def _start(self) -> None:
         self._closing = False
@@ -176,13 +179,7 @@ class Pool:
         await self.inbox.close()
         if self._batcher is not None:
             await self._batcher.drain(timeout=CLOSE_DRAIN_TIMEOUT)
-        started_ok = (
-            self._started is not None
-            and self._started.done()
-            and not self._started.cancelled()
-            and self._started.exception() is None
-        )
-        if started_ok:
+        if self._is_started():
             with contextlib.suppress(Exception):
                 await self.transport.redis.delete(self.inbox.address)
         self._started = None
