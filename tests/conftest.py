@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from redis_cluster import RedisClusterServers  # noqa: E402
 from redis_server import RedisServer, redis_required  # noqa: E402
 
 
@@ -32,6 +33,29 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A private 3-primary Redis Cluster for the whole session (tests flush it through
+    ``cluster_url``)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if redis_required():
+            pytest.fail("redis-server/redis-cli are not on PATH but CI requires the cluster tests")
+        pytest.skip("redis-server/redis-cli are not on PATH")
+    with RedisClusterServers(primaries=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterServers) -> Iterator[str]:
+    """URL of one node of the session's private cluster, every primary flushed."""
+    import redis.cluster
+
+    client = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    client.close()
+    yield redis_cluster.url
 
 
 @pytest.fixture
