@@ -78,12 +78,9 @@ class CommandBatcher:
                 await self._execute(batch[start : start + MAX_COMMANDS_PER_PIPELINE // 4])
 
     async def _execute(self, batch: list[tuple[BuildCommands, asyncio.Future[list[Any]]]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        spans: list[tuple[int, int]] = []
-        for build, _ in batch:
-            start = len(pipe.command_stack)
-            build(pipe)
-            spans.append((start, len(pipe.command_stack)))
+        pipe, spans, batch = self._build(batch)
+        if not batch:
+            return
         try:
             replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
@@ -105,3 +102,29 @@ class CommandBatcher:
                 future.set_exception(error)
             else:
                 future.set_result(mine)
+
+    def _build(
+        self, batch: list[tuple[BuildCommands, asyncio.Future[list[Any]]]]
+    ) -> tuple[Any, list[tuple[int, int]], list[tuple[BuildCommands, asyncio.Future[list[Any]]]]]:
+        """One pipeline holding every batch's commands, and where each batch's replies will be.
+
+        A batch whose ``build`` raises fails its own future only: the others of the pipeline
+        are sent as if it had not been there (before, its error escaped the flush and left every
+        future of the pipeline unresolved, hanging unrelated dispatches). Commands it added
+        before raising must not run either, so the pipeline is then built again without it.
+        """
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            spans: list[tuple[int, int]] = []
+            for index, (build, future) in enumerate(batch):
+                start = len(pipe)
+                try:
+                    build(pipe)
+                except Exception as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                    batch = batch[:index] + batch[index + 1 :]
+                    break
+                spans.append((start, len(pipe)))
+            else:
+                return pipe, spans, batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -43,3 +44,44 @@ async def test_drain_gives_up_after_its_timeout(client: aioredis.Redis) -> None:
     assert not sent.done()
     await client.execute_command("CLIENT", "UNPAUSE")
     await asyncio.wait_for(sent, 5.0)
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """A client on the single server or on the private cluster."""
+    from nervenet.cluster import async_client
+
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+    client = await async_client(url)
+    yield client
+    await client.aclose()
+
+
+async def test_a_batch_whose_commands_fail_to_build_fails_alone(any_client: Any) -> None:
+    batcher = CommandBatcher(any_client, lambda: None)
+
+    def half_built(pipe: Any) -> None:
+        pipe.set("half", 1)  # added before the error: must not be sent
+        raise ValueError("cannot encode this")
+
+    before = batcher.submit(lambda pipe: pipe.set("before", 1))
+    broken = batcher.submit(half_built)
+    after = [batcher.submit(lambda pipe, n=n: pipe.incr(f"after{{{n}}}")) for n in range(20)]
+
+    assert await asyncio.wait_for(before, 5.0) == [True]
+    with pytest.raises(ValueError, match="cannot encode"):
+        await asyncio.wait_for(broken, 5.0)
+    assert [await asyncio.wait_for(a, 5.0) for a in after] == [[1]] * 20
+    assert await any_client.get("half") is None
+
+
+async def test_a_command_refused_by_redis_fails_only_its_own_batch(any_client: Any) -> None:
+    batcher = CommandBatcher(any_client, lambda: None)
+    await any_client.set("text", "not a stream")
+
+    refused = batcher.submit(lambda pipe: pipe.xadd("text", {"a": 1}))
+    fine = batcher.submit(lambda pipe: pipe.set("fine", 1))
+
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await asyncio.wait_for(refused, 5.0)
+    assert await asyncio.wait_for(fine, 5.0) == [True]
