@@ -54,7 +54,7 @@ class DistributedCrew:
         name: str,
         pool: Pool | None = None,
         policy: DispatchPolicy | None = None,
-        worker_threads: int = 64,
+        worker_threads: int | None = None,
         kickoff_threads: int = 256,
         fast_locks: bool = True,
     ) -> None:
@@ -178,7 +178,7 @@ def distribute_crew(
     task_timeout: float | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     wait_for_worker: bool = False,
-    worker_threads: int = 64,
+    worker_threads: int | None = None,
     kickoff_threads: int = 256,
     fast_locks: bool = True,
 ) -> DistributedCrew:
@@ -186,8 +186,9 @@ def distribute_crew(
     ``@CrewBase`` class) under ``name``.
 
     ``retries``/``task_timeout``/``backoff`` govern each agent task's dispatch (after the retries
-    the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` bounds
-    agent tasks a worker process runs at once; ``kickoff_threads`` bounds concurrent
+    the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` caps
+    the threads running agent work in a worker process (default: as many as the worker's
+    concurrency); ``kickoff_threads`` bounds concurrent
     ``kickoff_async`` runs in a coordinator process. ``fast_locks`` swaps CrewAI's polled file
     locks for queued ones in processes that build many crews (see :mod:`nervenet_crewai.locks`).
     """

@@ -45,7 +45,7 @@ def current_task() -> TaskContext | None:
 class CrewRunner:
     """Serves ``<name>/task`` and ``<name>/llm`` for one registered crew."""
 
-    def __init__(self, name: str, blueprint: Blueprint, *, threads: int) -> None:
+    def __init__(self, name: str, blueprint: Blueprint, *, threads: int | None) -> None:
         self.name = name
         self.blueprint = blueprint
         self.threads = threads
@@ -73,7 +73,9 @@ class CrewRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool(), context.run, fn, *args)
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> ThreadPoolExecutor | None:
+        if self.threads is None:
+            return None  # the loop's default executor, sized by the worker to its concurrency
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(

@@ -57,6 +57,7 @@ from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
 from .registry import WorkerInfo
 from .tasks import cancel_and_wait
+from .threads import release_threads, reserve_threads
 from .transport import as_bytes
 
 if TYPE_CHECKING:
@@ -131,9 +132,13 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._threads_reserved = False
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        if not self._threads_reserved:  # sync handlers: --concurrency of them at once
+            reserve_threads(self.concurrency)
+            self._threads_reserved = True
         await self._ensure_groups()
         await self._find_cancel_positions()
         await self._heartbeat_once()
@@ -159,6 +164,9 @@ class Worker:
         await cancel_and_wait(heartbeat)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.pool.registry.unregister(self.worker_id)
+        if self._threads_reserved:
+            release_threads(self.concurrency)
+            self._threads_reserved = False
 
     async def run_until(self, stop: asyncio.Event, grace: float = 30.0) -> None:
         await self.start()

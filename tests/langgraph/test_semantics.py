@@ -183,6 +183,39 @@ async def test_send_branches_run_in_parallel_on_different_workers(distributed: A
     assert elapsed < BRANCH_SECONDS * 2, f"{len(topics)} branches took {elapsed:.2f} s"
 
 
+SYNC_BRANCHES = 64
+
+
+def sync_fan_out_graph() -> StateGraph:
+    def plan(state: FanOut) -> list[Send]:
+        return [Send("research", {"topic": t}) for t in state["topics"]]
+
+    def research(state: dict[str, str]) -> dict[str, Any]:  # a plain def: runs in a thread
+        time.sleep(1.0)  # e.g. a blocking llm.invoke
+        return {"results": [state["topic"]]}
+
+    builder = StateGraph(FanOut)
+    builder.add_node("research", research)
+    builder.add_conditional_edges(START, plan, ["research"])
+    return builder
+
+
+async def test_one_worker_runs_as_many_sync_nodes_at_once_as_its_concurrency(
+    pool: Pool,
+) -> None:
+    graph = distribute(sync_fan_out_graph(), pool=pool, name="sync-fan-out")
+    await pool.serve(graph, concurrency=SYNC_BRANCHES)
+    topics = [f"t{n}" for n in range(SYNC_BRANCHES)]
+
+    started = time.perf_counter()
+    result = await graph.ainvoke({"topics": topics, "results": []})
+    elapsed = time.perf_counter() - started
+
+    assert sorted(result["results"]) == sorted(topics)
+    # asyncio's default executor (6 threads here) took 11 waves of 1 s.
+    assert elapsed < 2.5, f"{SYNC_BRANCHES} one-second sync nodes took {elapsed:.1f} s"
+
+
 class Flaky(Exception):
     pass
 
