@@ -1,4 +1,5 @@
-"""RedisSaver passes LangGraph's own checkpointer conformance suite on a real redis-server.
+"""RedisSaver passes LangGraph's own checkpointer conformance suite on a real redis-server and on a
+3-primary Redis Cluster (reached, as a user would, through the URL of one of its nodes).
 
 The suite (``langgraph-checkpoint-conformance``) calls only the async ``a*`` methods, so the sync
 methods run it through ``SyncMethods``, whose ``a*`` methods call the sync ones in a thread.
@@ -79,6 +80,13 @@ class SyncMethods(BaseCheckpointSaver[str]):
         await asyncio.to_thread(self.saver.delete_thread, thread_id)
 
 
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def url(request: pytest.FixtureRequest) -> str:
+    """A clean single server, or a clean cluster."""
+    fixture = "redis_url" if request.param == "redis" else "cluster_url"
+    return str(request.getfixturevalue(fixture))
+
+
 def assert_passed_everything_it_ran(report: CapabilityReport) -> None:
     ran = {name: r for name, r in report.results.items() if r.detected}
     failures = [failure for r in ran.values() for failure in r.failures]
@@ -87,19 +95,19 @@ def assert_passed_everything_it_ran(report: CapabilityReport) -> None:
     assert sum(r.tests_passed for r in ran.values()) >= BASE_TESTS
 
 
-async def test_async_methods_pass_the_langgraph_conformance_suite(redis_url: str) -> None:
+async def test_async_methods_pass_the_langgraph_conformance_suite(url: str) -> None:
     @checkpointer_test(name="RedisSaver (async)")
     async def saver() -> AsyncIterator[RedisSaver]:
-        async with RedisSaver.from_url(redis_url) as saver:
+        async with RedisSaver.from_url(url) as saver:
             yield saver
 
     assert_passed_everything_it_ran(await validate(saver))
 
 
-async def test_sync_methods_pass_the_langgraph_conformance_suite(redis_url: str) -> None:
+async def test_sync_methods_pass_the_langgraph_conformance_suite(url: str) -> None:
     @checkpointer_test(name="RedisSaver (sync)")
     async def saver() -> AsyncIterator[SyncMethods]:
-        with RedisSaver.from_url(redis_url) as saver:
+        with RedisSaver.from_url(url) as saver:
             yield SyncMethods(saver)
 
     assert_passed_everything_it_ran(await validate(saver))

@@ -1,4 +1,5 @@
-"""RedisSaver behaves like LangGraph's InMemorySaver, on a real redis-server and on fakeredis.
+"""RedisSaver behaves like LangGraph's InMemorySaver, on a real redis-server, on a 3-primary Redis
+Cluster and on fakeredis.
 
 Graph tests run one scenario twice, once checkpointed in memory and once in Redis, through the
 graph's sync methods and through its async ones, and compare what a user can see: states, pending
@@ -8,6 +9,7 @@ so summaries leave them out.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ pytest.importorskip("langgraph")
 import fakeredis
 import redis
 import redis.asyncio as aioredis
+import redis.cluster
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
@@ -32,8 +35,10 @@ from langgraph.checkpoint.serde.types import ERROR
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, StateSnapshot, interrupt
 from nervenet_langgraph.checkpoint import RedisSaver
+from redis_cluster import RedisClusterServers
 from redis_server import free_port
 
+from nervenet.errors import ConfigurationError, PoolConnectionError
 from nervenet.keys import Keys
 
 pytestmark = pytest.mark.langgraph
@@ -44,7 +49,7 @@ pytestmark = pytest.mark.langgraph
 class Backend:
     """A Redis to checkpoint into, with a raw client to look at what the saver left there."""
 
-    raw: redis.Redis
+    raw: redis.Redis | redis.cluster.RedisCluster
     build: Callable[..., RedisSaver]
     savers: list[RedisSaver] = field(default_factory=list)
 
@@ -54,16 +59,36 @@ class Backend:
         return saver
 
     def checkpoint_keys(self) -> list[str]:
+        # On a cluster client scan_iter walks every primary.
         return sorted(k.decode() for k in self.raw.scan_iter(match="nn:cp:*"))
 
+    def node_of(self, key: str) -> str:
+        """Which server holds ``key``: one of several only on a cluster."""
+        if isinstance(self.raw, redis.cluster.RedisCluster):
+            return str(self.raw.get_node_from_key(key).name)
+        return "the server"
 
-@pytest.fixture(params=["redis", "fakeredis"])
+    @property
+    def primaries(self) -> int:
+        if isinstance(self.raw, redis.cluster.RedisCluster):
+            return len(self.raw.get_primaries())
+        return 1
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster), "fakeredis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         backend = Backend(
             raw=redis.Redis.from_url(url),
             build=lambda **options: RedisSaver.from_url(url, **options),
+        )
+    elif request.param == "cluster":
+        # The URL of one node, as a user would give it: the saver finds out it is a cluster.
+        cluster_url = request.getfixturevalue("cluster_url")
+        backend = Backend(
+            raw=redis.cluster.RedisCluster.from_url(cluster_url),
+            build=lambda **options: RedisSaver.from_url(cluster_url, **options),
         )
     else:
         server = fakeredis.FakeServer()
@@ -120,6 +145,11 @@ class Api:
             await saver.adelete_thread(thread_id)
         else:
             saver.delete_thread(thread_id)
+
+    async def thread_ids(self, saver: BaseCheckpointSaver[Any]) -> list[str]:
+        """The thread of every checkpoint ``list(None)`` gives, in its order."""
+        saved = [t async for t in saver.alist(None)] if self.use_async else list(saver.list(None))
+        return [t.config["configurable"]["thread_id"] for t in saved]
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -376,12 +406,28 @@ async def test_list_pages_through_long_threads_newest_first(saver: RedisSaver) -
     assert before == ids[-2:-5:-1]
 
 
-async def test_list_without_a_config_walks_every_thread(saver: RedisSaver) -> None:
-    for thread_id in ("t-1", "t-2"):
-        saver.put(generate_config(thread_id), generate_checkpoint(), generate_metadata(), {})
+async def test_list_without_a_config_walks_every_thread_wherever_it_lives(
+    api: Api, backend: Backend, saver: RedisSaver
+) -> None:
+    graph = chain_graph().compile(checkpointer=saver)
+    thread_ids = [f"t-{i:02}" for i in range(12)]
+    for thread_id in thread_ids:
+        await api.invoke(graph, {"log": []}, {"configurable": {"thread_id": thread_id}})
+    registries = {t: f"nn:cp:{{{t}}}:keys" for t in thread_ids}
+    node_of = {t: backend.node_of(key) for t, key in registries.items()}
+    # On a cluster these twelve threads do land on every primary.
+    assert len(set(node_of.values())) == backend.primaries
 
-    threads = [t.config["configurable"]["thread_id"] async for t in saver.alist(None)]
-    assert threads == ["t-1", "t-2"]
+    listed = await api.thread_ids(saver)
+    assert list(dict.fromkeys(listed)) == thread_ids
+    assert len(listed) == 5 * len(thread_ids)  # input + 4 loop checkpoints per thread
+
+    # One thread deleted on each server; the others, on the same servers, stay whole.
+    doomed = {node: t for t, node in node_of.items()}.values()
+    for thread_id in doomed:
+        await api.delete_thread(saver, thread_id)
+    assert await api.thread_ids(saver) == [t for t in listed if t not in doomed]
+    assert not [key for key in backend.checkpoint_keys() for t in doomed if f"{{{t}}}" in key]
 
 
 async def test_put_and_put_writes_take_one_round_trip_each_and_get_tuple_two(
@@ -401,7 +447,9 @@ async def test_put_and_put_writes_take_one_round_trip_each_and_get_tuple_two(
     assert round_trips == [1, 1, 1, 1]
 
 
-def count_round_trips(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_round_trips(
+    client: redis.Redis | redis.cluster.RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
     """One entry per pipeline ``client`` sends from now on."""
     sent: list[int] = []
     make_pipeline = client.pipeline
@@ -437,6 +485,59 @@ async def test_unreachable_server_raises_instead_of_looking_like_an_empty_thread
             await api.delete_thread(saver, "t-down")
     finally:
         await saver.aclose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["redis", pytest.param("cluster", marks=pytest.mark.cluster)], indirect=True
+)
+async def test_a_burst_of_async_writes_waits_for_connections_instead_of_failing(
+    backend: Backend,
+) -> None:
+    # More writes at once than the clients from_url opens may have connections (a cluster
+    # client raises MaxConnectionsError beyond 100 per node instead of waiting); clients handed
+    # in, as the fakeredis ones, are the caller's to size.
+    saver = backend.saver()
+    await asyncio.gather(
+        *(
+            saver.aput(generate_config(f"t-{i}"), generate_checkpoint(), generate_metadata(), {})
+            for i in range(300)
+        )
+    )
+    assert len([t async for t in saver.alist(None)]) == 300
+
+
+# --- URLs -------------------------------------------------------------------------------------
+@pytest.mark.cluster
+async def test_a_cluster_url_names_any_node_and_requires_a_cluster(
+    api: Api, redis_cluster: RedisClusterServers, cluster_url: str
+) -> None:
+    node = redis_cluster.nodes[-1]
+    saver = RedisSaver.from_url(f"redis+cluster://127.0.0.1:{node.port}/0")
+    graph = chain_graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t-url"}}
+    try:
+        assert await api.invoke(graph, {"log": []}, config) == {"log": ["a", "b", "c"]}
+        assert (await api.state(graph, config)).values == {"log": ["a", "b", "c"]}
+    finally:
+        await saver.aclose()
+
+
+async def test_a_cluster_url_to_a_single_server_is_refused_with_a_nervenet_error(
+    api: Api, redis_url: str
+) -> None:
+    saver = RedisSaver.from_url(redis_url.replace("redis://", "redis+cluster://", 1))
+    graph = chain_graph().compile(checkpointer=saver)
+    try:
+        with pytest.raises(PoolConnectionError, match="asks for a Redis Cluster"):
+            await api.invoke(graph, {"log": []}, {"configurable": {"thread_id": "t"}})
+    finally:
+        await saver.aclose()
+
+
+async def test_an_unsupported_url_scheme_is_refused_at_once() -> None:
+    with pytest.raises(ConfigurationError, match="unsupported Redis URL scheme 'http'") as error:
+        RedisSaver.from_url("http://user:secret@localhost:6379/0")
+    assert "secret" not in str(error.value)
 
 
 async def test_clients_that_decode_responses_are_refused() -> None:
