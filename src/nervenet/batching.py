@@ -91,7 +91,7 @@ class CommandBatcher:
                 raise
             return
         finally:
-            await pipe.reset()  # type: ignore[no-untyped-call]
+            await pipe.reset()
         self._on_flushed()
         for (start, end), (_, future) in zip(spans, batch, strict=True):
             if future.done():

@@ -96,7 +96,8 @@ def is_cluster_sync(url: RedisUrl) -> bool:
     """Ask the node ``url`` names whether it runs in cluster mode (one short connection)."""
     if urlsplit(url.url).scheme == "unix":
         return url.check_cluster_mode(False)
-    probe = redis.Redis.from_url(url.url, socket_connect_timeout=5)
+    # Database 0: a cluster node refuses SELECT, and the URL's database is checked below.
+    probe = redis.Redis.from_url(url.url, socket_connect_timeout=5, db=0)
     try:
         enabled = _cluster_enabled(probe.info("cluster"))
     finally:
@@ -108,7 +109,7 @@ async def is_cluster(url: RedisUrl) -> bool:
     """:func:`is_cluster_sync` for async callers."""
     if urlsplit(url.url).scheme == "unix":
         return url.check_cluster_mode(False)
-    probe = aioredis.Redis.from_url(url.url, socket_connect_timeout=5)
+    probe = aioredis.Redis.from_url(url.url, socket_connect_timeout=5, db=0)
     try:
         enabled = _cluster_enabled(await probe.info("cluster"))
     finally:

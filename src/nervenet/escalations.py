@@ -133,7 +133,9 @@ class Escalations:
         if self._signer is not None:
             task_fields[b"sig"] = self._signer.sign(task_fields)
         redis = self._transport.redis
-        new_id = await redis.xadd(self._keys.task_stream(escalation.task_type), task_fields)  # type: ignore[arg-type]
+        task_id = task_fields.get(b"id", b"").decode(errors="replace")
+        stream = self._keys.task_stream_for(escalation.task_type, task_id)
+        new_id = await redis.xadd(stream, task_fields)  # type: ignore[arg-type]
         await redis.xdel(self._keys.escalations, entry_id)
         self._transport.notify_written()
         return new_id.decode() if isinstance(new_id, bytes) else str(new_id)

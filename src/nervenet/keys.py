@@ -4,11 +4,24 @@ Each key carries a Redis Cluster hash tag (the part in braces) chosen so that th
 touches together hash to one slot: everything about one thread's checkpoints shares ``{thread}``,
 everything else is a single-key operation and gets its own tag so load spreads over the cluster.
 Several apps can share one Redis by choosing different namespaces (default ``nn``).
+
+Task streams can be partitioned: one stream is one slot and so one shard, so a hot task type
+would cap a whole cluster at one shard's throughput. With ``P`` partitions every task type has
+``P`` streams; a task goes to the one its task id hashes to (no ordering across partitions). The
+streams of every task type in partition ``p`` share that partition's hash tag, so a worker reads
+all the types it serves in one ``XREADGROUP`` per partition, whatever their number; the ``P`` tags
+are chosen to fall on evenly spaced slots, so a cluster made with ``redis-cli --cluster create``
+(contiguous, equal slot ranges) gives each primary an equal share. With one partition (a single
+server's default) a task stream keeps its own tag: ``nn:task:{support/classify}``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import zlib
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 DEFAULT_NAMESPACE = "nn"
 
@@ -16,11 +29,39 @@ DEFAULT_NAMESPACE = "nn"
 WORKER_GROUP = "workers"
 
 
-@dataclass(frozen=True, slots=True)
+#: Most partitions a namespace may have (each is one blocking read per worker on a cluster).
+MAX_PARTITIONS = 256
+
+
+@functools.cache
+def partition_tags(partitions: int) -> tuple[str, ...]:
+    """Hash tags of ``partitions`` partitions, ``p<n>.<k>``, the ``n``-th on a slot in the
+    ``n``-th of ``partitions`` equal slot ranges (``k`` found by trying: about ``partitions``
+    tries each)."""
+    tags = []
+    for n in range(partitions):
+        low = n * REDIS_CLUSTER_HASH_SLOTS // partitions
+        high = (n + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+        k = 0
+        while not low <= key_slot(f"p{n}.{k}".encode()) < high:
+            k += 1
+        tags.append(f"p{n}.{k}")
+    return tuple(tags)
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition a task id goes to: stable across retries and redeliveries."""
+    return zlib.crc32(task_id.encode()) % partitions if partitions > 1 else 0
+
+
+@dataclass(slots=True)
 class Keys:
     """Key builder for one namespace. Examples below are for the default namespace ``nn``."""
 
     namespace: str = DEFAULT_NAMESPACE
+    partitions: int = field(default=1)
+    """Partitions of every task stream; a pool sets it once, as agreed with the server at start
+    (see :meth:`nervenet.pool.Pool.ensure_started`), before any task traffic."""
 
     def __post_init__(self) -> None:
         if not self.namespace or any(c in self.namespace for c in "{}: \t\n"):
@@ -28,11 +69,24 @@ class Keys:
                 f"namespace {self.namespace!r} must be non-empty and contain no braces, colons "
                 "or white space"
             )
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}, not {self.partitions}")
 
     # --- task traffic ------------------------------------------------------------------------
-    def task_stream(self, task_type: str) -> str:
-        """Stream of tasks of one type: ``nn:task:{support/classify}``."""
-        return f"{self.namespace}:task:{{{task_type}}}"
+    def task_stream(self, task_type: str, partition: int = 0) -> str:
+        """Stream of tasks of one type: ``nn:task:{support/classify}``, or with partitions
+        ``nn:task:{p3.41}:support/classify`` for partition 3."""
+        if self.partitions == 1:
+            return f"{self.namespace}:task:{{{task_type}}}"
+        return f"{self.namespace}:task:{{{partition_tags(self.partitions)[partition]}}}:{task_type}"
+
+    def task_streams(self, task_type: str) -> list[str]:
+        """Every partition's stream of one task type."""
+        return [self.task_stream(task_type, p) for p in range(self.partitions)]
+
+    def task_stream_for(self, task_type: str, task_id: str) -> str:
+        """The stream a task goes to."""
+        return self.task_stream(task_type, partition_of(task_id, self.partitions))
 
     @property
     def task_stream_prefix(self) -> str:
@@ -40,8 +94,11 @@ class Keys:
         return f"{self.namespace}:task:"
 
     def task_type_of(self, stream_key: str) -> str:
-        """Inverse of :meth:`task_stream`."""
-        return stream_key[len(self.task_stream_prefix) + 1 : -1]
+        """Inverse of :meth:`task_stream` (either form)."""
+        rest = stream_key[len(self.task_stream_prefix) :]
+        if rest.endswith("}"):
+            return rest[1:-1]
+        return rest[rest.index("}:") + 2 :]
 
     def reply_stream(self, process_id: str) -> str:
         """Where workers answer one coordinator process: ``nn:reply:{3f2a...}``."""
@@ -56,14 +113,20 @@ class Keys:
         """
         return f"{self.namespace}:reply:{{"
 
-    def cancel_stream(self, task_type: str) -> str:
-        """Cancellations of dispatched tasks of one type, read (``XREAD``, no group) by every
-        worker serving the type: ``nn:cancel:{support/classify}``.
+    def cancel_stream(self, task_stream: str) -> str:
+        """Cancellations of the tasks dispatched on one task stream, read (``XREAD``, no group)
+        by every worker serving it: ``nn:cancel:{support/classify}``.
 
         It shares the task stream's hash tag, so a coordinator's ``XDEL`` of the task entry and
         ``XADD`` of the cancellation go to one slot in one pipeline, also in a cluster.
         """
-        return f"{self.namespace}:cancel:{{{task_type}}}"
+        return f"{self.namespace}:cancel:{task_stream[len(self.task_stream_prefix) :]}"
+
+    @property
+    def config(self) -> str:
+        """Hash of settings every process of the namespace must share (the number of task
+        stream partitions), written by the first pool to start: ``nn:{config}``."""
+        return f"{self.namespace}:{{config}}"
 
     def is_reply_stream(self, key: str) -> bool:
         """Whether ``key`` is a reply stream of this namespace exactly as :meth:`reply_stream`

@@ -43,6 +43,10 @@ T = TypeVar("T")
 #: How long closing waits for writes already queued (a dead Redis must not hang the close).
 CLOSE_DRAIN_TIMEOUT = 5.0
 
+#: Default task stream partitions per cluster primary: an equal share of every task type on
+#: each shard, and some slack for a shard count that grows later.
+CLUSTER_PARTITIONS_PER_PRIMARY = 4
+
 
 class Pool:
     """Shared agent pool handle for one process."""
@@ -158,6 +162,7 @@ class Pool:
         self._closing = False
         self.portal.adopt_running_loop()
         await self.transport.check()
+        self.keys.partitions = await self._agree_partitions()
         self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
         self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
         await self.inbox.open()
@@ -165,6 +170,26 @@ class Pool:
         self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
         for handlers, concurrency in self._local_handlers:
             await self._start_worker(handlers, concurrency)
+
+    async def _agree_partitions(self) -> int:
+        """The namespace's task stream partitions: what the first pool to start wrote, else
+        this pool's setting (written for every later one)."""
+        wanted = self.settings.task_partitions
+        if wanted is None:
+            wanted = CLUSTER_PARTITIONS_PER_PRIMARY * self.transport.primaries
+            wanted = wanted if self.transport.is_cluster else 1
+        redis = self.transport.redis
+        await redis.hsetnx(self.keys.config, "task_partitions", wanted)
+        stored = int(as_text(await redis.hget(self.keys.config, "task_partitions") or b"1"))
+        if self.settings.task_partitions not in (None, stored):
+            log.warning(
+                "namespace %r already uses %d task stream partitions; this pool's setting "
+                "(%d) is ignored so that its tasks reach the other processes' workers",
+                self.keys.namespace,
+                stored,
+                self.settings.task_partitions,
+            )
+        return stored
 
     async def aclose(self) -> None:
         """Stop in-process workers and the heartbeat, delete the reply stream, disconnect."""
@@ -272,7 +297,7 @@ class Pool:
         """Queue the ``XADD`` of ``envelope`` (on the pool's loop); the future's result is
         ``[entry id]``. The write goes out even if nobody awaits the future."""
         fields = envelope.to_fields(self.signer)
-        stream = self.keys.task_stream(envelope.task_type)
+        stream = self.keys.task_stream_for(envelope.task_type, envelope.task_id)
         return self.batcher.submit(lambda pipe: pipe.xadd(stream, fields))  # type: ignore[arg-type]
 
     def cancel_soon(
@@ -294,8 +319,8 @@ class Pool:
         if self._closing:
             return None
         request = CancelRequest(as_text(entry_id), envelope.task_id, envelope.attempt)
-        stream = self.keys.task_stream(envelope.task_type)
-        cancels = self.keys.cancel_stream(envelope.task_type)
+        stream = self.keys.task_stream_for(envelope.task_type, envelope.task_id)
+        cancels = self.keys.cancel_stream(stream)
         maxlen = self.settings.cancel_stream_maxlen
 
         def commands(pipe: Pipeline) -> None:
@@ -318,7 +343,7 @@ class Pool:
     async def escalate(self, envelope: TaskEnvelope, reason: str, *, error: str = "") -> None:
         fields = escalation_fields(
             reason,
-            source=self.keys.task_stream(envelope.task_type),
+            source=self.keys.task_stream_for(envelope.task_type, envelope.task_id),
             envelope=envelope,
             error=error,
         )
@@ -370,7 +395,7 @@ class Pool:
         waiters = self.inbox.pending()
         if not waiters:
             return
-        cached = await redis.mget([self.keys.result(w.task_id) for w in waiters])
+        cached = await self.transport.mget([self.keys.result(w.task_id) for w in waiters])
         for waiter, stored in zip(waiters, cached, strict=True):
             result = None
             if stored is not None:  # a forged entry counts as absent: the task is republished

@@ -91,7 +91,7 @@ class Registry:
         ids = [as_text(i) for i in await redis.zrange(self._keys.workers, 0, -1)]
         if not ids:
             return []
-        records = await redis.mget([self._keys.worker(i) for i in ids])
+        records = await self._transport.mget([self._keys.worker(i) for i in ids])
         live: list[WorkerInfo] = []
         for worker_id, raw in zip(ids, records, strict=True):
             if raw is None:

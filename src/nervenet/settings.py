@@ -50,6 +50,13 @@ class PoolSettings:
     """How long one blocking read waits before the loop checks for shutdown."""
     worker_wait_timeout: float = 30.0
     """How long ``wait_for_worker=True`` waits for a worker of the task type to register."""
+    task_partitions: int | None = None
+    """Streams per task type (see :mod:`nervenet.keys`). Every process of a namespace must use
+    the same number, so the first pool to start writes it to Redis and every later one adopts
+    that (with a warning if its own setting differs). None: 1 on a single server, 4 per primary
+    on a cluster (12 on 3 primaries), so that a hot task type spreads over every shard. On a
+    cluster a worker reads each partition with its own blocking read: give workers a
+    concurrency of at least this many."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0:
@@ -61,5 +68,7 @@ class PoolSettings:
             )
         if self.lease_ttl < 2 * self.heartbeat_interval:
             raise ConfigurationError("lease_ttl must be at least two heartbeat intervals")
+        if self.task_partitions is not None and not 1 <= self.task_partitions <= 256:
+            raise ConfigurationError("task_partitions must be 1..256")
         if self.max_in_flight < 1 or self.max_deliveries < 1:
             raise ConfigurationError("max_in_flight and max_deliveries must be at least 1")

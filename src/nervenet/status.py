@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class QueueStatus:
-    """One task type's stream."""
+    """One task type's streams (all its partitions together)."""
 
     task_type: str
     """The task type."""
@@ -38,7 +38,7 @@ class PoolStatus:
     namespace: str
     """Key namespace."""
     queues: list[QueueStatus]
-    """One per task stream, sorted by task type."""
+    """One per task type, sorted by task type."""
     workers: list[WorkerInfo]
     """Live workers."""
     running_workflows: int
@@ -52,7 +52,7 @@ class PoolStatus:
 async def collect_status(pool: Pool) -> PoolStatus:
     redis = pool.transport.redis
     keys = pool.keys
-    queues = []
+    by_type: dict[str, QueueStatus] = {}
     async for raw_key in redis.scan_iter(match=f"{keys.task_stream_prefix}*", count=500):
         stream = raw_key.decode()
         depth = int(await redis.xlen(stream))
@@ -65,8 +65,13 @@ async def collect_status(pool: Pool) -> PoolStatus:
                 idle = int(oldest[0]["time_since_delivered"]) if oldest else 0
         except ResponseError:  # no consumer group yet: nobody ever served this type
             pass
-        queues.append(QueueStatus(keys.task_type_of(stream), depth, pending, idle))
-    queues.sort(key=lambda q: q.task_type)
+        task_type = keys.task_type_of(stream)
+        seen = by_type.get(task_type)
+        if seen is not None:  # another partition of the type
+            depth, pending = depth + seen.depth, pending + seen.pending
+            idle = max(idle, seen.oldest_pending_idle_ms)
+        by_type[task_type] = QueueStatus(task_type, depth, pending, idle)
+    queues = sorted(by_type.values(), key=lambda q: q.task_type)
     workers = await pool.registry.workers()
     running = int(await redis.zcount(keys.workflows, "-inf", "+inf"))
     return PoolStatus(

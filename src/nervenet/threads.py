@@ -26,9 +26,7 @@ log = logging.getLogger("nervenet.threads")
 #: executor (DNS look-ups, file I/O of the host app): asyncio's own default size.
 HEADROOM = min(32, (os.cpu_count() or 1) + 4)
 
-_reserved: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
-    weakref.WeakKeyDictionary()
-)
+_reserved: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 #: The executor this module set on a loop, and its size.
 _ours: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[ThreadPoolExecutor, int]] = (
     weakref.WeakKeyDictionary()

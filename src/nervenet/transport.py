@@ -1,31 +1,40 @@
 """The seam between nervenet and a Redis server: a real one, or an embedded in-process one.
 
-Both transports hand out the same redis-py asyncio client API. They differ in one thing only:
-how a reader waits for new stream entries. A real server blocks in ``XREAD(GROUP) BLOCK``.
-fakeredis answers ``XREADGROUP`` with ``BLOCK`` and ``COUNT`` at once instead of blocking, which
-would turn every read loop into a busy loop, so the embedded transport reads without blocking and
-waits on an in-process signal raised whenever nervenet wrote to a stream (all writers are in this
-process, so no write can be missed).
+Both transports hand out the same redis-py asyncio client API. A real server may be a Redis
+Cluster (found out at start, see :mod:`nervenet.cluster`): the client is then redis-py's cluster
+client, which routes each command to the primary holding its slot and follows ``MOVED``/``ASK``,
+and the few multi-key commands nervenet sends (``XREADGROUP``/``XREAD`` over several streams,
+``MGET``) are split per slot with :meth:`Transport.slot_groups` and :meth:`Transport.mget`.
+The transports differ in one more thing: how a reader waits for new stream entries. A real
+server blocks in ``XREAD(GROUP) BLOCK``. fakeredis answers ``XREADGROUP`` with ``BLOCK`` and
+``COUNT`` at once instead of blocking, which would turn every read loop into a busy loop, so the
+embedded transport reads without blocking and waits on an in-process signal raised whenever
+nervenet wrote to a stream (all writers are in this process, so no write can be missed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Iterable
 from typing import Any, Protocol, cast
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
+import redis.asyncio.cluster as aiocluster
+from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .errors import ConfigurationError, PoolConnectionError
+from .cluster import RedisUrl, slot_of
+from .errors import PoolConnectionError
+
+log = logging.getLogger("nervenet.transport")
 
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 StreamBatch = list[tuple[bytes, StreamEntries]]
 
-SUPPORTED_SCHEMES = ("redis", "rediss", "unix")
 LOADING_WAIT = 60.0  # seconds a starting pool waits for a server still loading its dataset
+CLUSTER_DOWN_WAIT = 30.0  # seconds a starting pool waits for a cluster to cover every slot
 
 
 def as_bytes(value: object) -> bytes:
@@ -77,9 +86,23 @@ class Transport(Protocol):
     """What the pool needs from a Redis connection."""
 
     redis: aioredis.Redis
-    """Async client; every command except blocking reads goes through it."""
+    """Async client; every command except blocking reads goes through it. On a cluster it is
+    redis-py's cluster client, which has the same command methods."""
     description: str
     """Where it points, with any password masked, for logs and the status view."""
+    is_cluster: bool
+    """Whether the server is a Redis Cluster (known once :meth:`check` returned)."""
+    primaries: int
+    """Primaries serving the keyspace (1 unless a cluster)."""
+
+    def slot_groups(self, keys: Iterable[str]) -> list[list[str]]:
+        """``keys`` grouped so that each group may go in one multi-key command: one group on a
+        single server, one per slot on a cluster."""
+        ...
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        """``MGET`` of keys in any slots."""
+        ...
 
     async def read_group(
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
@@ -111,20 +134,17 @@ class RedisTransport:
     """
 
     def __init__(self, url: str, *, max_connections: int = 64) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in SUPPORTED_SCHEMES:
-            raise ConfigurationError(
-                f"unsupported Redis URL scheme {scheme!r} in {mask_password(url)!r}; use "
-                "redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket"
-            )
-        self.description = mask_password(url)
+        self.url = RedisUrl.parse(url)
+        self.description = self.url.description
+        self.is_cluster = False
+        self.primaries = 1
         # A blocking pool makes a burst of commands queue for a connection instead of failing
         # with "Too many connections" (thousands of workflows share one process's pool).
         extra: dict[str, Any] = {}
-        if scheme == "redis" and _HiredisPackingConnection is not None:
+        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
             extra["connection_class"] = _HiredisPackingConnection
         connections = aioredis.BlockingConnectionPool.from_url(
-            url,
+            self.url.url,
             **extra,
             max_connections=max_connections,
             timeout=None,
@@ -147,13 +167,30 @@ class RedisTransport:
         result: Any = await self.redis.xread(_stream_ids(streams), count=count, block=block_ms)
         return list(result or [])
 
+    def slot_groups(self, keys: Iterable[str]) -> list[list[str]]:
+        if not self.is_cluster:
+            return [list(keys)]
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(slot_of(key), []).append(key)
+        return list(groups.values())
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        if self.is_cluster:
+            cluster = cast(aiocluster.RedisCluster, self.redis)
+            values: list[Any] = await cluster.mget_nonatomic(keys)
+        else:
+            values = await self.redis.mget(keys)
+        return values
+
     def notify_written(self) -> None:
         """A real server wakes blocked readers itself."""
 
     async def check(self) -> None:
         try:
             await self._ping_once_loaded()
-            version = (await self.redis.info("server")).get("redis_version", "0")
+            info = await self.redis.info()
+            version = info.get("redis_version", "0")
         except AuthenticationError as exc:
             raise PoolConnectionError(
                 f"Redis at {self.description} refused the credentials ({exc}); check the user "
@@ -164,6 +201,8 @@ class RedisTransport:
                 raise PoolConnectionError(
                     f"Redis at {self.description} needs a password: redis://:PASSWORD@host:port"
                 ) from exc
+            if "SELECT is not allowed in cluster mode" in str(exc):
+                self.url.check_cluster_mode(True)  # raises: a cluster has database 0 only
             raise
         except (RedisConnectionError, OSError) as exc:
             raise PoolConnectionError(
@@ -175,6 +214,62 @@ class RedisTransport:
                 f"Redis at {self.description} is {version}; nervenet needs 6.2 or newer "
                 "(XAUTOCLAIM, XADD NOMKSTREAM)"
             )
+        if self.url.check_cluster_mode(bool(int(info.get("cluster_enabled", 0)))):
+            await self._open_cluster()
+
+    async def _open_cluster(self) -> None:
+        """Replace the single-node client by a cluster client once every slot is served."""
+        await self._wait_cluster_ok()
+        options: dict[str, Any] = {}
+        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
+            options["connection_class"] = _HiredisPackingConnection
+        cluster = aiocluster.RedisCluster.from_url(
+            self.url.url,
+            **options,
+            socket_connect_timeout=5,
+            socket_timeout=None,  # blocking reads wait block_ms on the server
+            health_check_interval=15,
+        )
+        try:
+            await cluster.initialize()
+        except RedisError as exc:
+            await cluster.aclose()
+            raise PoolConnectionError(
+                f"cannot reach every node of the Redis Cluster at {self.description} ({exc})"
+            ) from exc
+        single = self.redis
+        # The cluster client has the same command methods as the single-server one.
+        self.redis = cast(aioredis.Redis, cluster)
+        self.is_cluster = True
+        self.primaries = len(cluster.get_primaries())
+        await single.aclose()
+        await single.connection_pool.disconnect()
+        log.info("Redis at %s is a cluster of %d primaries", self.description, self.primaries)
+
+    async def _wait_cluster_ok(self) -> None:
+        # A cluster with uncovered slots (a primary down, no replica to promote) refuses the
+        # commands of those slots: wait a bounded while for it to heal, saying so once.
+        deadline = asyncio.get_running_loop().time() + CLUSTER_DOWN_WAIT
+        said = False
+        while True:
+            state = await self.redis.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            text = as_text(state)
+            if "cluster_state:ok" in text:
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                raise PoolConnectionError(
+                    f"the Redis Cluster at {self.description} is down (cluster_state is not "
+                    f"ok after {CLUSTER_DOWN_WAIT:.0f} s: some slots have no live primary); "
+                    "check `redis-cli -p PORT cluster info`"
+                )
+            if not said:
+                log.warning(
+                    "the Redis Cluster at %s is down (cluster_state:fail); waiting up to %.0f s",
+                    self.description,
+                    CLUSTER_DOWN_WAIT,
+                )
+                said = True
+            await asyncio.sleep(0.5)
 
     async def _ping_once_loaded(self) -> None:
         # A restarted server accepts connections while it replays its AOF/RDB and answers
@@ -192,13 +287,16 @@ class RedisTransport:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if not self.is_cluster:  # a cluster client's aclose disconnects its node pools itself
+            await self.redis.connection_pool.disconnect()
 
 
 class EmbeddedTransport:
     """An in-process fakeredis server: nothing to install or start, for notebooks and tests."""
 
     description = "embedded (in-process fakeredis)"
+    is_cluster = False
+    primaries = 1
 
     def __init__(self) -> None:
         import fakeredis
@@ -215,6 +313,13 @@ class EmbeddedTransport:
         import fakeredis
 
         return fakeredis.FakeRedis(server=self.server)
+
+    def slot_groups(self, keys: Iterable[str]) -> list[list[str]]:
+        return [list(keys)]
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        values: list[Any] = await self.redis.mget(keys)
+        return values
 
     async def read_group(
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
@@ -255,14 +360,6 @@ class EmbeddedTransport:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
-
-
-def mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

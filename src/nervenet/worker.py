@@ -2,7 +2,9 @@
 
 Delivery is at-least-once and made safe by the result cache:
 
-* read with ``XREADGROUP`` (one blocking call covers every stream the worker serves);
+* read with ``XREADGROUP``: one blocking call covers every stream the worker serves on a single
+  server; on a cluster, one per slot (a partition's streams share one, see :mod:`nervenet.keys`),
+  each reading its share of the worker's free slots;
 * a task whose result is already cached is answered from the cache, not run again;
 * the result is written, the reply sent, and only then the entry is ``XACK``-ed and deleted;
 * each heartbeat re-claims the worker's own in-flight entries (``XCLAIM ... JUSTID``) so their
@@ -55,6 +57,7 @@ from .errors import EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
+from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads
@@ -118,18 +121,21 @@ class Worker:
         self.dead_lettered = 0
         self.reclaimed = 0
         self.cancelled = 0
-        self._streams = {pool.keys.task_stream(t): t for t in self.handlers}
+        self._streams = {s: t for t in self.handlers for s in pool.keys.task_streams(t)}
         # cancel stream -> the task stream whose entries it cancels
-        self._cancel_streams = {
-            pool.keys.cancel_stream(t): pool.keys.task_stream(t) for t in self.handlers
-        }
+        self._cancel_streams = {pool.keys.cancel_stream(s): s for s in self._streams}
+        # Streams each blocking read covers: all of them, or on a cluster those of one slot.
+        self._read_groups = pool.transport.slot_groups(self._streams)
+        self._cancel_groups = pool.transport.slot_groups(self._cancel_streams)
+        self._slots = ReadSlots(
+            concurrency, len(self._read_groups), in_flight=lambda: len(self._in_flight)
+        )
         self._cancel_positions: dict[str, str] = {}
         # (task stream, entry id) -> monotonic expiry of a cancellation that came first
         self._early_cancels: dict[tuple[str, bytes], float] = {}
         # Keyed by (stream, entry id): entry ids are unique only within one stream, and two
         # streams written in the same millisecond both get "<ms>-0".
         self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
-        self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._threads_reserved = False
@@ -142,25 +148,36 @@ class Worker:
         await self._ensure_groups()
         await self._find_cancel_positions()
         await self._heartbeat_once()
+        if len(self._read_groups) > self.concurrency:
+            log.warning(
+                "worker %s: concurrency %d is below its %d blocking reads (one per cluster "
+                "slot); some partitions wait for a free slot. Give it --concurrency %d or more",
+                self.worker_id,
+                self.concurrency,
+                len(self._read_groups),
+                len(self._read_groups),
+            )
         self._tasks = [
-            asyncio.ensure_future(self._read_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
             asyncio.ensure_future(self._reclaim_loop()),
-            asyncio.ensure_future(self._cancel_loop()),
+            *(asyncio.ensure_future(self._read_loop(group)) for group in self._read_groups),
+            *(asyncio.ensure_future(self._cancel_loop(group)) for group in self._cancel_groups),
         ]
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
         self._stopping.set()
-        self._slot_freed.set()
-        reader, heartbeat, reclaimer, canceller = self._tasks or (None, None, None, None)
-        await cancel_and_wait(reader)
+        heartbeat, reclaimer, *rest = self._tasks or [None, None]  # type: ignore[list-item]
+        readers, cancellers = rest[: len(self._read_groups)], rest[len(self._read_groups) :]
+        for reader in readers:
+            await cancel_and_wait(reader)
         await cancel_and_wait(reclaimer)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         await self._hand_back_unfinished()
-        await cancel_and_wait(canceller)
+        for canceller in cancellers:
+            await cancel_and_wait(canceller)
         await cancel_and_wait(heartbeat)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.pool.registry.unregister(self.worker_id)
@@ -187,40 +204,43 @@ class Worker:
         return len(self._in_flight)
 
     # --- reading ----------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, streams: list[str]) -> None:
         failures = 0
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._in_flight)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
+            count = await self._slots.take()
             try:
-                batch = await self.pool.transport.read_group(
-                    WORKER_GROUP,
-                    self.worker_id,
-                    {stream: ">" for stream in self._streams},
-                    count=free,
-                    block_ms=self.pool.settings.block_ms,
-                )
-                failures = 0
-            except ResponseError as exc:
-                # The server lost our streams or groups (a restart without persistence, a
-                # deleted key): recreate them. Redis says NOGROUP or "UNBLOCKED ... no longer
-                # exists"; fakeredis says the key must exist. Never let the reader die.
-                failures += 1
-                log.warning("worker %s: read refused (%s); recreating groups", self.worker_id, exc)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
-                with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
-                    await self._ensure_groups()
-                continue
-            except TRANSIENT_ERRORS as exc:
-                failures += 1
-                log.warning("worker %s: read failed (%s); retrying", self.worker_id, exc)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
-                continue
-            for stream, entries in batch:
-                await self._accept(stream.decode(), entries, first_delivery=True)
+                try:
+                    batch = await self.pool.transport.read_group(
+                        WORKER_GROUP,
+                        self.worker_id,
+                        dict.fromkeys(streams, ">"),
+                        count=count,
+                        block_ms=self._slots.block_ms(self.pool.settings.block_ms),
+                    )
+                    failures = 0
+                except ResponseError as exc:
+                    # The server lost our streams or groups (a restart without persistence, a
+                    # deleted key): recreate them. Redis says NOGROUP or "UNBLOCKED ... no longer
+                    # exists"; fakeredis says the key must exist. Never let the reader die.
+                    failures += 1
+                    log.warning(
+                        "worker %s: read refused (%s); recreating groups", self.worker_id, exc
+                    )
+                    await asyncio.sleep(backoff(failures))
+                    with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+                        await self._ensure_groups()
+                    continue
+                except TRANSIENT_ERRORS as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("worker %s: read failed (%s); retrying", self.worker_id, exc)
+                    await asyncio.sleep(backoff(failures))
+                    continue
+                # The entries read stay counted in this read's slots until they are in flight.
+                for stream, entries in batch:
+                    await self._accept(stream.decode(), entries, first_delivery=True)
+            finally:
+                self._slots.give_back(count)
 
     async def _accept(
         self,
@@ -302,18 +322,14 @@ class Worker:
         failures = 0
         while True:
             try:
-                return list(
-                    await self.pool.transport.redis.mget(
-                        [self.pool.keys.result(t) for t in task_ids]
-                    )
-                )
+                return await self.pool.transport.mget([self.pool.keys.result(t) for t in task_ids])
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 if failures == 1:
                     log.warning(
                         "worker %s: result cache unreachable (%s); retrying", self.worker_id, exc
                     )
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                await asyncio.sleep(backoff(failures))
 
     def _parse(self, flight: _InFlight) -> TaskEnvelope:
         envelope = TaskEnvelope.from_fields(
@@ -440,25 +456,31 @@ class Worker:
     async def _find_cancel_positions(self) -> None:
         """Read cancel streams from their current end: older cancellations are for entries
         that were deleted before this worker could read them."""
-        redis = self.pool.transport.redis
-        for stream in self._cancel_streams:
-            if stream in self._cancel_positions:
-                continue
-            last: Any = await redis.xrevrange(stream, count=1)
+        unknown = [s for s in self._cancel_streams if s not in self._cancel_positions]
+        if not unknown:
+            return
+        async with self.pool.transport.redis.pipeline(transaction=False) as pipe:
+            for stream in unknown:
+                pipe.xrevrange(stream, count=1)
+            lasts: list[Any] = await pipe.execute()
+        for stream, last in zip(unknown, lasts, strict=True):
             self._cancel_positions[stream] = last[0][0].decode() if last else "0-0"
 
-    async def _cancel_loop(self) -> None:
+    async def _cancel_loop(self, streams: list[str]) -> None:
         failures = 0
         while True:
             try:
                 batch = await self.pool.transport.read(
-                    dict(self._cancel_positions), count=1_000, block_ms=self.pool.settings.block_ms
+                    {s: self._cancel_positions[s] for s in streams},
+                    count=1_000,
+                    block_ms=self.pool.settings.block_ms,
                 )
                 failures = 0
             except (*TRANSIENT_ERRORS, ResponseError) as exc:
                 failures += 1
-                log.warning("worker %s: cancel stream read failed (%s)", self.worker_id, exc)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                if failures == 1:
+                    log.warning("worker %s: cancel stream read failed (%s)", self.worker_id, exc)
+                await asyncio.sleep(backoff(failures))
                 continue
             for stream, entries in batch:
                 cancel_stream = stream.decode()
@@ -569,11 +591,11 @@ class Worker:
                     log.warning(
                         "worker %s: could not settle a task (%s); retrying", self.worker_id, exc
                     )
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                await asyncio.sleep(backoff(failures))
 
     def _release(self, flight: _InFlight) -> None:
         self._in_flight.pop((flight.stream, flight.entry_id), None)
-        self._slot_freed.set()
+        self._slots.wake()
 
     # --- heartbeat, reclaim, hand-back -------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -703,14 +725,21 @@ class Worker:
             self._in_flight.pop((flight.stream, flight.entry_id), None)
 
     async def _ensure_groups(self) -> None:
-        redis = self.pool.transport.redis
-        for stream in self._streams:
-            try:
+        async with self.pool.transport.redis.pipeline(transaction=False) as pipe:
+            for stream in self._streams:
                 # From id 0: tasks dispatched before any worker existed are served too.
-                await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+                pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
+                raise reply
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row of the same Redis call."""
+    return float(min(0.05 * 2**failures, 2.0))
 
 
 def _log_lost_frame(sent: asyncio.Future[Any]) -> None:

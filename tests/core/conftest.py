@@ -48,12 +48,24 @@ async def pools() -> AsyncIterator[Pools]:
     await opened.aclose()
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.cluster),
+    ]
+)
 def make_pool(request: pytest.FixtureRequest, pools: Pools) -> MakePool:
     """``await make_pool(settings=..., signing_secret=...)``: a started pool on this test's
-    backend. On the embedded backend every call makes an independent in-process server."""
+    backend: embedded, the session's private redis-server, or its private 3-primary cluster
+    (with 12 task stream partitions, the cluster default). On the embedded backend every call
+    makes an independent in-process server."""
     backend = request.param
-    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    url = None
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+    elif backend == "cluster":
+        url = request.getfixturevalue("cluster_url")
 
     async def make(*, settings: PoolSettings = FAST, signing_secret: str | None = None) -> Pool:
         if url is not None:

@@ -15,7 +15,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from redis.exceptions import ResponseError
 
 from nervenet import EnvelopeError, Pool, PoolSettings, Reply, WorkerInfo
 
@@ -36,6 +38,20 @@ async def register_silent_worker(pool: Pool, task_type: str) -> None:
 
 
 T = TypeVar("T")
+
+
+async def stream_totals(pool: Pool, task_type: str) -> tuple[int, int]:
+    """Entries and pending (delivered, unacknowledged) entries of a task type, over all the
+    partitions of its stream."""
+    redis, entries, pending = pool.transport.redis, 0, 0
+    for stream in pool.keys.task_streams(task_type):
+        entries += int(await redis.xlen(stream))
+        try:
+            summary: Any = await redis.xpending(stream, "workers")
+        except ResponseError:  # no group: never served
+            continue
+        pending += int(summary["pending"])
+    return entries, pending
 
 
 async def wait_until(

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import ReplyTap, register_silent_worker, wait_until
+from core_support import ReplyTap, register_silent_worker, stream_totals, wait_until
 
 from nervenet import Handlers, Pool, RemoteTaskError, TaskContext, TaskEnvelope
 from nervenet.envelope import CancelRequest, ReplyKind
@@ -55,13 +55,10 @@ class Gate:
 
 
 async def assert_settled(pool: Pool, task_type: str = "core/hold") -> None:
-    stream = pool.keys.task_stream(task_type)
-
     async def settled() -> bool:
-        pending: Any = await pool.transport.redis.xpending(stream, "workers")
-        return pending["pending"] == 0 and await pool.transport.redis.xlen(stream) == 0
+        return await stream_totals(pool, task_type) == (0, 0)
 
-    await wait_until(settled, timeout=5, what=f"{stream} to hold nothing pending")
+    await wait_until(settled, timeout=5, what=f"{task_type}'s streams to hold nothing pending")
 
 
 async def test_cancelling_a_dispatch_cancels_its_running_handler(pool, serve):
@@ -196,11 +193,10 @@ async def test_a_task_cancelled_before_any_worker_read_it_never_runs(pool, serve
     worker = await serve(pool, gate.handlers, concurrency=1)
     busy = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="busy"))
     await gate.wait_started()
-    stream = pool.keys.task_stream("core/hold")
     waiting = asyncio.ensure_future(pool.dispatch("core/hold", b"2", task_id="queued"))
 
     async def entries(count: int) -> bool:
-        return await pool.transport.redis.xlen(stream) == count
+        return (await stream_totals(pool, "core/hold"))[0] == count
 
     await wait_until(lambda: entries(2), what="the busy entry and the queued one")
 
@@ -225,7 +221,7 @@ async def test_a_cancellation_that_overtakes_its_entry_drops_the_entry_unrun(poo
     envelope = TaskEnvelope("overtaken", "wf", "core/hold", 1, 0.0, pool.inbox.address, b"2")
     entry_id = await pool.publish(envelope)
     await pool.transport.redis.xadd(  # the cancellation alone, without withdrawing the entry
-        pool.keys.cancel_stream("core/hold"),
+        pool.keys.cancel_stream(pool.keys.task_stream_for("core/hold", "overtaken")),
         CancelRequest(entry_id.decode(), "overtaken", 1).to_fields(),  # type: ignore[arg-type]
     )
     pool.transport.notify_written()

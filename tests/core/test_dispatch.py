@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import ReplyTap, wait_until
+from core_support import ReplyTap, stream_totals, wait_until
 
 from nervenet import (
     Backoff,
@@ -144,7 +144,7 @@ async def test_a_dispatch_nobody_serves_fails_fast_with_no_live_worker(pool, ser
     assert "no live worker serves task type 'core/nobody'" in message
     assert "nervenet worker" in message
     assert "wait_for_worker=True" in message
-    assert await pool.transport.redis.exists(pool.keys.task_stream("core/nobody")) == 0
+    assert await stream_totals(pool, "core/nobody") == (0, 0)
 
 
 async def test_wait_for_worker_waits_until_a_worker_starts(pool, serve):
@@ -239,10 +239,7 @@ async def test_task_streams_are_empty_once_their_tasks_are_done(pool, serve):
 
     await asyncio.gather(*(pool.dispatch("core/echo", dumps(i), timeout=10) for i in range(200)))
 
-    stream = pool.keys.task_stream("core/echo")
-    assert await pool.transport.redis.xlen(stream) == 0
-    pending: Any = await pool.transport.redis.xpending(stream, "workers")
-    assert pending["pending"] == 0
+    assert await stream_totals(pool, "core/echo") == (0, 0)
 
 
 async def test_the_reply_stream_stays_bounded(make_pool, serve):
@@ -334,7 +331,7 @@ async def test_a_later_attempt_of_a_fresh_task_id_is_answered_from_the_cache(poo
 async def test_a_redelivered_fresh_task_is_answered_from_the_cache(pool, serve):
     """A worker that died after caching the result but before acknowledging the entry."""
     redis = pool.transport.redis
-    stream = pool.keys.task_stream("core/echo")
+    stream = pool.keys.task_stream_for("core/echo", "fresh-id")
     await redis.xgroup_create(stream, "workers", id="0", mkstream=True)
     await pool.publish(fresh_envelope(pool, attempt=1))
     await redis.xreadgroup("workers", "dead-worker", {stream: ">"}, count=1)

@@ -75,7 +75,7 @@ async def test_an_escalated_task_is_on_the_escalation_stream(pool, serve):
     assert escalation.task_id == "stuck-1"
     assert escalation.task_type == "core/hang"
     assert escalation.workflow_id == "wf-escalated"
-    assert escalation.source == pool.keys.task_stream("core/hang")
+    assert escalation.source == pool.keys.task_stream_for("core/hang", "stuck-1")
     assert "no result after 2 attempt(s)" in escalation.reason
     assert "gave no result within 0.2 s" in escalation.error
     assert escalation.fields["task.attempt"] == b"2"
