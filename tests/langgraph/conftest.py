@@ -15,14 +15,16 @@ from nervenet_langgraph import DistributedGraph, distribute  # noqa: E402
 _names = itertools.count()
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(
+    params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)]
+)
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
-    """An embedded pool, and one on the private real redis-server."""
+    """An embedded pool, one on the private real redis-server, one on the private cluster."""
     if request.param == "embedded":
         pool = Pool.local(settings=FAST)
     else:
-        url = request.getfixturevalue("redis_url")
-        pool = Pool.from_url(url, settings=FAST)
+        fixture = "redis_url" if request.param == "redis" else "cluster_url"
+        pool = Pool.from_url(request.getfixturevalue(fixture), settings=FAST)
     async with pool:
         yield pool
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 pytest.importorskip("langgraph")
 
@@ -18,12 +17,19 @@ from child_processes import ChildProcesses
 from fast_settings import FAST
 
 from nervenet import Pool
+from nervenet.cluster import sync_client
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
 from durable_app import NODES, expected_output  # noqa: E402
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The private redis-server's URL, or a node of the private 3-primary cluster's."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
 
 
 @pytest.fixture
@@ -62,7 +68,7 @@ async def test_runs_survive_killing_a_coordinator_and_a_worker(
 
     outputs = [graph.nervenet.serde and _decode(graph, raw) for raw in results]
     assert outputs == [expected_output(n) for n in range(runs)]
-    counts = redis.Redis.from_url(redis_url)
+    counts = sync_client(redis_url)
     executions = sum(
         int(counts.get(f"test:executions:{node}:{n}") or 0) for node in NODES for n in range(runs)
     )

@@ -9,15 +9,16 @@ Each node execution increments a counter in Redis so the test can count re-execu
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 import os
 import sys
 from typing import Annotated, Any, TypedDict
 
-import redis
 from langgraph.graph import START, StateGraph
 
 from nervenet import Pool, PoolSettings
+from nervenet.cluster import sync_client
 from nervenet_langgraph import RedisSaver, distribute
 
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
@@ -30,12 +31,16 @@ class Job(TypedDict):
     trail: Annotated[list[str], operator.add]
 
 
+@functools.cache
+def _counter() -> Any:
+    """One client per process: a cluster client discovers the topology when it is made."""
+    return sync_client(os.environ["NERVENET_REDIS_URL"])
+
+
 def _counted(name: str) -> Any:
     async def node(state: Job) -> dict[str, Any]:
         await asyncio.sleep(STEP_SECONDS)
-        client = redis.Redis.from_url(os.environ["NERVENET_REDIS_URL"])
-        client.incr(f"test:executions:{name}:{state['n']}")
-        client.close()
+        _counter().incr(f"test:executions:{name}:{state['n']}")
         return {"trail": [f"{name}:{state['n']}"]}
 
     node.__name__ = name
