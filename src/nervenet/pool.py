@@ -44,8 +44,9 @@ T = TypeVar("T")
 CLOSE_DRAIN_TIMEOUT = 5.0
 
 #: Default task stream partitions per cluster primary: an equal share of every task type on
-#: each shard, and some slack for a shard count that grows later.
-CLUSTER_PARTITIONS_PER_PRIMARY = 4
+#: each shard (the tags sit on evenly spaced slots), and room for a shard count that doubles.
+#: More would cost each worker more blocking reads (one per partition).
+CLUSTER_PARTITIONS_PER_PRIMARY = 2
 
 
 class Pool:

@@ -53,8 +53,8 @@ class PoolSettings:
     task_partitions: int | None = None
     """Streams per task type (see :mod:`nervenet.keys`). Every process of a namespace must use
     the same number, so the first pool to start writes it to Redis and every later one adopts
-    that (with a warning if its own setting differs). None: 1 on a single server, 4 per primary
-    on a cluster (12 on 3 primaries), so that a hot task type spreads over every shard. On a
+    that (with a warning if its own setting differs). None: 1 on a single server, 2 per primary
+    on a cluster (6 on 3 primaries), so that a hot task type spreads over every shard. On a
     cluster a worker reads each partition with its own blocking read: give workers a
     concurrency of at least this many."""
 

@@ -58,7 +58,7 @@ async def pools() -> AsyncIterator[Pools]:
 def make_pool(request: pytest.FixtureRequest, pools: Pools) -> MakePool:
     """``await make_pool(settings=..., signing_secret=...)``: a started pool on this test's
     backend: embedded, the session's private redis-server, or its private 3-primary cluster
-    (with 12 task stream partitions, the cluster default). On the embedded backend every call
+    (with 6 task stream partitions, the cluster default). On the embedded backend every call
     makes an independent in-process server."""
     backend = request.param
     url = None

@@ -83,13 +83,17 @@ async def close_pool(pool: Pool) -> None:
     await closing
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(
+    params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)]
+)
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
-    """A started pool without workers, embedded or on the session's real Redis."""
+    """A started pool without workers: embedded, on the session's real Redis or on its private
+    3-primary cluster."""
     if request.param == "embedded":
         made = Pool.local(settings=FAST)
     else:
-        made = Pool.from_url(request.getfixturevalue("redis_url"), settings=FAST)
+        fixture = "redis_url" if request.param == "redis" else "cluster_url"
+        made = Pool.from_url(request.getfixturevalue(fixture), settings=FAST)
     await made.ensure_started()
     try:
         yield made
