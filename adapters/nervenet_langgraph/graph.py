@@ -105,14 +105,25 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         """What ``nervenet worker app:graph`` serves: one handler per node task type."""
         return self.nervenet.handlers()
 
+    def nervenet_pool(self) -> Pool:
+        """The pool whose durable runs ``nervenet serve app:graph`` coordinates."""
+        return self.nervenet.pool
+
     async def asubmit(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        run_here: bool = True,
+        **kwargs: Any,
     ) -> GraphRun:
         """Start a durable run leased to this process; a survivor resumes it if we die.
 
-        Needs a thread id and a checkpointer shared by all coordinator processes.
+        With ``run_here=False`` the run is queued instead, for the coordinator processes of the
+        graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
+        one dies. Needs a thread id and a checkpointer shared by all coordinator processes.
         """
-        return await runs.submit(self, input, config, kwargs)
+        return await runs.submit(self, input, config, kwargs, run_here=run_here)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""

@@ -55,7 +55,12 @@ class GraphRun:
 
 
 async def submit(
-    graph: DistributedGraph, input: Any, config: RunnableConfig | None, kwargs: dict[str, Any]
+    graph: DistributedGraph,
+    input: Any,
+    config: RunnableConfig | None,
+    kwargs: dict[str, Any],
+    *,
+    run_here: bool = True,
 ) -> GraphRun:
     conf = dict((config or {}).get(CONF, {}))
     if not conf.get(CONFIG_KEY_THREAD_ID):
@@ -81,7 +86,11 @@ async def submit(
         output = await _ainvoke_resiliently(graph, run_id, input, plain_conf, kwargs)
         return pack(distribution.serde, output)
 
-    handle = await distribution.pool.workflows.start(distribution.name, run_id, payload, run)
+    workflows = distribution.pool.workflows
+    if run_here:
+        handle = await workflows.start(distribution.name, run_id, payload, run)
+    else:
+        handle = await workflows.enqueue(distribution.name, run_id, payload)
     return GraphRun(graph, handle)
 
 

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from typing import Annotated
@@ -21,14 +23,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import NervenetError
+from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .pool import Pool
 from .settings import PoolSettings
 from .worker import Worker
+from .workflows import RunSource
 
 DEFAULT_URL = "redis://localhost:6379/0"
+PARENT_VARIABLE = "NERVENET_SERVE_PARENT"
 DEFAULTS = PoolSettings()
 
 app = typer.Typer(
@@ -145,6 +149,82 @@ async def _serve(pool: Pool, handlers: object, concurrency: int, grace: float) -
 
 
 @app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="MODULE:ATTR of a distributed graph.")],
+    coordinators: Annotated[
+        int, typer.Option("--coordinators", "-k", min=1, help="Coordinator processes to run.")
+    ] = 1,
+) -> None:
+    """Coordinate the durable runs of MODULE:ATTR until SIGTERM or Ctrl-C.
+
+    A coordinator process runs the runs queued with ``graph.asubmit(..., run_here=False)`` and
+    takes over the runs of any coordinator process that died. It uses the pool MODULE built
+    (``distribute(..., pool=Pool.from_url(...))``), so it points where that pool points. With
+    ``--coordinators K``, K processes share the runs; each takes over the others' runs.
+
+    Examples:
+
+        nervenet serve myapp:graph
+
+        NERVENET_REDIS_URL=redis://cache:6379/0 nervenet serve myapp:graph --coordinators 4
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        source = load_target(target)
+        if not isinstance(source, RunSource):
+            raise ConfigurationError(
+                f"{target} is a {type(source).__name__}; `nervenet serve` coordinates a graph "
+                "made with nervenet_langgraph.distribute(..., checkpointer=RedisSaver...)"
+            )
+        pool = source.nervenet_pool()
+    except NervenetError as exc:
+        raise _fail(exc) from None
+    # The others are children that stop when this process goes, however it goes.
+    parent = int(os.environ.pop(PARENT_VARIABLE, "0"))
+    env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
+    others = [
+        subprocess.Popen([sys.executable, "-m", "nervenet", "serve", target], env=env)
+        for _ in range(coordinators - 1)
+    ]
+    try:
+        _run(_coordinate(pool, parent))
+    finally:
+        for child in others:
+            child.send_signal(signal.SIGTERM)
+        for child in others:
+            child.wait()
+
+
+async def _coordinate(pool: Pool, parent: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if parent:
+        watch = asyncio.ensure_future(_stop_when_orphaned(parent, stop))
+        watch.add_done_callback(lambda _: None)
+    pool.workflows.take_queued_runs()
+    async with pool:
+        console.print(
+            f"coordinator {pool.process_id[:8]} running {', '.join(pool.workflows.kinds)} runs "
+            f"on {pool.transport.description}"
+        )
+        await stop.wait()
+    console.print(
+        f"coordinator stopped: {pool.workflows.queued_taken} queued run(s) started, "
+        f"{pool.workflows.takeovers} taken over"
+    )
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A coordinator started by ``serve --coordinators K`` stops when its parent is gone (even
+    SIGKILLed): its runs are then taken over by the coordinators still alive."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
+@app.command()
 def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") -> None:
     """Show queues (depth, in flight), live workers, running workflows and escalations.
 
@@ -158,7 +238,14 @@ def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") 
 async def _status(url: str, namespace: str) -> None:
     async with Pool.from_url(url, namespace=namespace) as pool:
         snapshot = await pool.status()
-    console.print(f"[bold]pool[/] {snapshot.target}  namespace [bold]{snapshot.namespace}[/]")
+    topology = (
+        f"cluster of {snapshot.primaries} primaries, {snapshot.partitions} partitions per task type"
+        if snapshot.primaries > 1 or snapshot.partitions > 1
+        else "single server"
+    )
+    console.print(
+        f"[bold]pool[/] {snapshot.target} ({topology})  namespace [bold]{snapshot.namespace}[/]"
+    )
     queues = Table(title="queues")
     for column in ("task type", "depth", "in flight", "oldest in flight"):
         queues.add_column(column, justify="left" if column == "task type" else "right")
@@ -184,8 +271,15 @@ async def _status(url: str, namespace: str) -> None:
         )
     console.print(workers)
     console.print(
-        f"running workflows: {snapshot.running_workflows}   escalations: {snapshot.escalations}"
+        f"running workflows: {snapshot.running_workflows}   queued: {snapshot.queued_workflows}"
+        f"   coordinator processes: {snapshot.coordinators}   escalations: {snapshot.escalations}"
     )
+    waiting = snapshot.queued_workflows + snapshot.stranded_workflows
+    if waiting and not snapshot.coordinators:
+        console.print(
+            f"[bold yellow]warning:[/] {waiting} run(s) wait for a coordinator process and none "
+            "is alive (workers never run them); start one with `nervenet serve app:graph`"
+        )
 
 
 @escalations_app.command("list")

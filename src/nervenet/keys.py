@@ -184,6 +184,18 @@ class Keys:
         return f"{self.workflows}:kind"
 
     @property
+    def workflows_queued(self) -> str:
+        """Sorted set of runs waiting for any coordinator process, scored by submission time
+        (ms): ``nn:{workflows}:queued``."""
+        return f"{self.workflows}:queued"
+
+    @property
+    def coordinators(self) -> str:
+        """Sorted set of live coordinator processes (pools that can resume durable runs),
+        scored by heartbeat expiry (ms): ``nn:{workflows}:coordinators``."""
+        return f"{self.workflows}:coordinators"
+
+    @property
     def workflows_done(self) -> str:
         """Stream with one entry per finished run, read by waiters in other processes:
         ``nn:{workflows}:done``."""

@@ -43,6 +43,17 @@ class PoolStatus:
     """Live workers."""
     running_workflows: int
     """Durable workflow runs holding a lease (started with ``submit``)."""
+    queued_workflows: int
+    """Durable runs queued for a coordinator process (``asubmit(..., run_here=False)``)."""
+    stranded_workflows: int
+    """Running runs whose lease expired: their coordinator process died and no live one has
+    taken them over yet."""
+    coordinators: int
+    """Live coordinator processes (pools that can resume durable runs)."""
+    partitions: int
+    """Streams per task type."""
+    primaries: int
+    """Redis primaries (more than 1 on a cluster)."""
     escalations: int
     """Entries on the escalation stream."""
     taken_at: float
@@ -73,13 +84,22 @@ async def collect_status(pool: Pool) -> PoolStatus:
         by_type[task_type] = QueueStatus(task_type, depth, pending, idle)
     queues = sorted(by_type.values(), key=lambda q: q.task_type)
     workers = await pool.registry.workers()
+    now_ms = int(time.time() * 1000)
     running = int(await redis.zcount(keys.workflows, "-inf", "+inf"))
+    stranded = int(await redis.zcount(keys.workflows, "-inf", now_ms))
+    queued = int(await redis.zcard(keys.workflows_queued))
+    coordinators = int(await redis.zcount(keys.coordinators, now_ms, "+inf"))
     return PoolStatus(
         target=pool.transport.description,
         namespace=keys.namespace,
         queues=queues,
         workers=workers,
         running_workflows=running,
+        queued_workflows=queued,
+        stranded_workflows=stranded,
+        coordinators=coordinators,
+        partitions=keys.partitions,
+        primaries=pool.transport.primaries,
         escalations=await pool.escalations.count(),
         taken_at=time.time(),
     )

@@ -12,11 +12,21 @@ leases as lost at once, without a round trip (:meth:`Workflows.owns`), so a "zom
 after its runs were taken over stops dispatching instead of racing the new owner. Liveness is
 heartbeats, never a run's elapsed time: a run may take hours.
 
+A run can also be queued (:meth:`Workflows.enqueue`) instead of run where it was submitted: it
+then waits, unleased, until a process that takes queued runs (``nervenet serve app:graph``, see
+:meth:`Workflows.take_queued_runs`) claims it in the same transaction that claims expired leases.
+So K coordinator processes share the runs of an app, and each takes over the others' runs.
+
+Every pool that can resume some kind of run announces itself on each heartbeat, so the status
+view can say when runs wait and no coordinator process is alive to run them (workers never do).
+
 Keys (all under one hash tag, so the claim transaction works on Redis Cluster):
-``nn:{workflows}`` (sorted set: run id -> lease expiry ms), ``nn:{workflows}:owner`` and
-``nn:{workflows}:kind`` (hashes: run id -> owner process / kind), ``nn:{workflows}:done``
-(stream: one entry per finished run, so one reader per process serves every remote waiter); per
-run ``nn:wf:{run}`` (hash: kind, input, status, result, error).
+``nn:{workflows}`` (sorted set: run id -> lease expiry ms), ``nn:{workflows}:queued`` (sorted
+set: run id -> submission ms), ``nn:{workflows}:owner`` and ``nn:{workflows}:kind`` (hashes: run
+id -> owner process / kind), ``nn:{workflows}:coordinators`` (sorted set: process -> heartbeat
+expiry ms), ``nn:{workflows}:done`` (stream: one entry per finished run, so one reader per
+process serves every remote waiter); per run ``nn:wf:{run}`` (hash: kind, input, status, result,
+error).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from redis.exceptions import WatchError
 
@@ -45,9 +55,21 @@ ResumeFunction = Callable[[str, bytes], Awaitable[bytes]]
 """``resume(run_id, input)`` continues a run another process started; returns result bytes."""
 
 MAX_CLAIMS_PER_SCAN = 500
+#: Queued runs one scan claims: small, so that the coordinator processes of an app share them
+#: (each scans a few times per heartbeat) instead of the first scanner taking all.
+QUEUED_PER_SCAN = 50
 TAKEOVER_SCANS_PER_BEAT = 4
 CLAIM_ATTEMPTS = 3
 DONE_STREAM_MAXLEN = 100_000
+
+
+@runtime_checkable
+class RunSource(Protocol):
+    """Anything ``nervenet serve MODULE:ATTR`` can coordinate (a distributed graph)."""
+
+    def nervenet_pool(self) -> Pool:
+        """The pool whose durable runs of the source's kinds this process runs."""
+        ...
 
 
 class WorkflowFailed(NervenetError):
@@ -63,7 +85,7 @@ class RunRecord:
     kind: str
     """Which registered graph or crew can resume it."""
     status: str
-    """``running``, ``done`` or ``failed``."""
+    """``queued`` (waiting for a coordinator process), ``running``, ``done`` or ``failed``."""
     result: bytes
     """Result bytes when done."""
     error: str
@@ -98,12 +120,24 @@ class Workflows:
         self._done_reader_ready: asyncio.Future[None] | None = None
         self._takeover: asyncio.Future[None] | None = None
         self._done_last = "0-0"
+        self._takes_queued = False
         self.takeovers = 0
+        self.queued_taken = 0
         pool.add_heartbeat_hook(self._heartbeat)
 
     def register(self, kind: str, resume: ResumeFunction) -> None:
         """This process can resume runs of ``kind`` that a dead process left behind."""
         self._kinds[kind] = resume
+
+    def take_queued_runs(self) -> None:
+        """Also run queued runs (:meth:`enqueue`) of the registered kinds: what a coordinator
+        process started by ``nervenet serve`` does."""
+        self._takes_queued = True
+
+    @property
+    def kinds(self) -> list[str]:
+        """Kinds of run this process can resume."""
+        return sorted(self._kinds)
 
     # --- starting and owning ------------------------------------------------------------------
     async def start(self, kind: str, run_id: str, payload: bytes, run: RunFunction) -> RunHandle:
@@ -126,6 +160,27 @@ class Workflows:
             pipe.hset(keys.workflow_kinds, run_id, kind)
             await pipe.execute()
         self._run_here(run_id, run)
+        return RunHandle(self, run_id)
+
+    async def enqueue(self, kind: str, run_id: str, payload: bytes) -> RunHandle:
+        """Record a run for any coordinator process that takes queued runs; run nothing here.
+
+        ``payload`` is what the kind's resume function gets, as after a takeover."""
+        await self._pool.ensure_started()
+        keys = self._pool.keys
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                keys.workflow(run_id),
+                mapping={
+                    "kind": kind,
+                    "input": payload,
+                    "status": "queued",
+                    "started": time.time(),
+                },
+            )
+            pipe.hset(keys.workflow_kinds, run_id, kind)
+            pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
+            await pipe.execute()
         return RunHandle(self, run_id)
 
     def owns(self, run_id: str) -> bool:
@@ -295,6 +350,8 @@ class Workflows:
             await self._renew()
         else:
             self._last_renewal = time.monotonic()
+        if self._kinds:
+            await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
         if self._kinds and (self._takeover is None or self._takeover.done()):
             self._takeover = asyncio.ensure_future(self._take_over_abandoned())
@@ -323,6 +380,16 @@ class Workflows:
                 log.warning("lost the lease of run %s to another process; stopping it here", run_id)
                 task.cancel()
 
+    async def _announce(self) -> None:
+        """Say this process can resume runs, until a few heartbeats after it stops saying so."""
+        keys = self._pool.keys
+        now_ms = int(time.time() * 1000)
+        expiry = now_ms + int(3 * self._pool.settings.heartbeat_interval * 1000)
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.coordinators, {self._pool.process_id: expiry})
+            pipe.zremrangebyscore(keys.coordinators, "-inf", now_ms)
+            await pipe.execute()
+
     async def _take_over_abandoned(self) -> None:
         # A lease expires at any instant between two beats: scanning only on the beat would add
         # up to a whole heartbeat interval to the recovery time, so scan a few times per beat
@@ -340,12 +407,13 @@ class Workflows:
                 log.warning("could not take over abandoned runs: %s", exc)
 
     async def _claim_expired(self) -> list[tuple[str, str]]:
-        """Claim every expired run of a kind we serve, in one optimistic transaction."""
+        """Claim every expired run of a kind we serve (and queued ones, if we take them), in one
+        optimistic transaction."""
         keys, redis = self._pool.keys, self._pool.transport.redis
         async with redis.pipeline(transaction=True) as pipe:
             for _ in range(CLAIM_ATTEMPTS):
                 try:
-                    await pipe.watch(keys.workflows, keys.workflow_owners)
+                    await pipe.watch(keys.workflows, keys.workflow_owners, keys.workflows_queued)
                     now_ms = int(time.time() * 1000)
                     expired = [
                         as_text(r)
@@ -353,12 +421,20 @@ class Workflows:
                             keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_SCAN
                         )
                     ]
-                    if not expired:
+                    queued = []
+                    if self._takes_queued:
+                        queued = [
+                            as_text(r)
+                            for r in await pipe.zrange(
+                                keys.workflows_queued, 0, QUEUED_PER_SCAN - 1
+                            )
+                        ]
+                    if not expired and not queued:
                         return []
-                    kinds = await pipe.hmget(keys.workflow_kinds, expired)
+                    kinds = await pipe.hmget(keys.workflow_kinds, expired + queued)
                     claims = [
                         (run_id, as_text(kind))
-                        for run_id, kind in zip(expired, kinds, strict=True)
+                        for run_id, kind in zip(expired + queued, kinds, strict=True)
                         if kind is not None
                         and as_text(kind) in self._kinds
                         and run_id not in self._owned
@@ -372,6 +448,9 @@ class Workflows:
                         keys.workflow_owners,
                         mapping={run_id: self._pool.process_id for run_id, _ in claims},
                     )
+                    taken = [run_id for run_id, _ in claims if run_id in set(queued)]
+                    if taken:
+                        pipe.zrem(keys.workflows_queued, *taken)
                     await pipe.execute()
                     return claims
                 except WatchError:
@@ -380,15 +459,21 @@ class Workflows:
 
     async def _resume(self, run_id: str, kind: str) -> None:
         record = await self.record(run_id)
-        if record is None or record.status != "running":
+        if record is None or record.status not in ("running", "queued"):
             await self._unlease(run_id)  # finished (or expired) before its lease was released
             return
-        payload = await self._pool.transport.redis.hget(self._pool.keys.workflow(run_id), "input")
+        redis = self._pool.transport.redis
+        payload = await redis.hget(self._pool.keys.workflow(run_id), "input")
         resume = self._kinds[kind]
-        self.takeovers += 1
-        log.warning(
-            "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
-        )
+        if record.status == "queued":
+            await redis.hset(self._pool.keys.workflow(run_id), "status", "running")
+            self.queued_taken += 1
+            log.debug("running queued run %s (%s)", run_id, kind)
+        else:
+            self.takeovers += 1
+            log.warning(
+                "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
+            )
         self._run_here(run_id, lambda: resume(run_id, as_bytes(payload or b"")))
 
     async def close(self) -> None:

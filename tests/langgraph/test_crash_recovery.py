@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import ChildProcesses
+from child_processes import NERVENET, ChildProcesses
 from fast_settings import FAST
 
 from nervenet import Pool
@@ -86,3 +86,39 @@ def _decode(graph: object, raw: bytes) -> object:
     from nervenet_langgraph.wire import unpack
 
     return unpack(graph.nervenet.serde, raw)  # type: ignore[attr-defined]
+
+
+async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
+    processes: ChildProcesses, redis_url: str
+) -> None:
+    """``asubmit(..., run_here=False)`` from a client; ``nervenet serve`` processes run them."""
+    from durable_app import make_graph
+
+    runs = 60
+    fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
+    for _ in range(2):
+        processes.worker("durable_app:graph", redis_url, *fast)
+    shared = processes.start(NERVENET, "serve", "durable_app:graph", "--coordinators", "2")
+    doomed = processes.start(NERVENET, "serve", "durable_app:graph")
+    for serving in (shared, doomed):
+        processes.wait_for_line(serving, b"running durable runs", timeout=60)
+
+    client = make_graph(redis_url)
+    async with client.nervenet.pool as pool:
+        for n in range(runs):
+            config = {"configurable": {"thread_id": f"q-{n}", "__nervenet_run_id": f"q-{n}"}}
+            await client.asubmit({"n": n, "trail": []}, config, run_here=False)
+        await asyncio.sleep(0.8)  # both coordinators took runs; some nodes done, some running
+        status = await pool.status()
+        doomed.send_signal(signal.SIGKILL)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(pool.workflows.wait(f"q-{n}") for n in range(runs))), timeout=90
+        )
+    shared.send_signal(signal.SIGTERM)  # and its child coordinator with it
+    assert shared.wait(timeout=30) == 0
+
+    assert [_decode(client, raw) for raw in results] == [
+        expected_output(n) for n in range(runs)
+    ]
+    assert status.coordinators >= 3  # the client's own pool can resume runs too
+    assert status.queued_workflows < runs  # the coordinators were taking them
