@@ -20,6 +20,7 @@ import os
 from typing import Annotated, Any, TypedDict
 
 import redis
+import redis.asyncio.cluster
 from langgraph.graph import START, StateGraph
 from langgraph.types import Send
 from nervenet_langgraph import RedisSaver, distribute
@@ -45,11 +46,42 @@ class Doc(TypedDict):
 
 
 def _count(node: str, n: int) -> None:
+    if os.environ.get("CHAOS_CLUSTER") == "1":
+        _count_on_cluster(f"chaos:executions:{node}:{n}")
+        return
     client = redis.Redis.from_url(os.environ["NERVENET_REDIS_URL"])
     try:
         client.incr(f"chaos:executions:{node}:{n}")
     finally:
         client.close()
+
+
+_cluster_client: Any = None
+_counting: set[asyncio.Task[None]] = set()
+
+
+def _count_on_cluster(key: str) -> None:
+    """``CHAOS_CLUSTER=1`` (a Redis Cluster that loses a primary mid-run): the count goes
+    through a cluster client, in the background, retried across the failover, so that the
+    node itself neither blocks its worker's event loop nor fails on the test's bookkeeping."""
+    task = asyncio.get_running_loop().create_task(_incr_on_cluster(key))
+    _counting.add(task)
+    task.add_done_callback(_counting.discard)
+
+
+async def _incr_on_cluster(key: str) -> None:
+    global _cluster_client
+    for _ in range(300):
+        try:
+            if _cluster_client is None:
+                _cluster_client = redis.asyncio.cluster.RedisCluster.from_url(
+                    os.environ["NERVENET_REDIS_URL"]
+                )
+            await _cluster_client.incr(key)
+            return
+        except (redis.RedisError, OSError):
+            await asyncio.sleep(0.2)
+    log.error("could not count an execution: %s", key)
 
 
 async def plan(state: Doc) -> dict[str, Any]:
@@ -176,4 +208,8 @@ if __name__ == "__main__":
     parser.add_argument("--kickoffs", type=_span, default=range(0))
     parser.add_argument("--resubmit", action="store_true")
     args = parser.parse_args()
+    if os.environ.get("CHAOS_LOG") == "1":  # timestamps and levels, for the cluster test
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     asyncio.run(coordinate(args.runs, args.kickoffs, args.resubmit))
