@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nervenet import ConfigurationError, RunHandle
+from nervenet.outages import TRANSIENT_ERRORS
 
 from .wire import pack, unpack
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nervenet.langgraph.runs")
 
-TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+TRANSIENT_REDIS_ERRORS = (*TRANSIENT_ERRORS, ConnectionError)
 MAX_OUTAGES = 20
 
 #: Configurable key carrying the durable run id to the nodes (never shipped to workers).

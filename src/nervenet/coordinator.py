@@ -15,9 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from .cancelling import outlast
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import (
@@ -28,13 +25,13 @@ from .errors import (
     TaskTimeout,
 )
 from .handlers import validate_task_type
+from .outages import TRANSIENT_ERRORS, backoff
 from .transport import as_bytes
 
 if TYPE_CHECKING:
     from .inbox import Waiter
     from .pool import Pool
 
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 PUBLISH_ATTEMPTS = 8  # about 6 s of backoff in all
 
 #: Error type a worker reports when it escalated the task itself (poison, bad payload).
@@ -218,7 +215,7 @@ class Coordinator:
             except TRANSIENT_ERRORS:
                 if outage == PUBLISH_ATTEMPTS - 1:
                     raise
-                await asyncio.sleep(min(0.05 * 2**outage, 2.0))
+                await asyncio.sleep(backoff(outage))
             else:
                 waiter.entry_id = as_bytes(entry_id)
                 return

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .envelope import Reply, ReplyKind, Signer, TaskEnvelope
 from .errors import EnvelopeError
+from .outages import TRANSIENT_ERRORS, Outages, backoff
 from .tasks import cancel_and_wait
 from .transport import StreamBatch, Transport
 
@@ -53,6 +54,8 @@ class Inbox:
         self.signer = signer  # with signing on, only replies a worker signed are taken
         self.address = address
         self._block_ms = block_ms
+        self.outages: Outages | None = None
+        """The pool's outage log (one line per incident), once the pool made this inbox."""
         self._waiters: dict[str, list[Waiter]] = {}
         self._last_id = "$"
         self._task: asyncio.Task[None] | None = None
@@ -109,9 +112,6 @@ class Inbox:
         self._waiters.clear()
 
     async def _read_forever(self) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
         failures = 0
         while True:
             try:
@@ -121,10 +121,13 @@ class Inbox:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
-                log.warning("reply stream read failed (%s); reconnecting", exc)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                if self.outages is not None:
+                    self.outages.failed("the reply stream read", exc)
+                else:
+                    log.warning("reply stream read failed (%s); reconnecting", exc)
+                await asyncio.sleep(backoff(failures))
                 continue
             self._deliver_batch(batch)
             # Drop the batch before blocking again: it holds every reply body of the last read

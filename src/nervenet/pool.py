@@ -22,6 +22,7 @@ from .escalations import Escalations, escalation_fields
 from .handlers import Handler, handlers_of
 from .inbox import Inbox
 from .keys import WORKER_GROUP, Keys
+from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .settings import PoolSettings
@@ -76,6 +77,8 @@ class Pool:
             signer=self.signer,
         )
         self.portal = Portal()
+        self.outages = Outages(transport.description)
+        self.inbox.outages = self.outages
         self._batcher: CommandBatcher | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._started: asyncio.Future[None] | None = None
@@ -356,11 +359,10 @@ class Pool:
 
     # --- heartbeat --------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
+        interval = self.settings.heartbeat_interval
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            await asyncio.sleep(interval)
+            started = asyncio.get_running_loop().time()
             try:
                 await self._renew_reply_stream()
                 await self.inbox.trim_read_entries()
@@ -368,10 +370,17 @@ class Pool:
                     await hook()
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("pool heartbeat failed (%s); will retry", exc)
+            except TRANSIENT_ERRORS as exc:
+                self.outages.failed("the pool heartbeat", exc)
+                continue
             except Exception:
                 log.exception("pool heartbeat hook failed")
+                continue
+            took = asyncio.get_running_loop().time() - started
+            if took > 2 * interval:
+                self.outages.slow("a pool heartbeat", took)
+            else:
+                self.outages.on_time()
 
     async def _renew_reply_stream(self) -> None:
         """Keep our reply stream alive; if Redis lost it, recover the replies we were owed.

@@ -220,16 +220,18 @@ class RedisTransport:
     async def _open_cluster(self) -> None:
         """Replace the single-node client by a cluster client once every slot is served."""
         await self._wait_cluster_ok()
-        options: dict[str, Any] = {}
-        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
-            options["connection_class"] = _HiredisPackingConnection
         cluster = aiocluster.RedisCluster.from_url(
             self.url.url,
-            **options,
             socket_connect_timeout=5,
             socket_timeout=None,  # blocking reads wait block_ms on the server
             health_check_interval=15,
         )
+        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
+            # from_url drops a connection_class; the node manager makes every node it discovers
+            # from these connection kwargs (the same dict), and the seed node exists already.
+            cluster.get_connection_kwargs()["connection_class"] = _HiredisPackingConnection
+            for node in cluster.startup_nodes:
+                node.connection_class = _HiredisPackingConnection
         try:
             await cluster.initialize()
         except RedisError as exc:

@@ -39,9 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
@@ -57,6 +55,7 @@ from .errors import EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
+from .outages import TRANSIENT_ERRORS, backoff
 from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .tasks import cancel_and_wait
@@ -69,8 +68,6 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("nervenet.worker")
-
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 #: How long a cancellation of an entry this worker has not (yet) accepted is remembered: it may
@@ -139,6 +136,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._threads_reserved = False
+        self._unsteady_at = -1e9  # monotonic time of the last failed or late heartbeat
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -232,8 +230,7 @@ class Worker:
                     continue
                 except TRANSIENT_ERRORS as exc:
                     failures += 1
-                    if failures == 1:
-                        log.warning("worker %s: read failed (%s); retrying", self.worker_id, exc)
+                    self.pool.outages.failed(f"worker {self.worker_id}'s read", exc)
                     await asyncio.sleep(backoff(failures))
                     continue
                 # The entries read stay counted in this read's slots until they are in flight.
@@ -325,10 +322,7 @@ class Worker:
                 return await self.pool.transport.mget([self.pool.keys.result(t) for t in task_ids])
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                if failures == 1:
-                    log.warning(
-                        "worker %s: result cache unreachable (%s); retrying", self.worker_id, exc
-                    )
+                self.pool.outages.failed(f"worker {self.worker_id}'s result cache lookup", exc)
                 await asyncio.sleep(backoff(failures))
 
     def _parse(self, flight: _InFlight) -> TaskEnvelope:
@@ -476,7 +470,12 @@ class Worker:
                     block_ms=self.pool.settings.block_ms,
                 )
                 failures = 0
-            except (*TRANSIENT_ERRORS, ResponseError) as exc:
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                self.pool.outages.failed(f"worker {self.worker_id}'s cancel stream read", exc)
+                await asyncio.sleep(backoff(failures))
+                continue
+            except ResponseError as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("worker %s: cancel stream read failed (%s)", self.worker_id, exc)
@@ -587,10 +586,7 @@ class Worker:
                 return
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                if failures == 1:
-                    log.warning(
-                        "worker %s: could not settle a task (%s); retrying", self.worker_id, exc
-                    )
+                self.pool.outages.failed(f"worker {self.worker_id} settling a task", exc)
                 await asyncio.sleep(backoff(failures))
 
     def _release(self, flight: _InFlight) -> None:
@@ -602,26 +598,46 @@ class Worker:
         # A timer of its own: behind reclaim work (a burst of abandoned entries under load) the
         # registration lapsed and this worker's in-flight entries went stale while it was alive,
         # so dispatchers saw no worker and other workers reclaimed what it was running.
-        await self._every_heartbeat(self._heartbeat_once, "heartbeat")
+        await self._every(self.pool.settings.heartbeat_interval, self._heartbeat_once, "heartbeat")
 
     async def _reclaim_loop(self) -> None:
-        await self._every_heartbeat(self._reclaim_abandoned, "reclaim")
+        # Entries are abandoned only after a whole visibility timeout idle: looking a few times
+        # per timeout finds them soon enough, at a fraction of the XAUTOCLAIMs (one per stream,
+        # and a cluster has a stream per partition).
+        settings = self.pool.settings
+        interval = max(settings.heartbeat_interval, settings.visibility_timeout / 4)
+        await self._every(interval, self._reclaim_abandoned, "reclaim")
 
-    async def _every_heartbeat(self, step: Callable[[], Awaitable[None]], what: str) -> None:
-        interval = self.pool.settings.heartbeat_interval
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
             await asyncio.sleep(interval)
+            started = time.monotonic()
             try:
                 await step()
             except asyncio.CancelledError:
                 raise
+            except TRANSIENT_ERRORS as exc:
+                self._unsteady_at = time.monotonic()
+                self.pool.outages.failed(f"worker {self.worker_id}'s {what}", exc)
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     await self._ensure_groups()
                 else:
                     log.exception("worker %s: %s failed", self.worker_id, what)
-            except TRANSIENT_ERRORS as exc:
-                log.warning("worker %s: %s failed (%s)", self.worker_id, what, exc)
+            else:
+                took = time.monotonic() - started
+                if what == "heartbeat" and took > 2 * interval:
+                    self._unsteady_at = time.monotonic()
+                    self.pool.outages.slow(f"worker {self.worker_id}'s heartbeat", took)
+
+    def _steady(self) -> bool:
+        """Whether this worker's own heartbeats went through on time for a whole visibility
+        timeout. After an outage (a failover) every worker's in-flight entries look idle; a
+        worker that reclaimed at once would take what live workers are still running, before
+        their first heartbeat since the outage refreshed it."""
+        settings = self.pool.settings
+        grace = settings.visibility_timeout + settings.heartbeat_interval
+        return time.monotonic() - self._unsteady_at > grace
 
     async def _heartbeat_once(self) -> None:
         settings = self.pool.settings
@@ -649,47 +665,60 @@ class Worker:
                 await pipe.execute(raise_on_error=False)
 
     async def _reclaim_abandoned(self) -> None:
+        if not self._steady():
+            return
+        free = self.concurrency - len(self._in_flight)
+        if free <= 0 or self._stopping.is_set():
+            return
         settings = self.pool.settings
-        redis = self.pool.transport.redis
         min_idle_ms = int(settings.visibility_timeout * 1000)
-        for stream in self._streams:
-            if self._stopping.is_set():
-                return
-            free = self.concurrency - len(self._in_flight)
-            if free <= 0:
-                return
-            claimed: Any = await redis.xautoclaim(
-                stream, WORKER_GROUP, self.worker_id, min_idle_ms, "0-0", count=free
-            )
-            gone = [i for i, f in claimed[1] if not f]
-            if gone:
-                # Deleted while pending (a cancelled dispatch withdrew it): Redis 6.2 keeps such
-                # ids pending and hands them out again forever unless acknowledged.
-                await redis.xack(stream, WORKER_GROUP, *gone)
-            entries = [(i, f) for i, f in claimed[1] if f and (stream, i) not in self._in_flight]
-            if not entries:
-                continue
-            self.reclaimed += len(entries)
-            log.info(
-                "worker %s reclaimed %d abandoned task(s) from %s",
-                self.worker_id,
-                len(entries),
-                stream,
-            )
-            # Delivery counts in one round trip (one per entry, in sequence, took seconds for a
-            # burst on a loaded machine).
-            async with redis.pipeline(transaction=False) as pipe:
-                for entry_id, _ in entries:
-                    pipe.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
-                counts: list[Any] = await pipe.execute()
-            retry = []
-            for (entry_id, fields), pending in zip(entries, counts, strict=True):
-                deliveries = int(pending[0]["times_delivered"]) if pending else 1
-                if deliveries > settings.max_deliveries:
-                    await self._dead_letter_poison(stream, entry_id, fields, deliveries)
-                else:
-                    retry.append((entry_id, fields))
-            await self._accept(stream, retry, first_delivery=False)
+        streams = list(self._streams)
+        # One pipeline for every stream (a cluster has one per partition and task type); each
+        # claims its share of the free slots, at least one.
+        share = max(1, free // len(streams))
+        async with self.pool.transport.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xautoclaim(
+                    stream, WORKER_GROUP, self.worker_id, min_idle_ms, "0-0", count=share
+                )
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        for stream, claimed in zip(streams, replies, strict=True):
+            if not isinstance(claimed, Exception) and claimed[1]:
+                await self._take_reclaimed(stream, claimed[1])
+        if errors:
+            raise errors[0]  # after taking what was claimed; NOGROUP: _every recreates groups
+
+    async def _take_reclaimed(
+        self, stream: str, claimed: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> None:
+        redis = self.pool.transport.redis
+        gone = [i for i, f in claimed if not f]
+        if gone:
+            # Deleted while pending (a cancelled dispatch withdrew it): Redis 6.2 keeps such
+            # ids pending and hands them out again forever unless acknowledged.
+            await redis.xack(stream, WORKER_GROUP, *gone)
+        entries = [(i, f) for i, f in claimed if f and (stream, i) not in self._in_flight]
+        if not entries:
+            return
+        self.reclaimed += len(entries)
+        log.info(
+            "worker %s reclaimed %d abandoned task(s) from %s", self.worker_id, len(entries), stream
+        )
+        # Delivery counts in one round trip (one per entry, in sequence, took seconds for a
+        # burst on a loaded machine).
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(stream, WORKER_GROUP, entry_id, entry_id, 1)
+            counts: list[Any] = await pipe.execute()
+        retry = []
+        for (entry_id, fields), pending in zip(entries, counts, strict=True):
+            deliveries = int(pending[0]["times_delivered"]) if pending else 1
+            if deliveries > self.pool.settings.max_deliveries:
+                await self._dead_letter_poison(stream, entry_id, fields, deliveries)
+            else:
+                retry.append((entry_id, fields))
+        await self._accept(stream, retry, first_delivery=False)
 
     async def _dead_letter_poison(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
@@ -735,11 +764,6 @@ class Worker:
                 raise reply
             if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                 raise reply
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait after ``failures`` failures in a row of the same Redis call."""
-    return float(min(0.05 * 2**failures, 2.0))
 
 
 def _log_lost_frame(sent: asyncio.Future[Any]) -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from redis.exceptions import WatchError
 
 from .errors import LeaseLost, NervenetError
+from .outages import TRANSIENT_ERRORS
 from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
@@ -121,6 +122,7 @@ class Workflows:
         self._takeover: asyncio.Future[None] | None = None
         self._done_last = "0-0"
         self._takes_queued = False
+        self._unsteady_at = -1e9  # monotonic time of the last failed or late lease renewal
         self.takeovers = 0
         self.queued_taken = 0
         pool.add_heartbeat_hook(self._heartbeat)
@@ -308,8 +310,6 @@ class Workflows:
             self._done_waiters.pop(run_id, None)
 
     async def _read_done(self, ready: asyncio.Future[None]) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
         stream = self._pool.keys.workflows_done
         last = await self._pool.transport.redis.xrevrange(stream, count=1)
         self._done_last = as_text(last[0][0]) if last else "0-0"
@@ -319,7 +319,7 @@ class Workflows:
                 batch = await self._pool.transport.read(
                     {stream: self._done_last}, count=1_000, block_ms=self._pool.settings.block_ms
                 )
-            except (RedisConnectionError, OSError):
+            except TRANSIENT_ERRORS:
                 await asyncio.sleep(self._pool.settings.heartbeat_interval)
                 continue
             for _, entries in batch:
@@ -346,10 +346,21 @@ class Workflows:
         return int((time.time() + self._pool.settings.lease_ttl) * 1000)
 
     async def _heartbeat(self) -> None:
-        if self._owned:
-            await self._renew()
-        else:
-            self._last_renewal = time.monotonic()
+        started = time.monotonic()
+        try:
+            if self._owned:
+                await self._renew()
+                if time.monotonic() - started > self._pool.settings.heartbeat_interval:
+                    # Stuck behind an outage (a failover): the leases just pushed were computed
+                    # before it and may have lapsed meanwhile. Push them again while we still
+                    # hold them, before anyone may claim them (see _steady).
+                    self._unsteady_at = time.monotonic()
+                    await self._renew()
+            else:
+                self._last_renewal = time.monotonic()
+        except TRANSIENT_ERRORS:
+            self._unsteady_at = time.monotonic()
+            raise
         if self._kinds:
             await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
@@ -367,6 +378,9 @@ class Workflows:
         keys, redis = self._pool.keys, self._pool.transport.redis
         run_ids = list(self._owned)
         started = time.monotonic()
+        if not run_ids:  # all ended meanwhile (the second push after a slow one)
+            self._last_renewal = started
+            return
         async with redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms()), xx=True)
             pipe.hmget(keys.workflow_owners, run_ids)
@@ -399,28 +413,49 @@ class Workflows:
             if scan:
                 await asyncio.sleep(between_scans)
             try:
-                for run_id, kind in await self._claim_expired():
+                for run_id, kind in await self._claim_expired(expired_too=self._steady()):
                     await self._resume(run_id, kind)
             except asyncio.CancelledError:
                 raise
+            except TRANSIENT_ERRORS as exc:  # the next scan tries again
+                self._unsteady_at = time.monotonic()
+                self._pool.outages.failed("looking for abandoned runs", exc)
             except Exception as exc:  # the next scan tries again
                 log.warning("could not take over abandoned runs: %s", exc)
 
-    async def _claim_expired(self) -> list[tuple[str, str]]:
+    def _steady(self) -> bool:
+        """Whether this process's own renewals went through on time for a whole lease. After an
+        outage longer than a lease every lease looks expired: the first process to reach Redis
+        again would claim the runs of every other live one (a takeover storm, seen after a
+        cluster failover). Waiting one lease lets their owners renew first."""
+        settings = self._pool.settings
+        return (
+            time.monotonic() - self._unsteady_at > settings.lease_ttl + settings.heartbeat_interval
+        )
+
+    async def _claim_expired(self, *, expired_too: bool = True) -> list[tuple[str, str]]:
         """Claim every expired run of a kind we serve (and queued ones, if we take them), in one
         optimistic transaction."""
         keys, redis = self._pool.keys, self._pool.transport.redis
         async with redis.pipeline(transaction=True) as pipe:
             for _ in range(CLAIM_ATTEMPTS):
                 try:
+                    asked = time.monotonic()
                     await pipe.watch(keys.workflows, keys.workflow_owners, keys.workflows_queued)
                     now_ms = int(time.time() * 1000)
-                    expired = [
-                        as_text(r)
-                        for r in await pipe.zrangebyscore(
-                            keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_SCAN
-                        )
-                    ]
+                    expired = []
+                    if expired_too:
+                        expired = [
+                            as_text(r)
+                            for r in await pipe.zrangebyscore(
+                                keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_SCAN
+                            )
+                        ]
+                    if time.monotonic() - asked > self._pool.settings.heartbeat_interval:
+                        # This scan waited out an outage (a failover): every lease looks expired
+                        # now, also those of live processes that could not renew either.
+                        self._unsteady_at = time.monotonic()
+                        expired = []
                     queued = []
                     if self._takes_queued:
                         queued = [

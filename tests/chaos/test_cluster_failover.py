@@ -329,14 +329,6 @@ def test_every_run_finishes_with_the_right_output_across_a_failover(failover: Fa
     assert failover.report["node re-executions"] <= RUNS * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the failover is not told once per process: with a 2-3 s failover redis-py's "
-    "cluster client retries silently (10 retries, up to 1 s apart) and most processes log "
-    "nothing about Redis, only per-run takeovers blamed on 'a coordinator that stopped "
-    "heartbeating'; with an 8-9 s one every component of a worker warns on its own, every "
-    "retry window (about 18 lines per worker)",
-)
 @pytest.mark.timeout(240)
 def test_each_process_tells_the_failover_once(failover: Failover) -> None:
     assert failover.silent == [], "processes that never said Redis was unavailable"
