@@ -31,6 +31,7 @@ from langgraph.pregel._read import PregelNode
 
 from nervenet import ConfigurationError, Handler, Pool, TaskContext
 from nervenet.handlers import validate_task_type
+from nervenet.routing import DEFAULT_QUEUE, TaskOptions
 
 from . import runs
 from .checkpoint import RedisSaver
@@ -58,6 +59,9 @@ class Distribution:
     """``ainvoke`` with a thread id goes through :meth:`DistributedGraph.asubmit`."""
     local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
     """Task type -> (the node's original function, the (sub)graph that owns it)."""
+    options: dict[str, TaskOptions] = field(default_factory=dict)
+    """Task type -> its queue and limit, from the node's ``metadata={"nervenet": {...}}`` and
+    ``distribute(nodes={...})`` (which wins)."""
     checkpointer: BaseCheckpointSaver[Any] | None = None
     """The root graph's saver, lent to graphs a node runs on a worker (as LangGraph lends a
     parent's saver to nested graphs). Only correct when every process sees the same saver: a
@@ -65,6 +69,10 @@ class Distribution:
 
     def handlers(self) -> dict[str, Handler]:
         return {task_type: self._handler(task_type) for task_type in self.local_nodes}
+
+    def queue_of(self, task_type: str) -> str:
+        options = self.options.get(task_type)
+        return options.queue if options is not None else DEFAULT_QUEUE
 
     def _handler(self, task_type: str) -> Handler:
         bound, owner = self.local_nodes[task_type]
@@ -104,6 +112,10 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
     def nervenet_handlers(self) -> Mapping[str, Handler]:
         """What ``nervenet worker app:graph`` serves: one handler per node task type."""
         return self.nervenet.handlers()
+
+    def nervenet_task_options(self) -> Mapping[str, TaskOptions]:
+        """Each node's queue and limit (``nervenet worker app:graph --queues gpu``)."""
+        return dict(self.nervenet.options)
 
     def nervenet_pool(self) -> Pool:
         """The pool whose durable runs ``nervenet serve app:graph`` coordinates."""
@@ -156,6 +168,7 @@ def distribute(
     wait_for_worker: bool = False,
     durable: bool | None = None,
     graph_name: str | None = None,
+    nodes: Mapping[str, Mapping[str, Any]] | None = None,
     **compile_kwargs: Any,
 ) -> DistributedGraph:
     """Compile ``graph`` (if it is a builder) so that every node runs on ``pool``.
@@ -166,6 +179,10 @@ def distribute(
     ``durable`` (default: on when the checkpointer is a :class:`RedisSaver`, which every
     coordinator process can read) makes ``ainvoke`` with a thread id a leased run that another
     coordinator process resumes if this one dies.
+
+    Per-node options (``queue``, ``max_concurrency``, ``rate_limit``, ``limit_key``, ``burst``)
+    come from ``builder.add_node(name, fn, metadata={"nervenet": {...}})`` and from
+    ``nodes={"name": {...}}`` here, which wins key by key.
     """
     validate_task_type(name)
     if "name" in compile_kwargs:
@@ -192,13 +209,23 @@ def distribute(
     distribution = Distribution(pool, name, serde, wait_for_worker, durable)
     if isinstance(compiled.checkpointer, BaseCheckpointSaver):
         distribution.checkpointer = compiled.checkpointer
-    distributed = _distributed_copy(compiled, distribution, prefix=name)
+    overrides = dict(nodes or {})
+    unknown = set(overrides) - set(compiled.nodes)
+    if unknown:
+        raise ConfigurationError(
+            f"distribute(nodes=...) names no node of the graph: {sorted(unknown)}; its nodes "
+            f"are {sorted(n for n in compiled.nodes if n not in _LOCAL_NODES)}"
+        )
+    distributed = _distributed_copy(compiled, distribution, prefix=name, overrides=overrides)
     pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
     return distributed
 
 
 def _distributed_copy(
-    compiled: CompiledStateGraph[Any, Any, Any, Any], distribution: Distribution, prefix: str
+    compiled: CompiledStateGraph[Any, Any, Any, Any],
+    distribution: Distribution,
+    prefix: str,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DistributedGraph:
     nodes: dict[str, PregelNode] = {}
     for node_name, node in compiled.nodes.items():
@@ -217,6 +244,9 @@ def _distributed_copy(
             raise ConfigurationError(
                 f"node {node_name!r} is a plain Pregel graph; distribute its StateGraph instead"
             )
+        options = _node_options(compiled, node_name, (overrides or {}).get(node_name))
+        if options:
+            distribution.options[task_type] = TaskOptions.parse(task_type, options)
         trace = bool(getattr(node.bound, "trace", False))
         # The node's own run is opened by the stand-in below, on the coordinator; the worker
         # runs the function under it (callbacks.py) and must not open it a second time.
@@ -232,6 +262,22 @@ def _distributed_copy(
     distributed.nervenet = distribution  # type: ignore[attr-defined]
     distributed.original = getattr(compiled, "original", compiled)  # type: ignore[attr-defined]
     return distributed  # type: ignore[return-value]
+
+
+def _node_options(
+    compiled: CompiledStateGraph[Any, Any, Any, Any],
+    node_name: str,
+    override: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A node's nervenet options: its metadata's, then ``distribute(nodes=...)``'s."""
+    spec = compiled.builder.nodes.get(node_name)
+    metadata = (getattr(spec, "metadata", None) or {}).get("nervenet") or {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError(
+            f"node {node_name!r}: metadata['nervenet'] must be a dict of options, e.g. "
+            "{'queue': 'gpu', 'max_concurrency': 4}"
+        )
+    return {**metadata, **(override or {})}
 
 
 def _task_type_segment(node_name: str) -> str:

@@ -98,6 +98,7 @@ class RemoteNode:
                 # A task of a step LangGraph is not resuming runs for the first time: its id
                 # comes from a checkpoint made for this step, so nothing can be cached for it.
                 first_run=not conf.get(CONFIG_KEY_RESUMING, False),
+                queue=self.distribution.queue_of(self.task_type),
             )
         except RemoteTaskError as exc:
             await frames.drained()

@@ -27,6 +27,7 @@ from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .pool import Pool
+from .routing import options_of
 from .settings import PoolSettings
 from .worker import Worker
 from .workflows import RunSource
@@ -102,6 +103,14 @@ def worker(
         ),
     ] = DEFAULTS.max_deliveries,
     signing_secret: SigningSecretOption = None,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="Comma-separated queues whose task types this worker runs (default: all).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -109,13 +118,16 @@ def worker(
 
         nervenet worker examples.document_pipeline:graph --redis redis://localhost:6379/0
 
+        nervenet worker app:graph --queues gpu            # only the nodes on queue "gpu"
+
         NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
 
         NERVENET_SIGNING_SECRET=$(cat /run/secrets/nervenet) nervenet worker app:graph
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        handlers = handlers_of(load_target(target))
+        source = load_target(target)
+        handlers_of(source)  # fail now on what cannot be served
     except NervenetError as exc:
         raise _fail(exc) from None
     try:
@@ -129,18 +141,27 @@ def worker(
         )
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(pool, handlers, concurrency, grace))
+    _run(_serve(pool, source, concurrency, grace, queues))
 
 
-async def _serve(pool: Pool, handlers: object, concurrency: int, grace: float) -> None:
+async def _serve(
+    pool: Pool, source: object, concurrency: int, grace: float, queues: str | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with pool:
-        worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
+        worker = Worker(
+            pool,
+            handlers_of(source),
+            concurrency=concurrency,
+            options=options_of(source),
+            queues=queues,
+        )
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
+            f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
             f"on {pool.transport.description} (concurrency {concurrency}"
             f"{', signed tasks only' if pool.signer else ''})"
         )
@@ -270,6 +291,19 @@ async def _status(url: str, namespace: str) -> None:
             f"{now - w.started_at:.0f} s",
         )
     console.print(workers)
+    if snapshot.limits:
+        limits = Table(title="limits")
+        for column in ("limit key", "running", "cap", "rate", "starts available"):
+            limits.add_column(column, justify="left" if column == "limit key" else "right")
+        for limit in snapshot.limits:
+            limits.add_row(
+                limit.key,
+                str(limit.in_use),
+                "-" if limit.max_concurrency is None else str(limit.max_concurrency),
+                limit.rate_limit or "-",
+                "-" if limit.tokens is None else f"{limit.tokens:.1f}",
+            )
+        console.print(limits)
     console.print(
         f"running workflows: {snapshot.running_workflows}   queued: {snapshot.queued_workflows}"
         f"   coordinator processes: {snapshot.coordinators}   escalations: {snapshot.escalations}"

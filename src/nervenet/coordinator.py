@@ -77,6 +77,7 @@ class Coordinator:
         on_frame: Callable[[bytes], None] | None = None,
         trace: str = "",
         first_run: bool = False,
+        queue: str | None = None,
     ) -> bytes:
         """Run ``payload`` on a worker serving ``task_type``; return the result bytes.
 
@@ -94,14 +95,15 @@ class Coordinator:
         still answer while the next one runs. Without ``task_id`` the id is made up here and the
         worker skips its result-cache lookup for the first attempt; ``first_run=True`` asks the
         same for a given ``task_id`` the caller knows was never dispatched before (a workflow step
-        run for the first time, not resumed), saving the lookup's round trip.
+        run for the first time, not resumed), saving the lookup's round trip. ``queue`` (the
+        task type's, if the app routes it) only makes the error of a missing worker precise.
         """
         validate_task_type(task_type)
         if retries < 0:
             raise ValueError("retries must be >= 0")
         await self.pool.ensure_started()
         if not self.pool.registry.known_served(task_type):
-            await self._require_worker(task_type, wait_for_worker)
+            await self._require_worker(task_type, wait_for_worker, queue)
         fresh = first_run or not task_id
         task_id = task_id or uuid.uuid4().hex
         last_error: DispatchError | None = None
@@ -224,7 +226,7 @@ class Coordinator:
         if not sent.cancelled() and sent.exception() is None:
             self.pool.cancel_soon(envelope, as_bytes(sent.result()[0]))
 
-    async def _require_worker(self, task_type: str, wait: bool) -> None:
+    async def _require_worker(self, task_type: str, wait: bool, queue: str | None) -> None:
         registry = self.pool.registry
         grace = 2 * self.pool.settings.visibility_timeout
         try:
@@ -239,7 +241,7 @@ class Coordinator:
         if registry.served_recently(task_type, grace):
             return
         if not wait:
-            raise NoLiveWorker(task_type)
+            raise NoLiveWorker(task_type, queue=queue)
         started = time.monotonic()
         deadline = started + self.pool.settings.worker_wait_timeout
         while time.monotonic() < deadline:
@@ -255,6 +257,7 @@ class Coordinator:
         raise NoLiveWorker(
             task_type,
             hint=f"waited {self.pool.settings.worker_wait_timeout:g} s for one to register",
+            queue=queue,
         )
 
     @staticmethod

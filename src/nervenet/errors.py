@@ -40,13 +40,23 @@ class EnvelopeError(NervenetError, ValueError):
 class NoLiveWorker(NervenetError, LookupError):
     """No live worker has registered the task type."""
 
-    def __init__(self, task_type: str, hint: str | None = None) -> None:
-        message = (
-            f"no live worker serves task type {task_type!r}; start one with "
-            f"`nervenet worker MODULE:ATTR` (or dispatch with wait_for_worker=True)"
-        )
+    def __init__(
+        self, task_type: str, hint: str | None = None, *, queue: str | None = None
+    ) -> None:
+        if queue is None or queue == "default":
+            message = (
+                f"no live worker serves task type {task_type!r}; start one with "
+                f"`nervenet worker MODULE:ATTR` (or dispatch with wait_for_worker=True)"
+            )
+        else:
+            message = (
+                f"no live worker serves task type {task_type!r} on queue {queue!r}; start one "
+                f"with `nervenet worker MODULE:ATTR --queues {queue}` (or dispatch with "
+                "wait_for_worker=True)"
+            )
         super().__init__(message if hint is None else f"{message}. {hint}")
         self.task_type = task_type
+        self.queue = queue
 
 
 class DispatchError(NervenetError):

@@ -27,6 +27,7 @@ import orjson
 
 from .envelope import MAX_TASK_TYPE_LENGTH
 from .errors import ConfigurationError
+from .routing import TaskOptions
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -98,29 +99,56 @@ class Handlers:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._options: dict[str, TaskOptions] = {}
 
-    def add(self, task_type: str, handler: Handler) -> None:
-        """Register a raw bytes handler."""
+    def add(self, task_type: str, handler: Handler, **options: Any) -> None:
+        """Register a raw bytes handler; ``options`` as for :meth:`task`."""
         validate_task_type(task_type)
         if task_type in self._handlers:
             raise ConfigurationError(f"task type {task_type!r} is registered twice")
         self._handlers[task_type] = handler
+        spelled = {k: v for k, v in options.items() if v is not None}
+        if spelled:
+            self._options[task_type] = TaskOptions.parse(task_type, spelled)
 
-    def task(self, task_type: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def task(
+        self,
+        task_type: str,
+        *,
+        queue: str | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        limit_key: str | None = None,
+        burst: int | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a function taking and returning JSON-compatible values.
 
         The function may be sync (it then runs in a thread) or async, and may take the
-        :class:`TaskContext` as a second argument named ``ctx``.
+        :class:`TaskContext` as a second argument named ``ctx``. ``queue`` says which workers
+        run it (``nervenet worker app:handlers --queues gpu``); ``max_concurrency``,
+        ``rate_limit`` (``"10/s"``) and ``limit_key`` (shared with other task types) limit it
+        across every process (see :mod:`nervenet.limits`).
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(task_type, json_handler(fn))
+            self.add(
+                task_type,
+                json_handler(fn),
+                queue=queue,
+                max_concurrency=max_concurrency,
+                rate_limit=rate_limit,
+                limit_key=limit_key,
+                burst=burst,
+            )
             return fn
 
         return register
 
     def nervenet_handlers(self) -> Mapping[str, Handler]:
         return dict(self._handlers)
+
+    def nervenet_task_options(self) -> Mapping[str, TaskOptions]:
+        return dict(self._options)
 
     def __contains__(self, task_type: object) -> bool:
         return task_type in self._handlers

@@ -149,6 +149,22 @@ class Keys:
         """Dead-letter stream of tasks that could not be done: ``nn:{escalations}``."""
         return f"{self.namespace}:{{escalations}}"
 
+    # --- limits -----------------------------------------------------------------------------
+    def limit(self, key: str) -> str:
+        """Hash of one limit key: caps set at run time and its rate's token bucket:
+        ``nn:limit:{openai}``."""
+        return f"{self.namespace}:limit:{{{key}}}"
+
+    def permits(self, key: str) -> str:
+        """Sorted set of the permits held under a limit key, scored by lease expiry (ms); the
+        same slot as :meth:`limit`, for the grant script: ``nn:limit:{openai}:permits``."""
+        return f"{self.limit(key)}:permits"
+
+    @property
+    def limit_keys(self) -> str:
+        """Set of every limit key declared, for the status view: ``nn:{limits}``."""
+        return f"{self.namespace}:{{limits}}"
+
     # --- registry ---------------------------------------------------------------------------
     @property
     def workers(self) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,12 +19,14 @@ from .coordinator import Coordinator
 from .envelope import CancelRequest, Signer, TaskEnvelope, cached_result
 from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
-from .handlers import Handler, handlers_of
+from .handlers import handlers_of
 from .inbox import Inbox
 from .keys import WORKER_GROUP, Keys
+from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
+from .routing import options_of
 from .settings import PoolSettings
 from .tasks import cancel_and_wait
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
@@ -86,8 +88,10 @@ class Pool:
         self._heartbeat_hooks: list[HeartbeatHook] = []
         self._workers: list[Worker] = []
         self._closing = False
-        self._local_handlers: list[tuple[Mapping[str, Handler], int]] = []
+        self._local_workers: list[tuple[object, int, str | Iterable[str] | None]] = []
         self.workflows = Workflows(self)
+        self.limits = Limits(self)
+        """Concurrency caps and rates shared by every process: ``await pool.limits.set(...)``."""
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -130,11 +134,18 @@ class Pool:
     def is_embedded(self) -> bool:
         return isinstance(self.transport, EmbeddedTransport)
 
-    def serve_locally(self, handlers: object, *, workers: int = 1, concurrency: int = 64) -> None:
+    def serve_locally(
+        self,
+        handlers: object,
+        *,
+        workers: int = 1,
+        concurrency: int = 64,
+        queues: str | Iterable[str] | None = None,
+    ) -> None:
         """Run ``workers`` in-process workers for ``handlers`` when the pool starts."""
-        resolved = handlers_of(handlers)
+        handlers_of(handlers)  # fail now on what cannot be served
         for _ in range(workers):
-            self._local_handlers.append((resolved, concurrency))
+            self._local_workers.append((handlers, concurrency, queues))
         if self._started is not None and self._started.done():
             raise ConfigurationError("call serve_locally before the pool starts, or use serve()")
 
@@ -172,8 +183,8 @@ class Pool:
         await self.inbox.open()
         await self._renew_reply_stream()
         self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
-        for handlers, concurrency in self._local_handlers:
-            await self._start_worker(handlers, concurrency)
+        for target, concurrency, queues in self._local_workers:
+            await self._start_worker(target, concurrency, queues)
 
     async def _agree_partitions(self) -> int:
         """The namespace's task stream partitions: what the first pool to start wrote, else
@@ -253,15 +264,32 @@ class Pool:
         return await self.coordinator().dispatch(task_type, payload, **options)
 
     # --- workers ----------------------------------------------------------------------------
-    async def serve(self, handlers: object, *, concurrency: int = 64) -> Worker:
-        """Start an in-process worker for ``handlers``; it stops when the pool closes."""
-        await self.ensure_started()
-        return await self._start_worker(handlers_of(handlers), concurrency)
+    async def serve(
+        self,
+        handlers: object,
+        *,
+        concurrency: int = 64,
+        queues: str | Iterable[str] | None = None,
+    ) -> Worker:
+        """Start an in-process worker for ``handlers``; it stops when the pool closes.
 
-    async def _start_worker(self, handlers: Mapping[str, Handler], concurrency: int) -> Worker:
+        ``queues`` (e.g. ``["gpu", "default"]``) limits it to the task types on those queues.
+        """
+        await self.ensure_started()
+        return await self._start_worker(handlers, concurrency, queues)
+
+    async def _start_worker(
+        self, target: object, concurrency: int, queues: str | Iterable[str] | None = None
+    ) -> Worker:
         from .worker import Worker
 
-        worker = Worker(self, handlers, concurrency=concurrency)
+        worker = Worker(
+            self,
+            handlers_of(target),
+            concurrency=concurrency,
+            options=options_of(target),
+            queues=queues,
+        )
         await worker.start()
         self._workers.append(worker)
         self.registry.invalidate()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from .keys import WORKER_GROUP
+from .limits import LimitStatus
 from .registry import WorkerInfo
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class PoolStatus:
     """Streams per task type."""
     primaries: int
     """Redis primaries (more than 1 on a cluster)."""
+    limits: list[LimitStatus]
+    """Every limit key: permits in use, the cap and rate set at run time, tokens left."""
     escalations: int
     """Entries on the escalation stream."""
     taken_at: float
@@ -100,6 +103,7 @@ async def collect_status(pool: Pool) -> PoolStatus:
         coordinators=coordinators,
         partitions=keys.partitions,
         primaries=pool.transport.primaries,
+        limits=await pool.limits.status(),
         escalations=await pool.escalations.count(),
         taken_at=time.time(),
     )

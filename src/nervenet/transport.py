@@ -105,9 +105,9 @@ class Transport(Protocol):
         ...
 
     async def read_group(
-        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None
     ) -> StreamBatch:
-        """``XREADGROUP`` that waits up to ``block_ms`` for entries."""
+        """``XREADGROUP`` that waits up to ``block_ms`` for entries (None: returns at once)."""
         ...
 
     async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
@@ -156,7 +156,7 @@ class RedisTransport:
         self.redis = aioredis.Redis(connection_pool=connections, decode_responses=False)
 
     async def read_group(
-        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None
     ) -> StreamBatch:
         result: Any = await self.redis.xreadgroup(
             group, consumer, _stream_ids(streams), count=count, block=block_ms
@@ -324,8 +324,13 @@ class EmbeddedTransport:
         return values
 
     async def read_group(
-        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int
+        self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None
     ) -> StreamBatch:
+        if block_ms is None:
+            ready: Any = await self.redis.xreadgroup(
+                group, consumer, _stream_ids(streams), count=count
+            )
+            return list(ready or [])
         return await self._wait_for(
             lambda: self.redis.xreadgroup(group, consumer, _stream_ids(streams), count=count),
             block_ms,

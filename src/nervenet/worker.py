@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +51,16 @@ from .envelope import (
     TaskEnvelope,
     cached_result,
 )
-from .errors import EnvelopeError
+from .errors import ConfigurationError, EnvelopeError
 from .escalations import escalation_fields
 from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
 from .keys import WORKER_GROUP
+from .limited_reads import PermitReads
+from .limits import TaskLimits, merged
 from .outages import TRANSIENT_ERRORS, backoff
 from .read_slots import ReadSlots
 from .registry import WorkerInfo
+from .routing import TaskOptions, parse_queues
 from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads
 from .transport import as_bytes
@@ -89,6 +92,8 @@ class _InFlight:
     """The handler returned: its result is on the way, and cancelling is a no-op."""
     cancelled: bool = False
     """Its coordinator cancelled it: acknowledge it, send no reply, cache no result."""
+    permit: tuple[str, str] | None = None
+    """(limit key, permit) it runs under, given back when it is released."""
 
 
 class Worker:
@@ -105,11 +110,25 @@ class Worker:
         *,
         concurrency: int = 64,
         worker_id: str | None = None,
+        options: Mapping[str, TaskOptions] | None = None,
+        queues: str | Iterable[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.pool = pool
-        self.handlers = {validate_task_type(t): h for t, h in handlers.items()}
+        options = dict(options or {})
+        self.queues = parse_queues(queues)
+        self.handlers = {
+            validate_task_type(t): h
+            for t, h in handlers.items()
+            if self.queues is None or options.get(t, TaskOptions()).queue in self.queues
+        }
+        if not self.handlers:
+            served = sorted({options.get(t, TaskOptions()).queue for t in handlers})
+            raise ConfigurationError(
+                f"no task type of this target is on queue(s) {sorted(self.queues or ())}; "
+                f"its queues are {served}"
+            )
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
@@ -121,12 +140,24 @@ class Worker:
         self._streams = {s: t for t in self.handlers for s in pool.keys.task_streams(t)}
         # cancel stream -> the task stream whose entries it cancels
         self._cancel_streams = {pool.keys.cancel_stream(s): s for s in self._streams}
-        # Streams each blocking read covers: all of them, or on a cluster those of one slot.
-        self._read_groups = pool.transport.slot_groups(self._streams)
+        # Task types under a limit are read only with permits (limited_reads.py); the others'
+        # streams are covered by blocking reads: all at once, or on a cluster one read per slot.
+        declared = {
+            t: o.limits for t, o in options.items() if t in self.handlers and o.limits is not None
+        }
+        by_key: dict[str, list[TaskLimits]] = {}
+        for limits in declared.values():
+            by_key.setdefault(limits.key, []).append(limits)
+        self.limits = {t: merged(by_key[limits.key]) for t, limits in declared.items()}
+        unlimited = [s for s, t in self._streams.items() if t not in self.limits]
+        self._read_groups = pool.transport.slot_groups(unlimited) if unlimited else []
         self._cancel_groups = pool.transport.slot_groups(self._cancel_streams)
         self._slots = ReadSlots(
-            concurrency, len(self._read_groups), in_flight=lambda: len(self._in_flight)
+            concurrency,
+            len(self._read_groups) + len(self.limits),
+            in_flight=lambda: len(self._in_flight),
         )
+        self._permits = PermitReads(self)
         self._cancel_positions: dict[str, str] = {}
         # (task stream, entry id) -> monotonic expiry of a cancellation that came first
         self._early_cancels: dict[tuple[str, bytes], float] = {}
@@ -134,7 +165,9 @@ class Worker:
         # streams written in the same millisecond both get "<ms>-0".
         self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._readers: list[asyncio.Future[None]] = []
+        self._cancellers: list[asyncio.Future[None]] = []
+        self._beats: list[asyncio.Future[None]] = []
         self._threads_reserved = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late heartbeat
 
@@ -155,26 +188,32 @@ class Worker:
                 len(self._read_groups),
                 len(self._read_groups),
             )
-        self._tasks = [
+        for limits in {limits.key: limits for limits in self.limits.values()}.values():
+            await self.pool.limits.declare(limits)
+        self._readers = [
+            *(asyncio.ensure_future(self._read_loop(group)) for group in self._read_groups),
+            *(asyncio.ensure_future(self._permits.read_loop(t)) for t in self.limits),
+        ]
+        self._cancellers = [
+            asyncio.ensure_future(self._cancel_loop(group)) for group in self._cancel_groups
+        ]
+        self._beats = [
             asyncio.ensure_future(self._heartbeat_loop()),
             asyncio.ensure_future(self._reclaim_loop()),
-            *(asyncio.ensure_future(self._read_loop(group)) for group in self._read_groups),
-            *(asyncio.ensure_future(self._cancel_loop(group)) for group in self._cancel_groups),
         ]
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
         self._stopping.set()
-        heartbeat, reclaimer, *rest = self._tasks or [None, None]  # type: ignore[list-item]
-        readers, cancellers = rest[: len(self._read_groups)], rest[len(self._read_groups) :]
-        for reader in readers:
+        heartbeat, reclaimer = self._beats or (None, None)
+        for reader in self._readers:
             await cancel_and_wait(reader)
         await cancel_and_wait(reclaimer)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         await self._hand_back_unfinished()
-        for canceller in cancellers:
+        for canceller in self._cancellers:
             await cancel_and_wait(canceller)
         await cancel_and_wait(heartbeat)
         with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -245,8 +284,10 @@ class Worker:
         entries: list[tuple[bytes, dict[bytes, bytes]]],
         *,
         first_delivery: bool,
+        permits: dict[bytes, tuple[str, str]] | None = None,
     ) -> None:
-        """Validate a batch, answer cached ones, start the rest."""
+        """Validate a batch, answer cached ones, start the rest. ``permits`` (entry id ->
+        permit) go with their entries; the caller gives back the ones left in it."""
         runnable: list[tuple[_InFlight, TaskEnvelope]] = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending (XAUTOCLAIM can return those)
@@ -254,6 +295,8 @@ class Worker:
             if (stream, entry_id) in self._in_flight:  # ours, re-claimed after a stall
                 continue
             flight = _InFlight(stream, entry_id, fields)
+            if permits:
+                flight.permit = permits.pop(entry_id, None)
             if self._early_cancels.pop((stream, entry_id), None) is not None:
                 log.info("task entry %s on %s was cancelled before it started", entry_id, stream)
                 self.cancelled += 1
@@ -591,6 +634,9 @@ class Worker:
 
     def _release(self, flight: _InFlight) -> None:
         self._in_flight.pop((flight.stream, flight.entry_id), None)
+        if flight.permit is not None:
+            self._permits.give_back([flight.permit])
+            flight.permit = None
         self._slots.wake()
 
     # --- heartbeat, reclaim, hand-back -------------------------------------------------------
@@ -654,14 +700,18 @@ class Worker:
             ttl=settings.visibility_timeout,
         )
         by_stream: dict[str, list[bytes]] = {}
+        permits: list[tuple[str, str]] = []
         for flight in self._in_flight.values():
             by_stream.setdefault(flight.stream, []).append(flight.entry_id)
+            if flight.permit is not None:
+                permits.append(flight.permit)
         if by_stream:
             async with self.pool.transport.redis.pipeline(transaction=False) as pipe:
                 for stream, ids in by_stream.items():
                     # Claiming our own entries resets their idle time (JUSTID leaves the
                     # delivery counter alone): this is what tells XAUTOCLAIM we are alive.
                     pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, list(ids), justid=True)
+                self._permits.renew(pipe, permits)
                 await pipe.execute(raise_on_error=False)
 
     async def _reclaim_abandoned(self) -> None:
@@ -672,7 +722,10 @@ class Worker:
             return
         settings = self.pool.settings
         min_idle_ms = int(settings.visibility_timeout * 1000)
-        streams = list(self._streams)
+        await self._permits.reclaim(min_idle_ms)
+        streams = [s for s, t in self._streams.items() if t not in self.limits]
+        if not streams:
+            return
         # One pipeline for every stream (a cluster has one per partition and task type); each
         # claims its share of the free slots, at least one.
         share = max(1, free // len(streams))
@@ -690,7 +743,10 @@ class Worker:
             raise errors[0]  # after taking what was claimed; NOGROUP: _every recreates groups
 
     async def _take_reclaimed(
-        self, stream: str, claimed: list[tuple[bytes, dict[bytes, bytes]]]
+        self,
+        stream: str,
+        claimed: list[tuple[bytes, dict[bytes, bytes]]],
+        permits: dict[bytes, tuple[str, str]] | None = None,
     ) -> None:
         redis = self.pool.transport.redis
         gone = [i for i, f in claimed if not f]
@@ -718,7 +774,7 @@ class Worker:
                 await self._dead_letter_poison(stream, entry_id, fields, deliveries)
             else:
                 retry.append((entry_id, fields))
-        await self._accept(stream, retry, first_delivery=False)
+        await self._accept(stream, retry, first_delivery=False, permits=permits)
 
     async def _dead_letter_poison(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
@@ -751,7 +807,7 @@ class Worker:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.pool.batcher.run(commands)
                 log.info("worker %s handed back task entry %s", self.worker_id, flight.entry_id)
-            self._in_flight.pop((flight.stream, flight.entry_id), None)
+            self._release(flight)
 
     async def _ensure_groups(self) -> None:
         async with self.pool.transport.redis.pipeline(transaction=False) as pipe:

@@ -19,6 +19,7 @@ from core_support import FAST, WorkerProcesses
 
 from nervenet import Pool, PoolSettings, Worker
 from nervenet.handlers import handlers_of
+from nervenet.routing import options_of
 from nervenet.transport import EmbeddedTransport
 
 MakePool = Callable[..., Awaitable[Pool]]
@@ -97,8 +98,16 @@ async def serve(pools: Pools) -> AsyncIterator[Serve]:
     grace period after the test (``pool.serve`` would give hanging handlers five seconds)."""
     workers: list[Worker] = []
 
-    async def start(pool: Pool, handlers: Any, *, concurrency: int = 64) -> Worker:
-        worker = Worker(pool, handlers_of(handlers), concurrency=concurrency)
+    async def start(
+        pool: Pool, handlers: Any, *, concurrency: int = 64, queues: Any = None
+    ) -> Worker:
+        worker = Worker(
+            pool,
+            handlers_of(handlers),
+            concurrency=concurrency,
+            options=options_of(handlers),
+            queues=queues,
+        )
         await worker.start()
         workers.append(worker)
         return worker

@@ -1,0 +1,200 @@
+"""How a worker reads task types that run under a limit: permits first, then at most that many.
+
+A blocking ``XREADGROUP`` would hand the worker entries it may not start (the cap is reached,
+the rate has no token), and they would wait in its memory and slots, starving the task types it
+could run. So for a limited task type the worker takes permits for its free slots first (one
+script call, :mod:`nervenet.limits`), then reads without blocking at most that many entries, and
+gives back the permits it did not use. When no permit is to be had it waits (the rate says how
+long; a full cap is polled every :data:`CAP_POLL` seconds, with jitter so workers take turns);
+when permits are had but nothing is waiting, it polls with a backoff up to :data:`IDLE_POLL`.
+That is the price of waiting in Redis: up to :data:`IDLE_POLL` more latency for a limited task
+after a quiet spell, and one script call per start.
+
+Permits are renewed with the worker's heartbeat and given back when the task ends; a killed
+worker's permits lapse after the visibility timeout, the time after which its tasks are
+reclaimed (reclaiming a limited task takes a permit too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from .keys import WORKER_GROUP
+from .limits import TaskLimits
+from .outages import TRANSIENT_ERRORS, backoff
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from .worker import Worker
+
+log = logging.getLogger("nervenet.worker")
+
+CAP_POLL = 0.02
+"""Seconds between tries while a cap is full (jittered)."""
+IDLE_POLL = 0.2
+"""Longest pause between reads while a limited task type has nothing waiting."""
+
+Permit = tuple[str, str]
+"""(limit key, permit name)."""
+
+
+class PermitReads:
+    """The limited task types of one worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._names = itertools.count()
+
+    def _new_names(self, count: int) -> list[str]:
+        return [f"{self._worker.worker_id}:{next(self._names)}" for _ in range(count)]
+
+    def _lease_ms(self) -> int:
+        return int(self._worker.pool.settings.visibility_timeout * 1000)
+
+    async def _take(self, limits: TaskLimits, count: int) -> tuple[list[Permit], float]:
+        names = self._new_names(count)
+        granted, wait = await self._worker.pool.limits.acquire(limits, names, self._lease_ms())
+        return [(limits.key, name) for name in names[:granted]], wait
+
+    async def read_loop(self, task_type: str) -> None:
+        worker = self._worker
+        limits = worker.limits[task_type]
+        groups = worker.pool.transport.slot_groups(worker.pool.keys.task_streams(task_type))
+        idle, failures, turn = 0, 0, 0
+        while not worker._stopping.is_set():
+            count = await worker._slots.take()
+            started = 0
+            wait = 0.0
+            try:
+                permits, wait = await self._take(limits, count)
+                if permits:
+                    started = await self._read(groups[turn:] + groups[:turn], permits)
+                    turn = (turn + 1) % len(groups)
+                failures = 0
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                worker.pool.outages.failed(f"worker {worker.worker_id}'s limited read", exc)
+                await asyncio.sleep(backoff(failures))
+                continue
+            except Exception:
+                # A refused command (a lost group, a server without scripting): say it, and
+                # keep the loop alive, as the other read loops do.
+                failures += 1
+                log.exception("worker %s: reading %s failed", worker.worker_id, task_type)
+                await asyncio.sleep(backoff(failures))
+                with contextlib.suppress(Exception):
+                    await worker._ensure_groups()
+                continue
+            finally:
+                worker._slots.give_back(count)
+            if started:
+                idle = 0
+            elif wait:
+                await asyncio.sleep(wait)
+            elif not permits:
+                await asyncio.sleep(CAP_POLL * random.uniform(0.5, 1.5))
+            else:
+                idle += 1
+                await asyncio.sleep(min(IDLE_POLL, 0.005 * 2**idle))
+
+    async def _read(self, groups: list[list[str]], permits: list[Permit]) -> int:
+        """Read at most ``len(permits)`` entries, each with a permit; give back the rest."""
+        worker = self._worker
+        unused = list(permits)
+        started = 0
+        try:
+            for streams in groups:
+                if not unused:
+                    break
+                batch = await worker.pool.transport.read_group(
+                    WORKER_GROUP,
+                    worker.worker_id,
+                    dict.fromkeys(streams, ">"),
+                    count=len(unused),
+                    block_ms=None,
+                )
+                for stream, entries in batch:
+                    attached = {entry_id: unused.pop() for entry_id, _ in entries}
+                    started += len(entries)
+                    await worker._accept(
+                        stream.decode(), entries, first_delivery=True, permits=attached
+                    )
+                    unused.extend(attached.values())  # entries it did not start
+        finally:
+            self.give_back(unused)
+        return started
+
+    async def reclaim(self, min_idle_ms: int) -> None:
+        """Take over abandoned entries of limited task types, each with a permit.
+
+        ``XPENDING ... IDLE`` first, which claims nothing: a permit (and a rate token) is taken
+        only for entries that are really abandoned.
+        """
+        worker = self._worker
+        redis = worker.pool.transport.redis
+        for task_type, limits in worker.limits.items():
+            streams = worker.pool.keys.task_streams(task_type)
+            free = worker.concurrency - len(worker._in_flight)
+            if free <= 0:
+                return
+            async with redis.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xpending_range(stream, WORKER_GROUP, "-", "+", free, idle=min_idle_ms)
+                idle: list[Any] = await pipe.execute(raise_on_error=False)
+            for stream, pending in zip(streams, idle, strict=True):
+                if isinstance(pending, Exception) or not pending:
+                    continue
+                ids = [p["message_id"] for p in pending][:free]
+                permits, _ = await self._take(limits, len(ids))
+                if not permits:
+                    continue
+                claimed: Any = await redis.xclaim(
+                    stream, WORKER_GROUP, worker.worker_id, min_idle_ms, ids[: len(permits)]
+                )
+                attached = {entry_id: permits.pop() for entry_id, _ in claimed if permits}
+                self.give_back(permits)
+                try:
+                    await worker._take_reclaimed(stream, claimed, permits=attached)
+                finally:
+                    self.give_back(list(attached.values()))
+
+    def renew(self, pipe: Pipeline, permits: list[Permit]) -> None:
+        """Push the leases of the permits held forward (in the heartbeat's pipeline)."""
+        if not permits:
+            return
+        keys = self._worker.pool.keys
+        expiry = int(time.time() * 1000) + self._lease_ms()
+        by_key: dict[str, list[str]] = {}
+        for key, name in permits:
+            by_key.setdefault(key, []).append(name)
+        for key, names in by_key.items():
+            pipe.zadd(keys.permits(key), dict.fromkeys(names, expiry), xx=True)
+
+    def give_back(self, permits: list[Permit]) -> None:
+        """Release permits (queued with the next batch of writes, not awaited)."""
+        if not permits:
+            return
+        keys = self._worker.pool.keys
+        by_key: dict[str, list[str]] = {}
+        for key, name in permits:
+            by_key.setdefault(key, []).append(name)
+
+        def commands(pipe: Pipeline) -> None:
+            for key, names in by_key.items():
+                pipe.zrem(keys.permits(key), *names)
+
+        released = self._worker.pool.batcher.submit(commands)
+        released.add_done_callback(_log_unreleased)
+
+
+def _log_unreleased(released: asyncio.Future[list[Any]]) -> None:
+    # A permit not given back lapses after the visibility timeout: nothing leaks for good.
+    if not released.cancelled() and released.exception() is not None:
+        log.warning("permits not given back (they lapse on their own): %s", released.exception())
