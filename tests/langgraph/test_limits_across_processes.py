@@ -1,0 +1,113 @@
+"""A node capped with max_concurrency holds its cap across coordinator and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from child_processes import NERVENET, ChildProcesses
+
+from nervenet.cluster import sync_client
+
+pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
+
+APPS = Path(__file__).parent / "apps"
+sys.path.insert(0, str(APPS))
+from limited_app import CAP, NODE_SECONDS, PEAK, RUNS, make_graph  # noqa: E402
+
+FAST = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
+
+
+@pytest.fixture
+def processes(redis_url: str) -> Iterator[ChildProcesses]:
+    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+async def run_all(redis_url: str, runs: int, during: object = None) -> float:
+    """Queue ``runs`` runs for the coordinator processes; wait for every output."""
+    client = make_graph(redis_url)
+    async with client.nervenet.pool as pool:
+        started = time.monotonic()
+        for n in range(runs):
+            config = {"configurable": {"thread_id": f"l-{n}"}}
+            config["configurable"]["__nervenet_run_id"] = f"l-{n}"
+            await client.asubmit({"n": n, "answer": ""}, config, run_here=False)
+        if callable(during):
+            await during()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(pool.workflows.wait(f"l-{n}") for n in range(runs))), timeout=240
+        )
+        elapsed = time.monotonic() - started
+        from nervenet_langgraph.wire import unpack
+
+        outputs = [unpack(client.nervenet.serde, raw)["answer"] for raw in results]
+        assert outputs == [f"answer-{n}" for n in range(runs)]
+        await asyncio.sleep(1.5)  # past the visibility timeout: a dead worker's permits lapsed
+        held = await pool.transport.redis.zcount(
+            pool.keys.permits("limited/call_llm"), int(time.time() * 1000), "+inf"
+        )
+        assert held == 0, "permits still held after every run ended"
+    return elapsed
+
+
+def counters(redis_url: str) -> tuple[int, int]:
+    client = sync_client(redis_url)
+    peak, done = int(client.get(PEAK) or 0), int(client.get(RUNS) or 0)
+    client.close()
+    return peak, done
+
+
+def start(processes: ChildProcesses, redis_url: str) -> list[object]:
+    workers = [processes.worker("limited_app:graph", redis_url, *FAST) for _ in range(4)]
+    serving = processes.start(NERVENET, "serve", "limited_app:graph", "--coordinators", "3")
+    processes.wait_for_line(serving, b"running limited runs", timeout=60)
+    return [serving, *workers]
+
+
+async def test_a_capped_node_never_exceeds_its_cap_across_processes(
+    processes: ChildProcesses, redis_url: str
+) -> None:
+    serving, *_ = start(processes, redis_url)
+    runs = 1_000
+
+    elapsed = await run_all(redis_url, runs)
+
+    peak, done = counters(redis_url)
+    ideal = runs * NODE_SECONDS / CAP
+    print(f"\n{runs} runs in {elapsed:.1f} s (cap {CAP} x {NODE_SECONDS} s: {ideal:.0f} s at best)")
+    assert peak <= CAP, f"{peak} runs of the node overlapped"
+    assert peak == CAP  # and the cap was used
+    assert done >= runs
+    assert elapsed < 3 * ideal
+    serving.send_signal(signal.SIGTERM)
+    serving.wait(timeout=30)
+
+
+async def test_the_cap_holds_and_no_permit_leaks_when_a_worker_is_killed(
+    processes: ChildProcesses, redis_url: str
+) -> None:
+    serving, victim, *_ = start(processes, redis_url)
+
+    async def kill_a_worker() -> None:
+        await asyncio.sleep(1.0)  # mid-run: the victim holds permits
+        victim.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+
+    await run_all(redis_url, 300, during=kill_a_worker)
+
+    peak, done = counters(redis_url)
+    assert peak <= CAP, f"{peak} runs of the node overlapped"
+    assert done >= 300
+    serving.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    serving.wait(timeout=30)  # type: ignore[attr-defined]
