@@ -115,7 +115,7 @@ class Coordinator:
                 task_type=task_type,
                 attempt=attempt,
                 deadline=time.time() + timeout if timeout else 0.0,
-                reply_to=self.pool.inbox.address,
+                reply_to=self.pool.inbox.address_for(task_id),
                 payload=payload,
                 trace=trace,
                 fresh=fresh,

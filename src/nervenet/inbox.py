@@ -1,5 +1,9 @@
 """One reply stream per coordinator process, read by one loop, fanned out to waiting dispatches.
 
+On a Redis Cluster a process has one reply stream per primary instead, each read by its own
+loop (a read covers one slot), and a dispatch names the one its task id hashes to: one stream
+would put every reply of the process, a third of all commands, on one shard.
+
 Thousands of workflows in one process wait on futures keyed by task id; a single ``XREAD BLOCK``
 loop resolves them, so waiting costs no polling per workflow and one connection per process.
 Correlation is by task id *and* attempt: a late error from an attempt the coordinator already
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,12 +58,15 @@ class Inbox:
         self.transport = transport
         self.signer = signer  # with signing on, only replies a worker signed are taken
         self.address = address
+        """The first reply stream (the only one on a single server)."""
+        self.addresses = [address]
+        """Every reply stream of this process, set by :meth:`open`."""
         self._block_ms = block_ms
         self.outages: Outages | None = None
         """The pool's outage log (one line per incident), once the pool made this inbox."""
         self._waiters: dict[str, list[Waiter]] = {}
-        self._last_id = "$"
-        self._task: asyncio.Task[None] | None = None
+        self._last_ids: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self.unmatched_replies = 0
         self.malformed_replies = 0
 
@@ -91,32 +99,47 @@ class Inbox:
         if not waiters:
             del self._waiters[waiter.task_id]
 
-    async def open(self) -> None:
-        """Create the reply stream so workers can answer with ``XADD NOMKSTREAM``.
+    def address_for(self, task_id: str) -> str:
+        """The reply stream a dispatch of ``task_id`` names."""
+        if len(self.addresses) == 1:
+            return self.address
+        return self.addresses[zlib.crc32(task_id.encode()) % len(self.addresses)]
+
+    async def open(self, addresses: list[str] | None = None) -> None:
+        """Create the reply streams so workers can answer with ``XADD NOMKSTREAM``.
 
         NOMKSTREAM keeps a worker from resurrecting the reply stream of a dead process.
         """
+        if addresses:
+            self.address, self.addresses = addresses[0], list(addresses)
         redis = self.transport.redis
-        last = await redis.xadd(self.address, {b"open": b"1"})
-        self._last_id = last.decode() if isinstance(last, bytes) else str(last)
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._read_forever())
+        for address in self.addresses:
+            last = await redis.xadd(address, {b"open": b"1"})
+            self._last_ids[address] = last.decode() if isinstance(last, bytes) else str(last)
+        if not self._tasks:
+            self._tasks = [
+                asyncio.ensure_future(self._read_forever(group))
+                for group in self.transport.slot_groups(self.addresses)
+            ]
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []
         for waiters in list(self._waiters.values()):
             for waiter in waiters:
                 if not waiter.future.done():
                     waiter.future.cancel()
         self._waiters.clear()
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, addresses: list[str]) -> None:
         failures = 0
         while True:
             try:
                 batch = await self.transport.read(
-                    {self.address: self._last_id}, count=1_000, block_ms=self._block_ms
+                    {a: self._last_ids[a] for a in addresses},
+                    count=1_000,
+                    block_ms=self._block_ms,
                 )
                 failures = 0
             except asyncio.CancelledError:
@@ -135,9 +158,10 @@ class Inbox:
             del batch
 
     def _deliver_batch(self, batch: StreamBatch) -> None:
-        for _, entries in batch:
+        for stream, entries in batch:
+            address = stream.decode()
             for entry_id, fields in entries:
-                self._last_id = entry_id.decode()
+                self._last_ids[address] = entry_id.decode()
                 if b"open" in fields:
                     continue
                 self._deliver(fields)
@@ -149,17 +173,18 @@ class Inbox:
         memory of a second's worth of replies."""
         from redis.exceptions import RedisError
 
-        try:
-            await self.transport.redis.xtrim(self.address, minid=self._last_id, approximate=True)
-        except RedisError as exc:
-            log.debug("could not trim %s: %s", self.address, exc)
+        for address, last_id in list(self._last_ids.items()):
+            try:
+                await self.transport.redis.xtrim(address, minid=last_id, approximate=True)
+            except RedisError as exc:
+                log.debug("could not trim %s: %s", address, exc)
 
     def _deliver(self, fields: dict[bytes, bytes]) -> None:
         try:
             reply = Reply.from_fields(fields, signer=self.signer)
         except EnvelopeError as exc:
             self.malformed_replies += 1
-            log.warning("dropped malformed reply on %s: %s", self.address, exc.reason)
+            log.warning("dropped malformed reply: %s", exc.reason)
             return
         waiters = self._waiters.get(reply.task_id)
         if not waiters:
@@ -195,6 +220,6 @@ class Inbox:
         for waiter in list(self._waiters.get(task_id, [])):
             self._deliver_to(waiter, Reply(task_id, waiter.attempt, ReplyKind.RESULT, body=result))
 
-    def reset_position(self) -> None:
+    def reset_position(self, address: str) -> None:
         """The stream was recreated: read it from the start."""
-        self._last_id = "0-0"
+        self._last_ids[address] = "0-0"

@@ -104,6 +104,22 @@ class Keys:
         """Where workers answer one coordinator process: ``nn:reply:{3f2a...}``."""
         return f"{self.namespace}:reply:{{{process_id}}}"
 
+    def reply_streams(self, process_id: str, count: int) -> list[str]:
+        """A process's ``count`` reply streams (one per cluster primary, so that its replies
+        load every shard alike), on tags at evenly spaced slots:
+        ``nn:reply:{3f2a....17}``; one stream is :meth:`reply_stream`."""
+        if count == 1:
+            return [self.reply_stream(process_id)]
+        streams = []
+        for n in range(count):
+            low = n * REDIS_CLUSTER_HASH_SLOTS // count
+            high = (n + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+            k = 0
+            while not low <= key_slot(f"{process_id}.{k}".encode()) < high:
+                k += 1
+            streams.append(f"{self.namespace}:reply:{{{process_id}.{k}}}")
+        return streams
+
     @property
     def reply_stream_prefix(self) -> str:
         """Every reply address a worker may write to starts with this: ``nn:reply:{``.
@@ -130,14 +146,16 @@ class Keys:
 
     def is_reply_stream(self, key: str) -> bool:
         """Whether ``key`` is a reply stream of this namespace exactly as :meth:`reply_stream`
-        names them for a pool (its process id is 32 lowercase hex digits)."""
+        and :meth:`reply_streams` name them for a pool (its process id is 32 lowercase hex
+        digits, maybe followed by a dot and a number)."""
         prefix = self.reply_stream_prefix
-        process_id = key[len(prefix) : -1]
+        process_id, dot, index = key[len(prefix) : -1].partition(".")
         return (
             key.startswith(prefix)
             and key.endswith("}")
             and len(process_id) == 32
             and all(c in "0123456789abcdef" for c in process_id)
+            and (not dot or (index.isdigit() and len(index) <= 6))
         )
 
     def result(self, task_id: str) -> str:

@@ -180,7 +180,8 @@ class Pool:
         self.keys.partitions = await self._agree_partitions()
         self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
         self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
-        await self.inbox.open()
+        count = self.transport.primaries if self.transport.is_cluster else 1
+        await self.inbox.open(self.keys.reply_streams(self.process_id, count))
         await self._renew_reply_stream()
         self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
         for target, concurrency, queues in self._local_workers:
@@ -221,7 +222,8 @@ class Pool:
             await self._batcher.drain(timeout=CLOSE_DRAIN_TIMEOUT)
         if self._is_started():
             with contextlib.suppress(Exception):
-                await self.transport.redis.delete(self.inbox.address)
+                for address in self.inbox.addresses:
+                    await self.transport.redis.delete(address)
         self._started = None
         await self.transport.aclose()
 
@@ -420,16 +422,18 @@ class Pool:
         """
         ttl_ms = int(max(30.0, 10 * self.settings.heartbeat_interval) * 1000)
         redis = self.transport.redis
-        if await redis.pexpire(self.inbox.address, ttl_ms):
+        lost = [a for a in self.inbox.addresses if not await redis.pexpire(a, ttl_ms)]
+        if not lost:
             return
         log.warning(
             "reply stream %s was lost; recovering %d waiting dispatches",
-            self.inbox.address,
+            ", ".join(lost),
             self.inbox.waiting,
         )
-        await redis.xadd(self.inbox.address, {b"open": b"1"})
-        await redis.pexpire(self.inbox.address, ttl_ms)
-        self.inbox.reset_position()
+        for address in lost:
+            await redis.xadd(address, {b"open": b"1"})
+            await redis.pexpire(address, ttl_ms)
+            self.inbox.reset_position(address)
         waiters = self.inbox.pending()
         if not waiters:
             return

@@ -346,3 +346,21 @@ async def test_a_redelivered_fresh_task_is_answered_from_the_cache(pool, serve):
 
 async def _value(value: Any) -> Any:
     return value
+
+
+async def test_a_process_has_one_reply_stream_per_primary_each_on_its_own_shard(pool, serve):
+    streams = pool.inbox.addresses
+    transport: Any = pool.transport
+    assert len(streams) == (transport.primaries if transport.is_cluster else 1)
+    if transport.is_cluster:
+        shards = {transport.redis.get_node_from_key(s).name for s in streams}
+        assert len(shards) == transport.primaries
+    await serve(pool, echo_handlers())
+
+    results = await asyncio.gather(
+        *(pool.dispatch("core/echo", dumps(i), task_id=f"t{i}", timeout=10) for i in range(30))
+    )
+
+    assert [orjson.loads(r)["value"] for r in results] == list(range(30))
+    assert {pool.inbox.address_for(f"t{i}") for i in range(30)} == set(streams)
+    assert all(pool.keys.is_reply_stream(s) for s in streams)

@@ -77,15 +77,13 @@ async def close_pool(pool: Pool) -> None:
     closing = asyncio.ensure_future(pool.aclose())
     while not closing.done():
         await asyncio.wait({closing}, timeout=1.0)
-        reader = pool.inbox._task
-        if not closing.done() and reader is not None:
-            reader.cancel()
+        for reader in pool.inbox._tasks:
+            if not closing.done():
+                reader.cancel()
     await closing
 
 
-@pytest.fixture(
-    params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)]
-)
+@pytest.fixture(params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
     """A started pool without workers: embedded, on the session's real Redis or on its private
     3-primary cluster."""
