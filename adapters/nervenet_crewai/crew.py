@@ -29,10 +29,12 @@ from crewai import CrewOutput
 from nervenet import Backoff, Handler, Pool
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
+from nervenet.routing import TaskOptions
 
 from . import locks
 from .blueprint import Blueprint, CrewFactory
 from .for_each import kickoff_each
+from .routes import CrewRoutes
 from .run import CrewRun, DispatchPolicy
 from .runner import CrewRunner
 
@@ -57,10 +59,12 @@ class DistributedCrew:
         worker_threads: int | None = None,
         kickoff_threads: int = 256,
         fast_locks: bool = True,
+        routes: CrewRoutes | None = None,
     ) -> None:
         for kind in ("task", "llm"):
             validate_task_type(f"{name}/{kind}")
         self.name = name
+        self.routes = routes or CrewRoutes(name)
         self.pool = pool
         self.policy = policy or DispatchPolicy()
         self.blueprint = Blueprint(factory)
@@ -76,7 +80,14 @@ class DistributedCrew:
 
     def nervenet_handlers(self) -> Mapping[str, Handler]:
         self._use_fast_locks()
-        return self.runner.handlers()
+        handlers = dict(self.runner.handlers())
+        for task_type, kind in self.routes.extra_task_types().items():
+            handlers[task_type] = handlers[f"{self.name}/{kind}"]
+        return handlers
+
+    def nervenet_task_options(self) -> Mapping[str, TaskOptions]:
+        """Queues and limits of the agents and models given options (``agents=``, ``llms=``)."""
+        return dict(self.routes.options)
 
     # --- kickoffs ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None) -> CrewRun:
@@ -88,7 +99,13 @@ class DistributedCrew:
             )
         self._use_fast_locks()
         return CrewRun(
-            self.name, self.blueprint, self.pool, self.policy, inputs, run_id or uuid.uuid4().hex
+            self.name,
+            self.blueprint,
+            self.pool,
+            self.policy,
+            inputs,
+            run_id or uuid.uuid4().hex,
+            routes=self.routes,
         )
 
     def kickoff(
@@ -181,6 +198,8 @@ def distribute_crew(
     worker_threads: int | None = None,
     kickoff_threads: int = 256,
     fast_locks: bool = True,
+    agents: Mapping[str, Mapping[str, Any]] | None = None,
+    llms: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DistributedCrew:
     """Register ``factory`` (a function returning a ``Crew``, optionally taking ``inputs``, or a
     ``@CrewBase`` class) under ``name``.
@@ -191,6 +210,9 @@ def distribute_crew(
     concurrency); ``kickoff_threads`` bounds concurrent
     ``kickoff_async`` runs in a coordinator process. ``fast_locks`` swaps CrewAI's polled file
     locks for queued ones in processes that build many crews (see :mod:`nervenet_crewai.locks`).
+    ``agents`` (by role) and ``llms`` (by model name) take per-agent options as LangGraph nodes
+    do: ``queue``, ``max_concurrency``, ``rate_limit``, ``limit_key`` (see
+    :mod:`nervenet_crewai.routes`).
     """
     policy = DispatchPolicy(
         retries=retries, timeout=task_timeout, backoff=backoff, wait_for_worker=wait_for_worker
@@ -203,4 +225,5 @@ def distribute_crew(
         worker_threads=worker_threads,
         kickoff_threads=kickoff_threads,
         fast_locks=fast_locks,
+        routes=CrewRoutes(name, agents, llms),
     )

@@ -32,6 +32,7 @@ from .layout import agents_by_place, is_hierarchical, llm_places, set_llm, task_
 from .remote_agent import RemoteExecution
 from .remote_llm import RemoteLLM
 from .replay_log import RunTaskLog
+from .routes import CrewRoutes
 from .runner import model_name
 from .wire import AgentTaskCall, AgentTaskResult, CrewRef, LLMCall, LLMResult, Usage, digest
 
@@ -67,8 +68,10 @@ class CrewRun:
         policy: DispatchPolicy,
         inputs: dict[str, Any] | None,
         run_id: str,
+        routes: CrewRoutes | None = None,
     ) -> None:
         self.name = name
+        self.routes = routes or CrewRoutes(name)
         self.pool = pool
         self.policy = policy
         self.run_id = run_id
@@ -119,7 +122,9 @@ class CrewRun:
 
     async def dispatch_agent_task(self, call: AgentTaskCall, task: Task) -> AgentTaskResult:
         try:
-            return await self._dispatch("task", f"t{call.task_index}", call, AgentTaskResult)
+            role = agents_by_place(self.crew)[call.agent].role
+            task_type = self.routes.for_agent(role)
+            return await self._dispatch(task_type, f"t{call.task_index}", call, AgentTaskResult)
         except DispatchError as exc:
             label = task.name or task.description.strip().splitlines()[0][:60]
             exc.add_note(
@@ -158,24 +163,25 @@ class CrewRun:
             call=0,
         )
         call = call.model_copy(update={"call": self._count(call)})
-        result = await self._dispatch("llm", "llm", call, LLMResult)
+        result = await self._dispatch(self.routes.for_llm(llm.model), "llm", call, LLMResult)
         llm.add_usage(result.usage)
         if result.structured and response_model is not None:
             return response_model.model_validate_json(result.output)
         return result.output
 
     # --- plumbing ---------------------------------------------------------------------------
-    async def _dispatch(self, kind: str, step: str, call: BaseModel, answer: type[R]) -> R:
+    async def _dispatch(self, task_type: str, step: str, call: BaseModel, answer: type[R]) -> R:
         policy = self.policy
         number = getattr(call, "call", 0)
         raw = await self.coordinator.dispatch(
-            f"{self.name}/{kind}",
+            task_type,
             call.model_dump_json().encode(),
             task_id=f"{self.name}:{_short(self.run_id)}:{step}.{number}:{digest(call)}",
             timeout=policy.timeout,
             retries=policy.retries,
             backoff=policy.backoff,
             wait_for_worker=policy.wait_for_worker,
+            queue=self.routes.queue_of(task_type),
         )
         return answer.model_validate_json(raw)
 

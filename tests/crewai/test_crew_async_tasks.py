@@ -39,3 +39,30 @@ async def test_async_tasks_run_in_parallel_on_two_single_slot_workers(
     assert elapsed < 2 * LATENCY
     assert first.processed >= 1 and second.processed >= 1
     assert output.raw.startswith("editor:")
+
+
+async def test_agents_sharing_a_limit_key_never_work_at_once(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREW_TEST_LATENCY", str(LATENCY))
+    crew = distribute_crew(
+        crew_apps.parallel_crew,
+        pool=pool,
+        name="capped",
+        agents={
+            "North desk": {"limit_key": "slow-model", "max_concurrency": 1},
+            "South desk": {"limit_key": "slow-model"},
+            "Editor": {"queue": "editors"},
+        },
+    )
+    desks = await pool.serve(crew, queues="default")
+    editors = await pool.serve(crew, queues=["editors"])
+
+    output = await crew.kickoff_async()
+
+    slow = crew_fakes.calls("slow")
+    assert len(slow) == 2
+    assert abs(slow[0]["started"] - slow[1]["started"]) >= LATENCY * 0.9  # one after the other
+    assert output.raw.startswith("editor:")
+    assert set(editors.handlers) == {"capped/task/editor"}
+    assert editors.processed == 1 and desks.processed == 2
