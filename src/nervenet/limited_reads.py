@@ -67,8 +67,21 @@ class PermitReads:
         worker = self._worker
         limits = worker.limits[task_type]
         groups = worker.pool.transport.slot_groups(worker.pool.keys.task_streams(task_type))
+        streams = worker.pool.keys.task_streams(task_type)
         idle, failures, turn = 0, 0, 0
         while not worker._stopping.is_set():
+            if idle:
+                # Nothing was waiting last time: look before taking permits, whose rate tokens
+                # would be missed by the busy workers meanwhile even if given back at once.
+                try:
+                    waiting = await self._anything_waiting(streams)
+                except TRANSIENT_ERRORS as exc:
+                    worker.pool.outages.failed(f"worker {worker.worker_id}'s limited read", exc)
+                    waiting = False
+                if not waiting:
+                    idle += 1
+                    await asyncio.sleep(min(IDLE_POLL, 0.005 * 2**idle))
+                    continue
             count = await worker._slots.take()
             started = 0
             wait = 0.0
@@ -104,6 +117,25 @@ class PermitReads:
                 idle += 1
                 await asyncio.sleep(min(IDLE_POLL, 0.005 * 2**idle))
 
+    async def _anything_waiting(self, streams: list[str]) -> bool:
+        """Whether some stream holds an entry the consumer group has not been handed yet: its
+        newest entry is past the group's last delivered one (two reads, nothing claimed)."""
+        async with self._worker.pool.transport.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xinfo_groups(stream)
+                pipe.xrevrange(stream, count=1)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for groups, newest in zip(replies[::2], replies[1::2], strict=True):
+            if isinstance(groups, Exception) or isinstance(newest, Exception) or not newest:
+                continue
+            delivered = next(
+                (g["last-delivered-id"] for g in groups if _text(g["name"]) == WORKER_GROUP),
+                b"0-0",
+            )
+            if _entry_id(newest[0][0]) > _entry_id(delivered):
+                return True
+        return False
+
     async def _read(self, groups: list[list[str]], permits: list[Permit]) -> int:
         """Read at most ``len(permits)`` entries, each with a permit; give back the rest."""
         worker = self._worker
@@ -128,7 +160,7 @@ class PermitReads:
                     )
                     unused.extend(attached.values())  # entries it did not start
         finally:
-            self.give_back(unused)
+            self.give_back(unused, unused=True)
         return started
 
     async def reclaim(self, min_idle_ms: int) -> None:
@@ -177,8 +209,10 @@ class PermitReads:
         for key, names in by_key.items():
             pipe.zadd(keys.permits(key), dict.fromkeys(names, expiry), xx=True)
 
-    def give_back(self, permits: list[Permit]) -> None:
-        """Release permits (queued with the next batch of writes, not awaited)."""
+    def give_back(self, permits: list[Permit], *, unused: bool = False) -> None:
+        """Release permits (queued with the next batch of writes, not awaited). Permits that
+        started nothing (``unused``: nothing was waiting) also give their rate tokens back, or
+        idle workers polling a quiet task type would spend the budget of the busy ones."""
         if not permits:
             return
         keys = self._worker.pool.keys
@@ -189,9 +223,20 @@ class PermitReads:
         def commands(pipe: Pipeline) -> None:
             for key, names in by_key.items():
                 pipe.zrem(keys.permits(key), *names)
+                if unused:  # the next grant caps the bucket at its burst again
+                    pipe.hincrbyfloat(keys.limit(key), "tokens", len(names))
 
         released = self._worker.pool.batcher.submit(commands)
         released.add_done_callback(_log_unreleased)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_id(value: Any) -> tuple[int, int]:
+    milliseconds, _, sequence = _text(value).partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _log_unreleased(released: asyncio.Future[list[Any]]) -> None:

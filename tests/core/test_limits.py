@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from core_support import wait_until
 
 from nervenet import Handlers, NoLiveWorker, Pool
 
@@ -35,8 +36,8 @@ class Concurrency:
         return run
 
 
-async def permits_held(pool: Pool, key: str) -> int:
-    return int(await pool.transport.redis.zcard(pool.keys.permits(key)))
+async def _none_held(pool: Pool, key: str) -> bool:
+    return int(await pool.transport.redis.zcard(pool.keys.permits(key))) == 0
 
 
 async def test_a_capped_task_type_never_runs_more_than_its_cap_across_workers(pool, serve):
@@ -53,8 +54,10 @@ async def test_a_capped_task_type_never_runs_more_than_its_cap_across_workers(po
     assert seen.peak == 3
     assert elapsed > 30 / 3 * NODE_SECONDS * 0.9  # the cap held
     assert elapsed < 30 / 3 * NODE_SECONDS * 3  # and was used: close to 3 / node latency
-    await asyncio.sleep(0.1)  # the last permits' release goes out with the next write batch
-    assert await permits_held(pool, "core/capped") == 0
+    # Every permit comes back (idle workers still poll with permits now and then).
+    await wait_until(
+        lambda: _none_held(pool, "core/capped"), timeout=5, what="every permit to come back"
+    )
 
 
 async def test_task_types_sharing_a_limit_key_share_one_cap(pool, serve):
@@ -157,3 +160,19 @@ async def test_a_queue_routes_its_task_types_to_its_workers_only(pool, serve):
     assert await asyncio.wait_for(waiting, 10) == b"2"
     assert set(gpu_worker.handlers) == {"core/embed"}
     assert cpu_worker.processed == 0 and gpu_worker.processed == 1
+
+
+async def test_an_idle_task_type_spends_none_of_a_shared_rate(pool, serve):
+    """Workers poll a quiet limited task type with permits; unused, they give the tokens back."""
+    seen = Concurrency()
+    handlers = Handlers()
+    handlers.task("core/busy", limit_key="api", rate_limit="10/s")(seen.handler(seconds=0))
+    handlers.task("core/quiet", limit_key="api")(seen.handler(seconds=0))
+    for _ in range(2):
+        await serve(pool, handlers)
+    await asyncio.sleep(0.5)  # the quiet type's loops are polling
+
+    started = time.monotonic()
+    await asyncio.gather(*(pool.dispatch("core/busy", b"1", timeout=30) for _ in range(20)))
+
+    assert time.monotonic() - started < 19 / 10 * 1.5  # about 10/s, not what polling left
