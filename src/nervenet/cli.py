@@ -27,7 +27,6 @@ from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .pool import Pool
-from .routing import options_of
 from .settings import PoolSettings
 from .worker import Worker
 from .workflows import RunSource
@@ -152,13 +151,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with pool:
-        worker = Worker(
-            pool,
-            handlers_of(source),
-            concurrency=concurrency,
-            options=options_of(source),
-            queues=queues,
-        )
+        worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
             f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"

@@ -33,20 +33,26 @@ WORKER_GROUP = "workers"
 MAX_PARTITIONS = 256
 
 
+def spaced_tags(prefix: str, count: int) -> tuple[str, ...]:
+    """``count`` hash tags ``<prefix><k>``, the ``n``-th on a slot in the ``n``-th of ``count``
+    equal slot ranges (``k`` found by trying: about ``count`` tries each). A cluster made with
+    ``redis-cli --cluster create`` gives each primary a contiguous equal range, so keys on these
+    tags load every primary alike."""
+    tags = []
+    for n in range(count):
+        low = n * REDIS_CLUSTER_HASH_SLOTS // count
+        high = (n + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+        k = 0
+        while not low <= key_slot(f"{prefix.format(n=n)}{k}".encode()) < high:
+            k += 1
+        tags.append(f"{prefix.format(n=n)}{k}")
+    return tuple(tags)
+
+
 @functools.cache
 def partition_tags(partitions: int) -> tuple[str, ...]:
-    """Hash tags of ``partitions`` partitions, ``p<n>.<k>``, the ``n``-th on a slot in the
-    ``n``-th of ``partitions`` equal slot ranges (``k`` found by trying: about ``partitions``
-    tries each)."""
-    tags = []
-    for n in range(partitions):
-        low = n * REDIS_CLUSTER_HASH_SLOTS // partitions
-        high = (n + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
-        k = 0
-        while not low <= key_slot(f"p{n}.{k}".encode()) < high:
-            k += 1
-        tags.append(f"p{n}.{k}")
-    return tuple(tags)
+    """Hash tags of ``partitions`` task stream partitions: ``p<n>.<k>``."""
+    return spaced_tags("p{n}.", partitions)
 
 
 def partition_of(task_id: str, partitions: int) -> int:
@@ -110,15 +116,8 @@ class Keys:
         ``nn:reply:{3f2a....17}``; one stream is :meth:`reply_stream`."""
         if count == 1:
             return [self.reply_stream(process_id)]
-        streams = []
-        for n in range(count):
-            low = n * REDIS_CLUSTER_HASH_SLOTS // count
-            high = (n + 1) * REDIS_CLUSTER_HASH_SLOTS // count
-            k = 0
-            while not low <= key_slot(f"{process_id}.{k}".encode()) < high:
-                k += 1
-            streams.append(f"{self.namespace}:reply:{{{process_id}.{k}}}")
-        return streams
+        tags = spaced_tags(f"{process_id}.", count)
+        return [f"{self.namespace}:reply:{{{tag}}}" for tag in tags]
 
     @property
     def reply_stream_prefix(self) -> str:

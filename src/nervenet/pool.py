@@ -26,7 +26,6 @@ from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
-from .routing import options_of
 from .settings import PoolSettings
 from .tasks import cancel_and_wait
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
@@ -285,13 +284,7 @@ class Pool:
     ) -> Worker:
         from .worker import Worker
 
-        worker = Worker(
-            self,
-            handlers_of(target),
-            concurrency=concurrency,
-            options=options_of(target),
-            queues=queues,
-        )
+        worker = Worker.for_target(self, target, concurrency=concurrency, queues=queues)
         await worker.start()
         self._workers.append(worker)
         self.registry.invalidate()

@@ -53,14 +53,14 @@ from .envelope import (
 )
 from .errors import ConfigurationError, EnvelopeError
 from .escalations import escalation_fields
-from .handlers import Handler, TaskContext, TaskFailure, validate_task_type
+from .handlers import Handler, TaskContext, TaskFailure, handlers_of, validate_task_type
 from .keys import WORKER_GROUP
 from .limited_reads import PermitReads
 from .limits import TaskLimits, merged
 from .outages import TRANSIENT_ERRORS, backoff
 from .read_slots import ReadSlots
 from .registry import WorkerInfo
-from .routing import TaskOptions, parse_queues
+from .routing import TaskOptions, options_of, parse_queues
 from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads
 from .transport import as_bytes
@@ -170,6 +170,25 @@ class Worker:
         self._beats: list[asyncio.Future[None]] = []
         self._threads_reserved = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late heartbeat
+
+    @classmethod
+    def for_target(
+        cls,
+        pool: Pool,
+        target: object,
+        *,
+        concurrency: int = 64,
+        queues: str | Iterable[str] | None = None,
+    ) -> Worker:
+        """A worker for what ``target`` serves (a graph, a crew, :class:`Handlers`), routed and
+        limited as it says (``nervenet worker MODULE:ATTR``, ``pool.serve``)."""
+        return cls(
+            pool,
+            handlers_of(target),
+            concurrency=concurrency,
+            options=options_of(target),
+            queues=queues,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:

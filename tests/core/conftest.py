@@ -18,8 +18,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from core_support import FAST, WorkerProcesses
 
 from nervenet import Pool, PoolSettings, Worker
-from nervenet.handlers import handlers_of
-from nervenet.routing import options_of
 from nervenet.transport import EmbeddedTransport
 
 MakePool = Callable[..., Awaitable[Pool]]
@@ -101,13 +99,7 @@ async def serve(pools: Pools) -> AsyncIterator[Serve]:
     async def start(
         pool: Pool, handlers: Any, *, concurrency: int = 64, queues: Any = None
     ) -> Worker:
-        worker = Worker(
-            pool,
-            handlers_of(handlers),
-            concurrency=concurrency,
-            options=options_of(handlers),
-            queues=queues,
-        )
+        worker = Worker.for_target(pool, handlers, concurrency=concurrency, queues=queues)
         await worker.start()
         workers.append(worker)
         return worker

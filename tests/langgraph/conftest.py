@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("langgraph")
 
+from child_processes import ChildProcesses  # noqa: E402
 from fast_settings import FAST  # noqa: E402
 from nervenet import Pool  # noqa: E402
 from nervenet_langgraph import DistributedGraph, distribute  # noqa: E402
@@ -41,3 +43,17 @@ def distributed(pool: Pool) -> Callable[..., Any]:
         return graph
 
     return make
+
+
+APPS = Path(__file__).parent / "apps"
+
+
+@pytest.fixture
+def processes(redis_url: str) -> Iterator[ChildProcesses]:
+    """Coordinator and worker child processes of the apps in ``apps/``, pointed at
+    ``redis_url`` (a test module may parametrize that fixture) and killed by PID after."""
+    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
+    try:
+        yield procs
+    finally:
+        procs.close()

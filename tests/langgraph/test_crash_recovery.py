@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from durable_app import NODES, expected_output  # noqa: E402
 def redis_url(request: pytest.FixtureRequest) -> str:
     """The private redis-server's URL, or a node of the private 3-primary cluster's."""
     return str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
-
-
-@pytest.fixture
-def processes(redis_url: str) -> Iterator[ChildProcesses]:
-    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 async def test_runs_survive_killing_a_coordinator_and_a_worker(

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ sys.path.insert(0, str(APPS))
 from limited_app import CAP, NODE_SECONDS, PEAK, RUNS, make_graph  # noqa: E402
 
 FAST = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
-
-
-@pytest.fixture
-def processes(redis_url: str) -> Iterator[ChildProcesses]:
-    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 async def run_all(redis_url: str, runs: int, during: object = None) -> float:
