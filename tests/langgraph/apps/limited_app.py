@@ -1,8 +1,9 @@
 """A graph whose one node is capped cluster-wide, run by real coordinator and worker processes.
 
 Workers: ``nervenet worker limited_app:graph``; coordinators: ``nervenet serve limited_app:graph``
-(both with NERVENET_REDIS_URL set). The node records how many of its runs overlap, across every
-process, in Redis (``INCR``/``DECR`` and the peak, in one script so the peak is exact).
+(both with NERVENET_REDIS_URL set). The node logs when each of its executions starts and ends,
+in every process, to one Redis list, from which the test computes how many overlapped (an
+execution on a SIGKILLed worker has no end: it ended at the kill).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
+import uuid
 from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
@@ -21,14 +24,7 @@ from nervenet_langgraph import RedisSaver, distribute
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
 CAP = 5
 NODE_SECONDS = 0.1
-NOW, PEAK, RUNS = "test:{limit}:now", "test:{limit}:peak", "test:{limit}:runs"
-
-ENTER = """
-local now = redis.call('INCR', KEYS[1])
-redis.call('INCR', KEYS[3])
-if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
-return now
-"""
+SPANS = "test:{limit}:spans"
 
 
 class Job(TypedDict):
@@ -42,13 +38,32 @@ def _client() -> Any:
 
 
 async def call_llm(state: Job) -> dict[str, Any]:
-    client = _client()
-    await client.eval(ENTER, 3, NOW, PEAK, RUNS)
+    client, execution = _client(), uuid.uuid4().hex
+    await client.rpush(SPANS, f"{execution} start {time.time()!r}")
     try:
         await asyncio.sleep(NODE_SECONDS)  # the provider's latency
     finally:
-        await client.decr(NOW)
+        await client.rpush(SPANS, f"{execution} end {time.time()!r}")
     return {"answer": f"answer-{state['n']}"}
+
+
+def overlap(spans: list[bytes], killed_at: float | None = None) -> tuple[int, int]:
+    """Most executions running at one instant, and how many executions there were."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for line in spans:
+        execution, kind, at = line.decode().split()
+        (starts if kind == "start" else ends)[execution] = float(at)
+    events = []
+    for execution, started in starts.items():
+        ended = ends.get(execution, killed_at)
+        assert ended is not None, f"execution {execution} never ended"
+        events += [(started, 1), (ended, -1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at a tie
+        running += step
+        peak = max(peak, running)
+    return peak, len(starts)
 
 
 def build() -> StateGraph:
