@@ -39,12 +39,22 @@ def _client() -> Any:
 
 async def call_llm(state: Job) -> dict[str, Any]:
     client, execution = _client(), uuid.uuid4().hex
-    await client.rpush(SPANS, f"{execution} start {time.time()!r}")
+    await client.rpush(SPANS, f"{execution} start {time.time()!r} {os.getpid()}")
     try:
         await asyncio.sleep(NODE_SECONDS)  # the provider's latency
     finally:
-        await client.rpush(SPANS, f"{execution} end {time.time()!r}")
+        await client.rpush(SPANS, f"{execution} end {time.time()!r} {os.getpid()}")
     return {"answer": f"answer-{state['n']}"}
+
+
+def running_in(spans: list[bytes], pid: int) -> int:
+    """Executions process ``pid`` has started and not ended."""
+    started, ended = set(), set()
+    for line in spans:
+        execution, kind, _, where = line.decode().split()
+        if int(where) == pid:
+            (started if kind == "start" else ended).add(execution)
+    return len(started - ended)
 
 
 def overlap(spans: list[bytes], killed_at: float | None = None) -> tuple[int, int]:
@@ -52,7 +62,7 @@ def overlap(spans: list[bytes], killed_at: float | None = None) -> tuple[int, in
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
     for line in spans:
-        execution, kind, at = line.decode().split()
+        execution, kind, at, _ = line.decode().split()
         (starts if kind == "start" else ends)[execution] = float(at)
     events = []
     for execution, started in starts.items():
