@@ -5,10 +5,10 @@ the rate has no token), and they would wait in its memory and slots, starving th
 could run. So for a limited task type the worker takes permits for its free slots first (one
 script call, :mod:`nervenet.limits`), then reads without blocking at most that many entries, and
 gives back the permits it did not use. When no permit is to be had it waits (the rate says how
-long; a full cap is polled every :data:`CAP_POLL` seconds, with jitter so workers take turns);
-when permits are had but nothing is waiting, it polls with a backoff up to :data:`IDLE_POLL`.
-That is the price of waiting in Redis: up to :data:`IDLE_POLL` more latency for a limited task
-after a quiet spell, and one script call per start.
+long; a full cap is polled every :data:`CAP_POLL` seconds, with jitter so workers take turns).
+When nothing is waiting it blocks in a plain ``XREAD`` from the newest entry, which claims
+nothing, and takes permits once an entry is added. The price of waiting in Redis is a script
+call and a read per start, and a look at the stream after a quiet spell.
 
 Permits are renewed with the worker's heartbeat and given back when the task ends; a killed
 worker's permits lapse after the visibility timeout, the time after which its tasks are
@@ -38,8 +38,6 @@ log = logging.getLogger("nervenet.worker")
 
 CAP_POLL = 0.02
 """Seconds between tries while a cap is full (jittered)."""
-IDLE_POLL = 0.2
-"""Longest pause between reads while a limited task type has nothing waiting."""
 
 Permit = tuple[str, str]
 """(limit key, permit name)."""
@@ -71,16 +69,17 @@ class PermitReads:
         idle, failures, turn = 0, 0, 0
         while not worker._stopping.is_set():
             if idle:
-                # Nothing was waiting last time: look before taking permits, whose rate tokens
-                # would be missed by the busy workers meanwhile even if given back at once.
+                # Nothing was waiting last time. Taking permits now would spend rate tokens the
+                # busy workers miss meanwhile, even if given back at once: look first, and if
+                # nothing waits, block until an entry is added (an XREAD, which claims nothing).
                 try:
-                    waiting = await self._anything_waiting(streams)
+                    waiting, newest = await self._anything_waiting(streams)
+                    if not waiting and not await self._wait_for_new(groups, newest):
+                        continue  # the block timed out: look again
                 except TRANSIENT_ERRORS as exc:
                     worker.pool.outages.failed(f"worker {worker.worker_id}'s limited read", exc)
-                    waiting = False
-                if not waiting:
-                    idle += 1
-                    await asyncio.sleep(min(IDLE_POLL, 0.005 * 2**idle))
+                    failures += 1
+                    await asyncio.sleep(backoff(failures))
                     continue
             count = await worker._slots.take()
             started = 0
@@ -114,27 +113,49 @@ class PermitReads:
             elif not permits:
                 await asyncio.sleep(CAP_POLL * random.uniform(0.5, 1.5))
             else:
-                idle += 1
-                await asyncio.sleep(min(IDLE_POLL, 0.005 * 2**idle))
+                idle += 1  # nothing waited: the next turn looks, and blocks, first
 
-    async def _anything_waiting(self, streams: list[str]) -> bool:
-        """Whether some stream holds an entry the consumer group has not been handed yet: its
-        newest entry is past the group's last delivered one (two reads, nothing claimed)."""
+    async def _anything_waiting(self, streams: list[str]) -> tuple[bool, dict[str, str]]:
+        """Whether some stream holds an entry the consumer group has not been handed yet (its
+        newest entry is past the group's last delivered one; two reads, nothing claimed), and
+        each stream's newest entry id."""
         async with self._worker.pool.transport.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xinfo_groups(stream)
                 pipe.xrevrange(stream, count=1)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for groups, newest in zip(replies[::2], replies[1::2], strict=True):
-            if isinstance(groups, Exception) or isinstance(newest, Exception) or not newest:
+        waiting, newest = False, {}
+        for stream, groups, last in zip(streams, replies[::2], replies[1::2], strict=True):
+            if isinstance(groups, Exception) or isinstance(last, Exception) or not last:
+                newest[stream] = "0-0"
                 continue
+            newest[stream] = _text(last[0][0])
             delivered = next(
                 (g["last-delivered-id"] for g in groups if _text(g["name"]) == WORKER_GROUP),
                 b"0-0",
             )
-            if _entry_id(newest[0][0]) > _entry_id(delivered):
-                return True
-        return False
+            waiting = waiting or _entry_id(last[0][0]) > _entry_id(delivered)
+        return waiting, newest
+
+    async def _wait_for_new(self, groups: list[list[str]], newest: dict[str, str]) -> bool:
+        """Block (one ``block_ms``) until an entry is added to one of the streams after its
+        newest one; whether one was. One read per slot on a cluster, the first to answer
+        ends the others."""
+        transport = self._worker.pool.transport
+        block_ms = self._worker.pool.settings.block_ms
+        reads = [
+            asyncio.ensure_future(
+                transport.read({s: newest[s] for s in group}, count=1, block_ms=block_ms)
+            )
+            for group in groups
+        ]
+        try:
+            done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+        return any(read.result() for read in done)
 
     async def _read(self, groups: list[list[str]], permits: list[Permit]) -> int:
         """Read at most ``len(permits)`` entries, each with a permit; give back the rest."""
