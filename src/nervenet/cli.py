@@ -214,9 +214,7 @@ async def _coordinate(pool: Pool, parent: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if parent:
-        watch = asyncio.ensure_future(_stop_when_orphaned(parent, stop))
-        watch.add_done_callback(lambda _: None)
+    orphan_watch = asyncio.ensure_future(_stop_when_orphaned(parent, stop)) if parent else None
     pool.workflows.take_queued_runs()
     async with pool:
         console.print(
@@ -224,6 +222,8 @@ async def _coordinate(pool: Pool, parent: int) -> None:
             f"on {pool.transport.description}"
         )
         await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     console.print(
         f"coordinator stopped: {pool.workflows.queued_taken} queued run(s) started, "
         f"{pool.workflows.takeovers} taken over"
