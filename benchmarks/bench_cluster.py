@@ -339,7 +339,7 @@ class Placement:
 
     streams: dict[int, list[str]]
     partitions: int = 1
-    reply: str = ""
+    reply: list[str] = field(default_factory=list)
     idle_cpu: dict[int, float] = field(default_factory=dict)
     """Redis CPU seconds per second, by server, with no workflow running."""
     idle_commands: dict[int, float] = field(default_factory=dict)
@@ -381,7 +381,7 @@ async def run_config(
     try:
         async with pool:
             partitions = pool.keys.partitions
-            reply = pool.inbox.address
+            reply = list(pool.inbox.addresses)
             workers.add(1)
             await workers.registered(pool)
             meter = Meter(ports, {})
@@ -535,7 +535,7 @@ def report(
                     f"{config} ({where.partitions} partition{'s' if where.partitions > 1 else ''})",
                     port_names[port],
                     f"{len(tasks)} ({len(enrich)})",
-                    "yes" if where.reply in keys else "",
+                    "yes" if any(r in keys for r in where.reply) else "",
                     f"{last.shard_commands[port] / last.seconds:,.0f}",
                     f"{where.idle_commands.get(port, 0):,.0f} · {where.idle_cpu.get(port, 0):.1%}",
                     f"{marginal[port]:.0f}",
@@ -545,7 +545,7 @@ def report(
                 ]
             )
     print_table(
-        f"Per server at {top} workers: task streams (of them enrich), the coordinator's reply "
+        f"Per server at {top} workers: task streams (of them enrich), a coordinator's reply "
         "stream, load, idle cost (no workflow running, workers up), Redis CPU per dispatch "
         "beyond idle, top commands per dispatch",
         [
@@ -583,26 +583,16 @@ def report(
         where = placements["cluster"]
         busiest = max(cluster.shares)
         verdict = "PASS" if busiest <= TARGET_BUSIEST_SHARE else "MISS"
-        reply_port = next((p for p, keys in where.streams.items() if where.reply in keys), None)
-        others = [
-            share
-            for port, share in zip(cluster.shard_commands, cluster.shares, strict=True)
-            if port != reply_port
-        ]
-        reply_share = (
-            cluster.shares[list(cluster.shard_commands).index(reply_port)] if reply_port else 0
-        )
         console.print(
             f"  busiest shard, cluster (default partitions), {top} workers: {busiest:.0%} of "
-            f"commands (target ≤ {TARGET_BUSIEST_SHARE:.0%}): [bold]{verdict}[/]. The shard "
-            f"holding the one coordinator's reply stream serves {reply_share:.0%}, the others "
-            f"{pct(others)}: task streams spread evenly, but every reply of this process goes "
-            "to one stream on one slot (more coordinator processes spread them)."
+            f"commands (target ≤ {TARGET_BUSIEST_SHARE:.0%}): [bold]{verdict}[/]; shares "
+            f"{pct(cluster.shares)} (task streams on evenly spaced partitions, and the "
+            "coordinator's replies on one stream per primary)."
         )
     if p1 and cluster:
         console.print(
             f"  partitions: with p=1 the busiest shard serves {max(p1.shares):.0%} of commands "
-            f"(the enrich stream and the reply stream on it), the idlest "
+            f"(the enrich stream on it), the idlest "
             f"{min(p1.shares):.0%}; with {placements['cluster'].partitions} partitions "
             f"{pct(cluster.shares)}."
         )
@@ -634,7 +624,7 @@ def report(
             f"3-shard cluster, bound by its busiest shard, near {shard_cap:,.0f} "
             f"(x{shard_cap / single_cap:.1f}); feeding the cluster that fast would take about "
             f"{client_cpu * shard_cap:.0f} cores of coordinators and workers at this run's CPU "
-            "per workflow (and several coordinator processes, for the reply streams)."
+            "per workflow."
         )
         if p1:
             m_p1 = marginal_us(p1, placements["cluster p=1"])
