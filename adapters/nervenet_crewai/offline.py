@@ -5,7 +5,7 @@ CrewAI reads them once, when it is imported, so :func:`go_offline` must run befo
 the package's ``__init__`` loads its CrewAI-based parts lazily: ``from nervenet_crewai.offline
 import go_offline`` is safe to put at the very top of an app.
 
-What each switch stops (measured with CrewAI 1.15.30, see ``tests/crewai/test_offline.py``):
+What each switch stops (measured with CrewAI 1.15.30, see ``tests/crewai/test_crew_offline.py``):
 
 * ``CREWAI_DISABLE_TELEMETRY`` / ``OTEL_SDK_DISABLED`` / ``CREWAI_DISABLE_TRACKING``: the
   anonymous telemetry exporter, which resolves a remote host on every kickoff;

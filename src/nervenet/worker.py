@@ -100,7 +100,7 @@ class Worker:
     """Runs handlers for the task types it serves until stopped.
 
     Usually started by ``nervenet worker MODULE:ATTR``; in-process (embedded pool, tests) by
-    ``pool.worker(handlers)`` or ``async with Worker(pool, handlers): ...``.
+    ``pool.serve(target)`` or ``async with Worker.for_target(pool, target): ...``.
     """
 
     def __init__(
