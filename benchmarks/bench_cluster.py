@@ -45,7 +45,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from _common import Child, console, cpu_seconds, nervenet_command, percentile, print_table
+from _common import (
+    Child,
+    console,
+    cpu_seconds,
+    machine_busy_seconds,
+    nervenet_command,
+    percentile,
+    print_table,
+)
 from nervenet_langgraph import distribute
 from nervenet_langgraph.demo import build_pipeline, check_result, document_input, sample_document
 
@@ -78,14 +86,6 @@ def dispatches_of(index: int) -> int:
     from nervenet_langgraph.demo import _DATE  # the demo's own rule for "needs a repair"
 
     return 7 if _DATE.search(sample_document(index)) else 9
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine spent so far (``/proc/stat``, every core)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 # --- metering -------------------------------------------------------------------------------

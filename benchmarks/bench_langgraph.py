@@ -41,6 +41,7 @@ from _common import (
     Child,
     console,
     cpu_seconds,
+    machine_busy_seconds,
     nervenet_command,
     percentile,
     print_table,
@@ -99,14 +100,6 @@ async def sequential(
                 n += 1
             latencies[name].append(block)
     return latencies
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine spent so far (``/proc/stat``, every core)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
