@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_cluster import RedisClusterServers  # noqa: E402
+from redis_cluster import RedisClusterServers, require_cluster_binaries  # noqa: E402
 from redis_server import RedisServer, redis_required  # noqa: E402
 
 
@@ -39,10 +39,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 def redis_cluster() -> Iterator[RedisClusterServers]:
     """A private 3-primary Redis Cluster for the whole session (tests flush it through
     ``cluster_url``)."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        if redis_required():
-            pytest.fail("redis-server/redis-cli are not on PATH but CI requires the cluster tests")
-        pytest.skip("redis-server/redis-cli are not on PATH")
+    require_cluster_binaries()
     with RedisClusterServers(primaries=3) as cluster:
         yield cluster
 

@@ -88,7 +88,8 @@ def mask_password(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def _cluster_enabled(info: Any) -> bool:
+def cluster_enabled(info: Any) -> bool:
+    """Whether an ``INFO`` (or ``INFO cluster``) reply says the server runs in cluster mode."""
     return bool(int(info.get("cluster_enabled", 0)))
 
 
@@ -99,7 +100,7 @@ def is_cluster_sync(url: RedisUrl) -> bool:
     # Database 0: a cluster node refuses SELECT, and the URL's database is checked below.
     probe = redis.Redis.from_url(url.url, socket_connect_timeout=5, db=0)
     try:
-        enabled = _cluster_enabled(probe.info("cluster"))
+        enabled = cluster_enabled(probe.info("cluster"))
     finally:
         probe.close()
     return url.check_cluster_mode(enabled)
@@ -111,7 +112,7 @@ async def is_cluster(url: RedisUrl) -> bool:
         return url.check_cluster_mode(False)
     probe = aioredis.Redis.from_url(url.url, socket_connect_timeout=5, db=0)
     try:
-        enabled = _cluster_enabled(await probe.info("cluster"))
+        enabled = cluster_enabled(await probe.info("cluster"))
     finally:
         await probe.aclose()
     return url.check_cluster_mode(enabled)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .envelope import Reply, ReplyKind, Signer, TaskEnvelope
 from .errors import EnvelopeError
-from .outages import TRANSIENT_ERRORS, Outages, backoff
+from .outages import TRANSIENT_ERRORS, Outages
 from .tasks import cancel_and_wait
 from .transport import StreamBatch, Transport
 
@@ -53,7 +53,13 @@ class Inbox:
     """Reads this process's reply stream and resolves :class:`Waiter` futures."""
 
     def __init__(
-        self, transport: Transport, address: str, *, block_ms: int, signer: Signer | None = None
+        self,
+        transport: Transport,
+        address: str,
+        *,
+        block_ms: int,
+        outages: Outages,
+        signer: Signer | None = None,
     ) -> None:
         self.transport = transport
         self.signer = signer  # with signing on, only replies a worker signed are taken
@@ -62,8 +68,8 @@ class Inbox:
         self.addresses = [address]
         """Every reply stream of this process, set by :meth:`open`."""
         self._block_ms = block_ms
-        self.outages: Outages | None = None
-        """The pool's outage log (one line per incident), once the pool made this inbox."""
+        self.outages = outages
+        """The pool's outage log (one line per incident)."""
         self._waiters: dict[str, list[Waiter]] = {}
         self._last_ids: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,11 +152,7 @@ class Inbox:
                 raise
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                if self.outages is not None:
-                    self.outages.failed("the reply stream read", exc)
-                else:
-                    log.warning("reply stream read failed (%s); reconnecting", exc)
-                await asyncio.sleep(backoff(failures))
+                await self.outages.wait_out("the reply stream read", exc, failures)
                 continue
             self._deliver_batch(batch)
             # Drop the batch before blocking again: it holds every reply body of the last read

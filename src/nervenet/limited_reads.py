@@ -66,6 +66,7 @@ class PermitReads:
         limits = worker.limits[task_type]
         groups = worker.pool.transport.slot_groups(worker.pool.keys.task_streams(task_type))
         streams = worker.pool.keys.task_streams(task_type)
+        what = f"worker {worker.worker_id}'s read of {task_type}"
         idle, failures, turn = 0, 0, 0
         while not worker._stopping.is_set():
             if idle:
@@ -77,9 +78,8 @@ class PermitReads:
                     if not waiting and not await self._wait_for_new(groups, newest):
                         continue  # the block timed out: look again
                 except TRANSIENT_ERRORS as exc:
-                    worker.pool.outages.failed(f"worker {worker.worker_id}'s limited read", exc)
                     failures += 1
-                    await asyncio.sleep(backoff(failures))
+                    await worker.pool.outages.wait_out(what, exc, failures)
                     continue
             count = await worker._slots.take()
             started = 0
@@ -92,8 +92,7 @@ class PermitReads:
                 failures = 0
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                worker.pool.outages.failed(f"worker {worker.worker_id}'s limited read", exc)
-                await asyncio.sleep(backoff(failures))
+                await worker.pool.outages.wait_out(what, exc, failures)
                 continue
             except Exception:
                 # A refused command (a lost group, a server without scripting): say it, and

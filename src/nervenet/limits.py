@@ -156,6 +156,22 @@ class LimitStatus:
     """Starts the rate allows right now (None without a rate)."""
 
 
+def _settings(
+    prefix: str, max_concurrency: int | None, rate_limit: str | None, burst: int | None
+) -> dict[str, str]:
+    """A limit key's hash fields for the values given (``None``: leave the field as it is):
+    unprefixed as set at run time, ``code_`` as declared in code (the grant script reads both)."""
+    fields: dict[str, str] = {}
+    if max_concurrency is not None:
+        fields[f"{prefix}max_concurrency"] = str(max_concurrency)
+    if rate_limit is not None:
+        fields[f"{prefix}rate"] = repr(parse_rate(rate_limit))
+        fields[f"{prefix}rate_text"] = rate_limit
+    if burst is not None:
+        fields[f"{prefix}burst"] = str(burst)
+    return fields
+
+
 class Limits:
     """The limits of one pool's namespace: ``pool.limits``."""
 
@@ -178,14 +194,7 @@ class Limits:
         """
         TaskLimits(key, max_concurrency, rate_limit, burst or 1)  # validates
         await self._pool.ensure_started()
-        fields: dict[str, str] = {}
-        if max_concurrency is not None:
-            fields["max_concurrency"] = str(max_concurrency)
-        if rate_limit is not None:
-            fields["rate"] = repr(parse_rate(rate_limit))
-            fields["rate_text"] = rate_limit
-        if burst is not None:
-            fields["burst"] = str(burst)
+        fields = _settings("", max_concurrency, rate_limit, burst)
         keys = self._pool.keys
         if fields:
             await self._pool.transport.redis.hset(keys.limit(key), mapping=fields)  # type: ignore[arg-type]
@@ -227,12 +236,7 @@ class Limits:
         the status view. Only what it declares: a task type that merely names the key must
         not erase the cap another one declares."""
         keys, redis = self._pool.keys, self._pool.transport.redis
-        declared: dict[str, str] = {"code_burst": str(limits.burst)}
-        if limits.max_concurrency is not None:
-            declared["code_max_concurrency"] = str(limits.max_concurrency)
-        if limits.rate_limit is not None:
-            declared["code_rate"] = repr(parse_rate(limits.rate_limit))
-            declared["code_rate_text"] = limits.rate_limit
+        declared = _settings("code_", limits.max_concurrency, limits.rate_limit, limits.burst)
         await redis.hset(keys.limit(limits.key), mapping=declared)  # type: ignore[arg-type]
         await redis.sadd(keys.limit_keys, limits.key)
 

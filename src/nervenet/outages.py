@@ -11,6 +11,7 @@ healthy shards go on working, so one on-time heartbeat does not mean every loop 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -71,6 +72,11 @@ class Outages:
             self._open(f"{what} failed ({type(exc).__name__}: {exc})")
         else:
             log.debug("%s failed again during the outage: %s", what, exc)
+
+    async def wait_out(self, what: str, exc: BaseException, failures: int) -> None:
+        """:meth:`failed`, then wait before the next try (``failures`` in a row so far)."""
+        self.failed(what, exc)
+        await asyncio.sleep(backoff(failures))
 
     def slow(self, what: str, seconds: float) -> None:
         """A heartbeat (``what``) took ``seconds``, far longer than it should."""

@@ -71,15 +71,15 @@ class Pool:
         self.process_id = uuid.uuid4().hex
         self.registry = Registry(transport, self.keys)
         self.escalations = Escalations(transport, self.keys, self.signer)
+        self.outages = Outages(transport.description)
         self.inbox = Inbox(
             transport,
             self.keys.reply_stream(self.process_id),
             block_ms=self.settings.block_ms,
+            outages=self.outages,
             signer=self.signer,
         )
         self.portal = Portal()
-        self.outages = Outages(transport.description)
-        self.inbox.outages = self.outages
         self._batcher: CommandBatcher | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._started: asyncio.Future[None] | None = None
@@ -179,8 +179,7 @@ class Pool:
         self.keys.partitions = await self._agree_partitions()
         self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
         self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
-        count = self.transport.primaries if self.transport.is_cluster else 1
-        await self.inbox.open(self.keys.reply_streams(self.process_id, count))
+        await self.inbox.open(self.keys.reply_streams(self.process_id, self.transport.primaries))
         await self._renew_reply_stream()
         self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
         for target, concurrency, queues in self._local_workers:

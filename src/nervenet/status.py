@@ -56,7 +56,7 @@ class PoolStatus:
     primaries: int
     """Redis primaries (more than 1 on a cluster)."""
     limits: list[LimitStatus]
-    """Every limit key: permits in use, the cap and rate set at run time, tokens left."""
+    """Every limit key: permits in use, the cap and rate in force, tokens left."""
     escalations: int
     """Entries on the escalation stream."""
     taken_at: float

@@ -25,7 +25,7 @@ import redis.asyncio.cluster as aiocluster
 from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .cluster import RedisUrl, slot_of
+from .cluster import RedisUrl, cluster_enabled, slot_of
 from .errors import PoolConnectionError
 
 log = logging.getLogger("nervenet.transport")
@@ -140,9 +140,11 @@ class RedisTransport:
         self.primaries = 1
         # A blocking pool makes a burst of commands queue for a connection instead of failing
         # with "Too many connections" (thousands of workflows share one process's pool).
+        # hiredis packs commands for plain TCP connections (TLS and unix sockets keep theirs).
+        self._packing = _HiredisPackingConnection if self.url.url.startswith("redis://") else None
         extra: dict[str, Any] = {}
-        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
-            extra["connection_class"] = _HiredisPackingConnection
+        if self._packing is not None:
+            extra["connection_class"] = self._packing
         connections = aioredis.BlockingConnectionPool.from_url(
             self.url.url,
             **extra,
@@ -214,7 +216,7 @@ class RedisTransport:
                 f"Redis at {self.description} is {version}; nervenet needs 6.2 or newer "
                 "(XAUTOCLAIM, XADD NOMKSTREAM)"
             )
-        if self.url.check_cluster_mode(bool(int(info.get("cluster_enabled", 0)))):
+        if self.url.check_cluster_mode(cluster_enabled(info)):
             await self._open_cluster()
 
     async def _open_cluster(self) -> None:
@@ -226,12 +228,12 @@ class RedisTransport:
             socket_timeout=None,  # blocking reads wait block_ms on the server
             health_check_interval=15,
         )
-        if self.url.url.startswith("redis://") and _HiredisPackingConnection is not None:
+        if self._packing is not None:
             # from_url drops a connection_class; the node manager makes every node it discovers
             # from these connection kwargs (the same dict), and the seed node exists already.
-            cluster.get_connection_kwargs()["connection_class"] = _HiredisPackingConnection
+            cluster.get_connection_kwargs()["connection_class"] = self._packing
             for node in cluster.startup_nodes:
-                node.connection_class = _HiredisPackingConnection
+                node.connection_class = self._packing
         try:
             await cluster.initialize()
         except RedisError as exc:

@@ -149,8 +149,10 @@ class Worker:
         for limits in declared.values():
             by_key.setdefault(limits.key, []).append(limits)
         self.limits = {t: merged(by_key[limits.key]) for t, limits in declared.items()}
-        unlimited = [s for s, t in self._streams.items() if t not in self.limits]
-        self._read_groups = pool.transport.slot_groups(unlimited) if unlimited else []
+        self._unlimited_streams = [s for s, t in self._streams.items() if t not in self.limits]
+        self._read_groups = (
+            pool.transport.slot_groups(self._unlimited_streams) if self._unlimited_streams else []
+        )
         self._cancel_groups = pool.transport.slot_groups(self._cancel_streams)
         self._slots = ReadSlots(
             concurrency,
@@ -288,8 +290,9 @@ class Worker:
                     continue
                 except TRANSIENT_ERRORS as exc:
                     failures += 1
-                    self.pool.outages.failed(f"worker {self.worker_id}'s read", exc)
-                    await asyncio.sleep(backoff(failures))
+                    await self.pool.outages.wait_out(
+                        f"worker {self.worker_id}'s read", exc, failures
+                    )
                     continue
                 # The entries read stay counted in this read's slots until they are in flight.
                 for stream, entries in batch:
@@ -384,8 +387,8 @@ class Worker:
                 return await self.pool.transport.mget([self.pool.keys.result(t) for t in task_ids])
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                self.pool.outages.failed(f"worker {self.worker_id}'s result cache lookup", exc)
-                await asyncio.sleep(backoff(failures))
+                what = f"worker {self.worker_id}'s result cache lookup"
+                await self.pool.outages.wait_out(what, exc, failures)
 
     def _parse(self, flight: _InFlight) -> TaskEnvelope:
         envelope = TaskEnvelope.from_fields(
@@ -534,8 +537,8 @@ class Worker:
                 failures = 0
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                self.pool.outages.failed(f"worker {self.worker_id}'s cancel stream read", exc)
-                await asyncio.sleep(backoff(failures))
+                what = f"worker {self.worker_id}'s cancel stream read"
+                await self.pool.outages.wait_out(what, exc, failures)
                 continue
             except ResponseError as exc:
                 failures += 1
@@ -648,8 +651,8 @@ class Worker:
                 return
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                self.pool.outages.failed(f"worker {self.worker_id} settling a task", exc)
-                await asyncio.sleep(backoff(failures))
+                what = f"worker {self.worker_id} settling a task"
+                await self.pool.outages.wait_out(what, exc, failures)
 
     def _release(self, flight: _InFlight) -> None:
         self._in_flight.pop((flight.stream, flight.entry_id), None)
@@ -663,7 +666,8 @@ class Worker:
         # A timer of its own: behind reclaim work (a burst of abandoned entries under load) the
         # registration lapsed and this worker's in-flight entries went stale while it was alive,
         # so dispatchers saw no worker and other workers reclaimed what it was running.
-        await self._every(self.pool.settings.heartbeat_interval, self._heartbeat_once, "heartbeat")
+        interval = self.pool.settings.heartbeat_interval
+        await self._every(interval, self._heartbeat_once, "heartbeat", late_is_outage=True)
 
     async def _reclaim_loop(self) -> None:
         # Entries are abandoned only after a whole visibility timeout idle: looking a few times
@@ -673,7 +677,17 @@ class Worker:
         interval = max(settings.heartbeat_interval, settings.visibility_timeout / 4)
         await self._every(interval, self._reclaim_abandoned, "reclaim")
 
-    async def _every(self, interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    async def _every(
+        self,
+        interval: float,
+        step: Callable[[], Awaitable[None]],
+        what: str,
+        *,
+        late_is_outage: bool = False,
+    ) -> None:
+        """Run ``step`` every ``interval`` seconds, riding out Redis outages; with
+        ``late_is_outage``, a step that takes over twice its interval counts as one (a
+        failover the cluster client retries through looks like that)."""
         while True:
             await asyncio.sleep(interval)
             started = time.monotonic()
@@ -691,9 +705,9 @@ class Worker:
                     log.exception("worker %s: %s failed", self.worker_id, what)
             else:
                 took = time.monotonic() - started
-                if what == "heartbeat" and took > 2 * interval:
+                if late_is_outage and took > 2 * interval:
                     self._unsteady_at = time.monotonic()
-                    self.pool.outages.slow(f"worker {self.worker_id}'s heartbeat", took)
+                    self.pool.outages.slow(f"worker {self.worker_id}'s {what}", took)
 
     def _steady(self) -> bool:
         """Whether this worker's own heartbeats went through on time for a whole visibility
@@ -742,7 +756,7 @@ class Worker:
         settings = self.pool.settings
         min_idle_ms = int(settings.visibility_timeout * 1000)
         await self._permits.reclaim(min_idle_ms)
-        streams = [s for s, t in self._streams.items() if t not in self.limits]
+        streams = self._unlimited_streams
         if not streams:
             return
         # One pipeline for every stream (a cluster has one per partition and task type); each
@@ -835,9 +849,8 @@ class Worker:
                 pipe.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
-            if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
-                raise reply
-            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            exists = isinstance(reply, ResponseError) and "BUSYGROUP" in str(reply)
+            if isinstance(reply, Exception) and not exists:
                 raise reply
 
 

@@ -483,7 +483,8 @@ class Workflows:
                         keys.workflow_owners,
                         mapping={run_id: self._pool.process_id for run_id, _ in claims},
                     )
-                    taken = [run_id for run_id, _ in claims if run_id in set(queued)]
+                    from_queue = set(queued)
+                    taken = [run_id for run_id, _ in claims if run_id in from_queue]
                     if taken:
                         pipe.zrem(keys.workflows_queued, *taken)
                     await pipe.execute()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
-from redis_cluster import RedisClusterServers
-from redis_server import redis_required
+from redis_cluster import RedisClusterServers, require_cluster_binaries
 
 from nervenet import Pool
 from nervenet.errors import ConfigurationError, PoolConnectionError
@@ -38,10 +36,7 @@ async def test_a_database_other_than_0_on_a_cluster_is_refused(cluster_url: str)
 @pytest.fixture
 def broken_cluster() -> Iterator[RedisClusterServers]:
     """A cluster one of whose primaries died with no replica to take over its slots."""
-    if shutil.which("redis-cli") is None:
-        if redis_required():
-            pytest.fail("redis-cli is not on PATH but CI requires the cluster tests")
-        pytest.skip("redis-cli is not on PATH")
+    require_cluster_binaries()
     with RedisClusterServers(primaries=3) as cluster:
         cluster.kill(cluster.nodes[2])
         deadline = time.monotonic() + 15

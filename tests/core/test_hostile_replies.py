@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from nervenet import Handlers, Pool, TaskContext
 from nervenet.envelope import RemoteError, Reply, ReplyKind
 from nervenet.inbox import Inbox
+from nervenet.outages import Outages
 
 
 class Gate:
@@ -269,7 +270,12 @@ def test_no_reply_entry_raises_or_answers_a_dispatch_it_does_not_name(
 ) -> None:
     loop = asyncio.new_event_loop()
     try:
-        inbox = Inbox(None, "nn:reply:{x}", block_ms=FAST.block_ms)  # type: ignore[arg-type]
+        inbox = Inbox(
+            None,  # type: ignore[arg-type]
+            "nn:reply:{x}",
+            block_ms=FAST.block_ms,
+            outages=Outages("nowhere"),
+        )
 
         async def expect() -> Any:
             return inbox.expect("t-waiting", 1, None)
