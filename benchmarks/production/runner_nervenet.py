@@ -16,6 +16,8 @@ from typing import Any
 
 from nervenet_langgraph.wire import unpack
 
+from nervenet.owned_process import tune_collector
+
 import loadgen
 import nervenet_app
 import workload
@@ -27,6 +29,8 @@ pool = graph.nervenet.pool
 
 async def setup() -> None:
     await pool.ensure_started()
+    # This process is a dedicated coordinator, as `nervenet serve` runs: it gets its settings.
+    tune_collector()
 
 
 async def invoke(wf: str) -> dict[str, Any]:
