@@ -14,13 +14,12 @@ import sys
 import time
 from typing import Any
 
-from nervenet_langgraph.wire import unpack
-
-from nervenet.owned_process import tune_collector
-
 import loadgen
 import nervenet_app
 import workload
+from nervenet_langgraph.wire import unpack
+
+from nervenet.owned_process import tune_collector
 
 DURABLE = "--durable" in sys.argv
 graph = nervenet_app.durable_graph if DURABLE else nervenet_app.graph
