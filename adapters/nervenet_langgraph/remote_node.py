@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
+from collections.abc import Callable
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
@@ -117,11 +118,12 @@ class RemoteNode:
         config: RunnableConfig,
         conf: dict[str, Any],
         observers: dict[str, Any] | None,
-    ) -> tuple[bytes, str]:
-        """The packed call and its task id. The call itself is not kept while the node runs:
-        with a thousand runs in flight, that is most of a KiB each."""
+    ) -> tuple[Callable[[], bytes], str]:
+        """What packs the call, and its task id. While the node runs, the call is kept (its
+        values are the task's own, alive anyway) and its packed bytes are not: with the state
+        as big as a document, they were most of a waiting run's memory."""
         call = describe_call(self.node, input, config, self.distribution.serde, observers)
-        return pack(self.distribution.serde, call), self._task_id(call, conf)
+        return functools.partial(pack, self.distribution.serde, call), self._task_id(call, conf)
 
     def _task_id(self, call: dict[str, Any], conf: dict[str, Any]) -> str:
         """Deterministic per LangGraph task (checkpoint, step, node) and the resume values it

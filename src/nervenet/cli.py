@@ -175,13 +175,17 @@ async def _serve(
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
         tuned = tune_collector()  # everything it serves is built: freeze it
-        console.print(
-            f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
-            f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
-            f"on {pool.transport.description} (concurrency {concurrency}"
-            f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
-        )
-        await worker.run_until(stop, grace=grace)
+        await worker.start()
+        try:  # said once registered: a coordinator can dispatch to it from now on
+            console.print(
+                f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
+                f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
+                f"on {pool.transport.description} (concurrency {concurrency}"
+                f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
+            )
+            await stop.wait()
+        finally:
+            await worker.stop(grace)
         console.print(f"worker stopped after {worker.processed} task(s)")
 
 
