@@ -170,8 +170,22 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    worker: Worker | None = None
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            if worker is not None:
+                console.print(
+                    f"stopping: {worker.load} task(s) in flight get {grace:g} s to finish; "
+                    "Ctrl-C again to hand them back to the pool now"
+                )
+        elif worker is not None:
+            console.print("handing unfinished tasks back to the pool now")
+            worker.hand_back_now()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
         tuned = tune_collector()  # everything it serves is built: freeze it
