@@ -52,9 +52,9 @@ from .envelope import (
     TaskEnvelope,
     cached_result,
 )
-from .errors import ConfigurationError, EnvelopeError
+from .errors import ConfigurationError, EnvelopeError, TaskFailure
 from .escalations import escalation_fields
-from .handlers import Handler, TaskContext, TaskFailure, handlers_of, validate_task_type
+from .handlers import Handler, TaskContext, handlers_of, validate_task_type
 from .keys import WORKER_GROUP
 from .limited_reads import PermitReads
 from .limits import TaskLimits, merged
