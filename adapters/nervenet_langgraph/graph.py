@@ -21,19 +21,17 @@ from urllib.parse import quote
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.graph import Graph
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
-from langgraph.pregel._read import PregelNode
 
 from nervenet import ConfigurationError, Handler, Pool, TaskContext
 from nervenet.handlers import validate_task_type
 from nervenet.routing import DEFAULT_QUEUE, TaskOptions
 
 from . import runs
+from ._compat import CONF, CONFIG_KEY_THREAD_ID, PregelNode, RunnableCallable
 from .checkpoint import RedisSaver
 from .node_runner import run_node
 from .remote_node import remote_runnable
@@ -86,31 +84,24 @@ class Distribution:
         return handle
 
 
-class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
-    """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
+class DistributedRuns(Pregel):  # type: ignore[type-arg]
+    """What every distributed LangGraph object adds to its LangGraph class: the pool it uses,
+    the handlers its workers serve, and durable runs. A ``Pregel`` subclass (not a plain mixin)
+    so its subclasses keep Pregel's object layout: ``distribute`` switches a compiled graph's
+    class in place."""
 
     nervenet: Distribution
-    original: CompiledStateGraph  # type: ignore[type-arg]
-    """The graph as compiled, before its nodes were replaced: what ``get_graph`` draws."""
 
-    def copy(self, update: dict[str, Any] | None = None) -> DistributedGraph:
+    def copy(self, update: dict[str, Any] | None = None) -> Any:
         # Pregel.copy rebuilds through __init__, which silently drops what it does not take
         # (our attributes, the mappers StateGraph.compile sets afterwards): carry them over.
-        new = super().copy(update)
+        new = super().copy(update)  # type: ignore[misc]
         for key, value in self.__dict__.items():
             new.__dict__.setdefault(key, value)
         return new
 
-    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
-        return self.original.get_graph(config, xray=xray)
-
-    async def aget_graph(
-        self, config: RunnableConfig | None = None, *, xray: int | bool = False
-    ) -> Graph:
-        return await self.original.aget_graph(config, xray=xray)
-
     def nervenet_handlers(self) -> Mapping[str, Handler]:
-        """What ``nervenet worker app:graph`` serves: one handler per node task type."""
+        """What ``nervenet worker app:graph`` serves: one handler per node (or task) type."""
         return self.nervenet.handlers()
 
     def nervenet_task_options(self) -> Mapping[str, TaskOptions]:
@@ -135,7 +126,7 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
         one dies. Needs a thread id and a checkpointer shared by all coordinator processes.
         """
-        return await runs.submit(self, input, config, kwargs, run_here=run_here)
+        return await runs.submit(self, input, config, kwargs, run_here=run_here)  # type: ignore[arg-type]
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""
@@ -150,17 +141,32 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
             run = await self.asubmit(input, config, **kwargs)
             return await run.result()
         # Not through direct_ainvoke: one coroutine frame less per run in flight (~0.5 KiB).
-        return await super().ainvoke(input, config, **kwargs)
+        return await super().ainvoke(input, config, **kwargs)  # type: ignore[misc]
 
     async def direct_ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Any:
         """LangGraph's own ``ainvoke`` in this process, without a durable lease."""
-        return await super().ainvoke(input, config, **kwargs)
+        return await super().ainvoke(input, config, **kwargs)  # type: ignore[misc]
+
+
+class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[misc,type-arg]
+    """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
+
+    original: CompiledStateGraph  # type: ignore[type-arg]
+    """The graph as compiled, before its nodes were replaced: what ``get_graph`` draws."""
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        return self.original.get_graph(config, xray=xray)
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Graph:
+        return await self.original.aget_graph(config, xray=xray)
 
 
 def distribute(
-    graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any],
+    graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any] | Pregel[Any, Any, Any, Any],
     *,
     pool: Pool,
     name: str,
@@ -169,6 +175,7 @@ def distribute(
     durable: bool | None = None,
     graph_name: str | None = None,
     nodes: Mapping[str, Mapping[str, Any]] | None = None,
+    tasks: Iterable[Any] = (),
     **compile_kwargs: Any,
 ) -> DistributedGraph:
     """Compile ``graph`` (if it is a builder) so that every node runs on ``pool``.
@@ -183,7 +190,14 @@ def distribute(
     Per-node options (``queue``, ``max_concurrency``, ``rate_limit``, ``limit_key``, ``burst``)
     come from ``builder.add_node(name, fn, metadata={"nervenet": {...}})`` and from
     ``nodes={"name": {...}}`` here, which wins key by key.
+
+    ``graph`` may also be an ``@entrypoint`` workflow (LangGraph's functional API): its body runs
+    here, each ``@task`` call on the pool (see :mod:`nervenet_langgraph.functional`); ``nodes``
+    then holds per-task options by task name, and ``tasks`` lists tasks the entrypoint reaches
+    other than by name in its code (through an object, a registry).
     """
+    from .functional import distribute_entrypoint, is_entrypoint  # it builds on this module
+
     validate_task_type(name)
     if "name" in compile_kwargs:
         raise ConfigurationError(
@@ -198,9 +212,23 @@ def distribute(
         if compile_kwargs or graph_name:
             raise ConfigurationError("compile options apply to a StateGraph builder only")
         compiled = graph
+    elif is_entrypoint(graph):
+        if compile_kwargs or graph_name:
+            raise ConfigurationError("compile options apply to a StateGraph builder only")
+        return distribute_entrypoint(  # type: ignore[return-value]
+            graph,
+            pool=pool,
+            name=name,
+            tasks=tasks,
+            allowed_types=allowed_types,
+            wait_for_worker=wait_for_worker,
+            durable=durable,
+            options=nodes,
+        )
     else:
         raise ConfigurationError(
-            f"distribute() takes a langgraph StateGraph or its compiled graph, not "
+            f"distribute() takes a langgraph StateGraph, its compiled graph or an @entrypoint "
+            f"workflow, not "
             f"{type(graph).__name__}"
         )
     serde = strict_serializer(_all_schemas(compiled), allowed_types)

@@ -1,0 +1,305 @@
+"""LangGraph's functional API on the pool: ``distribute(workflow, pool=pool, name=...)``.
+
+``@entrypoint(...)`` makes a one-node Pregel graph whose node is the entrypoint body; each
+``@task`` call inside it goes through the running task's ``CONFIG_KEY_CALL``, which schedules a
+push task of that loop (checkpointed result, the task's ``RetryPolicy``/``CachePolicy``).
+
+Distributed, the body and the loop stay on the run's coordinator, exactly as a graph's Pregel loop
+does; only the task *functions* leave. The body's call hook is wrapped so LangGraph schedules a
+stand-in with the task's name, module and qualname (so task ids, checkpoint namespaces and cache
+keys are the ones plain LangGraph computes) whose body is a dispatch to the pool, through the same
+:class:`~nervenet_langgraph.remote_node.RemoteNode` a graph node uses: interrupts, resume
+bookkeeping, stream frames and exception types come back the same way.
+
+Workers never import what a payload names: they serve the tasks found by following the entrypoint
+function's code (globals it reads, closure cells, helper functions it calls) plus any listed in
+``distribute(..., tasks=[...])``. A task call the coordinator cannot map to one of them fails the
+run at once, naming the task, rather than running somewhere unexpected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import inspect
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.config import get_config
+from langgraph.pregel import Pregel
+
+from nervenet import ConfigurationError, Pool
+from nervenet.handlers import validate_task_type
+from nervenet.routing import TaskOptions
+
+from . import _compat as lg
+from . import runs
+from .checkpoint import RedisSaver
+from .graph import DistributedRuns, Distribution
+from .remote_node import RemoteNode
+from .serde import strict_serializer
+
+# How deep the search for tasks follows helper functions the entrypoint calls.
+_MAX_SCAN_DEPTH = 4
+
+
+class DistributedEntrypoint(DistributedRuns):
+    """An ``@entrypoint`` workflow whose ``@task`` calls run on a nervenet pool."""
+
+    original: Pregel  # type: ignore[type-arg]
+    """The workflow as ``@entrypoint`` made it."""
+    tasks: Mapping[str, Callable[..., Any]]
+    """Task type -> the task's function, as its workers serve it."""
+
+
+def is_entrypoint(graph: Any) -> bool:
+    """Whether ``graph`` is what ``@entrypoint(...)`` returns (a one-node Pregel with the
+    ``__previous__`` channel), not a hand-built Pregel."""
+    return (
+        isinstance(graph, Pregel)
+        and len(graph.nodes) == 1
+        and lg.PREVIOUS in graph.channels
+        and isinstance(next(iter(graph.nodes.values())).bound, lg.RunnableCallable)
+    )
+
+
+def distribute_entrypoint(
+    workflow: Pregel,  # type: ignore[type-arg]
+    *,
+    pool: Pool,
+    name: str,
+    tasks: Iterable[Any] = (),
+    allowed_types: Iterable[type] = (),
+    wait_for_worker: bool = False,
+    durable: bool | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> DistributedEntrypoint:
+    """See :func:`nervenet_langgraph.distribute`."""
+    ((node_name, node),) = workflow.nodes.items()
+    body = node.bound
+    func = entrypoint_function(body)
+    found = find_tasks(func, extra=tasks)
+    serde = strict_serializer(_schemas(workflow, found.values()), allowed_types)
+    if durable is None:
+        durable = isinstance(workflow.checkpointer, RedisSaver)
+    distribution = Distribution(pool, name, serde, wait_for_worker, durable)
+    if isinstance(workflow.checkpointer, lg.BaseCheckpointSaver):
+        distribution.checkpointer = workflow.checkpointer
+    by_name: dict[str, Callable[..., Any]] = {}
+    for task_func in found.values():
+        other = by_name.setdefault(_task_name(task_func), task_func)
+        if other is not task_func:
+            raise ConfigurationError(
+                f"two tasks of entrypoint {node_name!r} are named {_task_name(task_func)!r}: "
+                f"{_describe(other)} and {_describe(task_func)}; workers find tasks by name, "
+                "so give one @task(name=...)"
+            )
+    unknown = set(options or {}) - set(by_name)
+    if unknown:
+        raise ConfigurationError(
+            f"distribute(nodes=...) names no task of entrypoint {node_name!r}: {sorted(unknown)}; "
+            f"its tasks are {sorted(by_name)}"
+        )
+    stand_ins: dict[Callable[..., Any], Callable[..., Any]] = {}
+    served: dict[str, Callable[..., Any]] = {}
+    for task_name, task_func in sorted(by_name.items()):
+        task_type = validate_task_type(f"{name}/{quote(task_name, safe='')}")
+        # The worker runs what LangGraph's own task runnable runs, minus the RETURN write,
+        # which the stand-in's runnable makes here.
+        distribution.local_nodes[task_type] = (lg.task_callable(task_func), workflow)
+        if options and task_name in options:
+            distribution.options[task_type] = TaskOptions.parse(task_type, options[task_name])
+        stand_ins[task_func] = _stand_in(RemoteNode(distribution, task_type, task_name), task_func)
+        served[task_type] = task_func
+
+    calls = _CallHook(stand_ins, node_name)
+    distributed = copy.copy(workflow)
+    distributed.__class__ = DistributedEntrypoint
+    distributed.__dict__.pop("__orig_class__", None)
+    distributed.nodes = {node_name: node.copy({"bound": calls.wrap(body)})}
+    distributed.nervenet = distribution  # type: ignore[attr-defined]
+    distributed.original = workflow  # type: ignore[attr-defined]
+    distributed.tasks = served  # type: ignore[attr-defined]
+    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))  # type: ignore[arg-type]
+    return distributed  # type: ignore[return-value]
+
+
+def entrypoint_function(body: Any) -> Callable[..., Any]:
+    """The user's function behind an entrypoint's node (sync ones have an executor ``afunc``)."""
+    func = body.func if body.func is not None else body.afunc
+    return func  # type: ignore[no-any-return]
+
+
+class _CallHook:
+    """Wraps the entrypoint body so its task calls schedule stand-ins instead of the tasks."""
+
+    def __init__(self, stand_ins: Mapping[Callable[..., Any], Callable[..., Any]], entry: str):
+        self.stand_ins = stand_ins
+        self.entry = entry
+
+    def wrap(self, body: Runnable[Any, Any]) -> Runnable[Any, Any]:
+        def invoke(input: Any, config: RunnableConfig) -> Any:
+            child = self._child(config)
+            token = var_child_runnable_config.set(child)
+            try:
+                return body.invoke(input, child)
+            finally:
+                var_child_runnable_config.reset(token)
+
+        async def ainvoke(input: Any, config: RunnableConfig) -> Any:
+            child = self._child(config)
+            token = var_child_runnable_config.set(child)
+            try:
+                return await body.ainvoke(input, child)
+            finally:
+                var_child_runnable_config.reset(token)
+
+        return lg.RunnableCallable(invoke, ainvoke, name=body.name, trace=False, recurse=False)
+
+    def _child(self, config: RunnableConfig) -> RunnableConfig:
+        conf = config.get(lg.CONF, {})
+        schedule = conf.get(lg.CONFIG_KEY_CALL)
+        if schedule is None:
+            return config
+        stand_ins, entry = self.stand_ins, self.entry
+
+        def call(func: Callable[..., Any], input: Any, **options: Any) -> Any:
+            stand_in = stand_ins.get(func)
+            if stand_in is None:
+                raise ConfigurationError(
+                    f"entrypoint {entry!r} called task {_describe(func)}, which distribute() "
+                    "did not find in the entrypoint's code, so no worker serves it; pass it as "
+                    "distribute(..., tasks=[...])"
+                )
+            return schedule(stand_in, input, **options)
+
+        return {**config, lg.CONF: {**conf, lg.CONFIG_KEY_CALL: call}}  # type: ignore[typeddict-item]
+
+
+def _stand_in(remote: RemoteNode, func: Callable[..., Any]) -> Callable[..., Any]:
+    """What LangGraph schedules in place of ``func``: same name, module, qualname and user
+    parameters (task ids, namespaces, cache keys and traces match plain LangGraph), and a body
+    that runs ``func`` on the pool in the task's own context."""
+    if lg.is_async_callable(func):
+
+        async def stand_in(*args: Any, **kwargs: Any) -> Any:
+            return await remote.ainvoke((args, kwargs), get_config())
+
+        wrapper: Callable[..., Any] = stand_in
+    else:
+
+        def sync_stand_in(*args: Any, **kwargs: Any) -> Any:
+            return remote.invoke((args, kwargs), get_config())
+
+        wrapper = sync_stand_in
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(wrapper, attr, getattr(func, attr))
+    # LangGraph injects config/writer/store/runtime... by parameter name: the worker injects them
+    # into the real function; here they must not be, nor cross the wire.
+    try:
+        signature = inspect.signature(func)
+        injected = lg.injectable_kwargs()
+        params = [p for p in signature.parameters.values() if p.name not in injected]
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass
+    return wrapper
+
+
+def find_tasks(
+    func: Callable[..., Any], extra: Iterable[Any] = ()
+) -> dict[int, Callable[..., Any]]:
+    """The functions of every ``@task`` the entrypoint's code reaches, by ``id``.
+
+    Follows the names the function's code (and nested code) reads from its globals, its
+    closure cells and its defaults, into the helper functions found there. Tasks reached any
+    other way (through an object's attributes, a registry) are listed explicitly.
+    """
+    found: dict[int, Callable[..., Any]] = {}
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > _MAX_SCAN_DEPTH:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, lg._TaskFunction):
+            found[id(obj.func)] = obj.func
+            visit(obj.func, depth + 1)  # tasks it calls, for graph nodes that call tasks
+            return
+        if isinstance(obj, functools.partial):
+            visit(obj.func, depth)
+            return
+        if not isinstance(obj, types.FunctionType):
+            return
+        for value in _referenced(obj):
+            visit(value, depth + 1)
+
+    visit(func, 0)
+    for item in extra:
+        if isinstance(item, lg._TaskFunction):
+            found[id(item.func)] = item.func
+        elif callable(item):
+            found[id(item)] = item
+        else:
+            raise ConfigurationError(f"distribute(tasks=...): {item!r} is not a @task")
+    return found
+
+
+def _referenced(func: types.FunctionType) -> list[Any]:
+    values: list[Any] = []
+    for cell in func.__closure__ or ():
+        with contextlib.suppress(ValueError):  # an empty cell: not assigned yet
+            values.append(cell.cell_contents)
+    values.extend(func.__defaults__ or ())
+    values.extend((func.__kwdefaults__ or {}).values())
+    globals_ = func.__globals__
+    for name in _global_names(func.__code__):
+        if name in globals_:
+            values.append(globals_[name])
+    return values
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_global_names(const))
+    return names
+
+
+def _task_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None)
+    if not name:
+        raise ConfigurationError(f"task {func!r} has no __name__; give it @task(name=...)")
+    return str(name)
+
+
+def _describe(func: Callable[..., Any]) -> str:
+    return (
+        f"{getattr(func, '__name__', func)!r} ({getattr(func, '__module__', '?')}."
+        f"{getattr(func, '__qualname__', '?')})"
+    )
+
+
+def _schemas(workflow: Pregel, funcs: Iterable[Callable[..., Any]]) -> list[Any]:  # type: ignore[type-arg]
+    """The entrypoint's input/output/save/context types and every task's annotations."""
+    schemas: list[Any] = []
+    for channel in workflow.channels.values():
+        typ = getattr(channel, "typ", None)
+        if typ is not None:
+            schemas.append(typ)
+    if workflow.context_schema is not None:
+        schemas.append(workflow.context_schema)
+    for func in funcs:
+        try:
+            hints = inspect.get_annotations(func, eval_str=True)
+        except Exception:  # unresolvable forward references: the user lists allowed_types
+            hints = getattr(func, "__annotations__", {}) or {}
+        schemas.extend(h for h in hints.values() if not isinstance(h, str))
+    return schemas
