@@ -75,7 +75,7 @@ try:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.errors import _mark_invalid_resume, is_invalid_resume
     from langgraph.func import _TaskFunction
-    from langgraph.pregel._call import get_runnable_for_task
+    from langgraph.pregel._call import get_runnable_for_task, identifier
     from langgraph.pregel._messages import StreamMessagesHandler
     from langgraph.pregel._read import PregelNode
     from langgraph.pregel._tools import StreamToolCallHandler
@@ -110,6 +110,7 @@ __all__ = [
     "StreamToolCallHandler",
     "_TaskFunction",
     "_mark_invalid_resume",
+    "identifier",
     "injectable_kwargs",
     "is_async_callable",
     "is_invalid_resume",

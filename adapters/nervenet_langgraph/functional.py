@@ -45,7 +45,7 @@ from .remote_node import RemoteNode
 from .serde import strict_serializer
 
 # How deep the search for tasks follows helper functions the entrypoint calls.
-_MAX_SCAN_DEPTH = 4
+_MAX_SCAN_DEPTH = 6
 
 
 class DistributedEntrypoint(DistributedRuns):
@@ -106,8 +106,15 @@ def distribute_entrypoint(
             f"its tasks are {sorted(by_name)}"
         )
     stand_ins: dict[Callable[..., Any], Callable[..., Any]] = {}
+    calls = _CallHook(stand_ins, node_name)
     served: dict[str, Callable[..., Any]] = {}
     for task_name, task_func in sorted(by_name.items()):
+        if _calls_tasks(task_func):
+            # A task that calls tasks orchestrates, like the entrypoint body: it runs where the
+            # loop is, so its own calls are push tasks of the run (checkpointed, streamed,
+            # retried) exactly as in plain LangGraph; the tasks it calls go to the pool.
+            stand_ins[task_func] = calls.local(task_func)
+            continue
         task_type = validate_task_type(f"{name}/{quote(task_name, safe='')}")
         # The worker runs what LangGraph's own task runnable runs, minus the RETURN write,
         # which the stand-in's runnable makes here.
@@ -117,7 +124,6 @@ def distribute_entrypoint(
         stand_ins[task_func] = _stand_in(RemoteNode(distribution, task_type, task_name), task_func)
         served[task_type] = task_func
 
-    calls = _CallHook(stand_ins, node_name)
     distributed = copy.copy(workflow)
     distributed.__class__ = DistributedEntrypoint
     distributed.__dict__.pop("__orig_class__", None)
@@ -161,6 +167,34 @@ class _CallHook:
 
         return lg.RunnableCallable(invoke, ainvoke, name=body.name, trace=False, recurse=False)
 
+    def local(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """A stand-in for a task that runs ``func`` here, its own task calls hooked too."""
+        if lg.is_async_callable(func):
+
+            async def run_local(*args: Any, **kwargs: Any) -> Any:
+                token = var_child_runnable_config.set(self._child(get_config()))
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    var_child_runnable_config.reset(token)
+
+            wrapper: Callable[..., Any] = run_local
+        else:
+
+            def sync_run_local(*args: Any, **kwargs: Any) -> Any:
+                token = var_child_runnable_config.set(self._child(get_config()))
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    var_child_runnable_config.reset(token)
+
+            wrapper = sync_run_local
+        _impersonate(wrapper, func)
+        # LangGraph injects config/runtime/writer... by the signature: the real one, here.
+        with contextlib.suppress(TypeError, ValueError):
+            wrapper.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
+        return wrapper
+
     def _child(self, config: RunnableConfig) -> RunnableConfig:
         conf = config.get(lg.CONF, {})
         schedule = conf.get(lg.CONFIG_KEY_CALL)
@@ -197,19 +231,34 @@ def _stand_in(remote: RemoteNode, func: Callable[..., Any]) -> Callable[..., Any
             return remote.invoke((args, kwargs), get_config())
 
         wrapper = sync_stand_in
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        with contextlib.suppress(AttributeError, TypeError):
-            setattr(wrapper, attr, getattr(func, attr))
+    _impersonate(wrapper, func)
     # LangGraph injects config/writer/store/runtime... by parameter name: the worker injects them
-    # into the real function; here they must not be, nor cross the wire.
-    try:
+    # into the real function; here they must not be, nor cross the wire. A caller may still
+    # pass one explicitly (LangGraph then injects nothing): a ``**kwargs`` takes it.
+    with contextlib.suppress(TypeError, ValueError):
         signature = inspect.signature(func)
         injected = lg.injectable_kwargs()
         params = [p for p in signature.parameters.values() if p.name not in injected]
+        if len(params) < len(signature.parameters) and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+        ):
+            params.append(inspect.Parameter("injected", inspect.Parameter.VAR_KEYWORD))
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        pass
     return wrapper
+
+
+def _impersonate(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
+    """Give a stand-in the names LangGraph derives a task's name (ids, namespaces, ``updates``
+    keys) and its cache key (``module.qualname``, or "dynamic" without a module) from."""
+    wrapper.__name__ = _task_name(func)
+    wrapper.__doc__ = getattr(func, "__doc__", None)
+    ident = lg.identifier(func)
+    if ident is None:
+        wrapper.__module__ = None  # type: ignore[assignment]
+    else:
+        module = getattr(func, "__module__", None)
+        wrapper.__module__ = module
+        wrapper.__qualname__ = ident.removeprefix(f"{module}.")
 
 
 def find_tasks(
@@ -251,6 +300,11 @@ def find_tasks(
     return found
 
 
+def _calls_tasks(func: Callable[..., Any]) -> bool:
+    target = func.func if isinstance(func, functools.partial) else func
+    return isinstance(target, types.FunctionType) and bool(find_tasks(target))
+
+
 def _referenced(func: types.FunctionType) -> list[Any]:
     values: list[Any] = []
     for cell in func.__closure__ or ():
@@ -274,10 +328,9 @@ def _global_names(code: types.CodeType) -> list[str]:
 
 
 def _task_name(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__name__", None)
-    if not name:
-        raise ConfigurationError(f"task {func!r} has no __name__; give it @task(name=...)")
-    return str(name)
+    """The name LangGraph gives the task (as ``get_runnable_for_task`` does)."""
+    name = getattr(func, "__name__", None) or getattr(getattr(func, "func", None), "__name__", None)
+    return str(name or type(func).__name__)
 
 
 def _describe(func: Callable[..., Any]) -> str:
