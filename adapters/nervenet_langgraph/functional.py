@@ -90,39 +90,9 @@ def distribute_entrypoint(
     distribution = Distribution(pool, name, serde, wait_for_worker, durable)
     if isinstance(workflow.checkpointer, lg.BaseCheckpointSaver):
         distribution.checkpointer = workflow.checkpointer
-    by_name: dict[str, Callable[..., Any]] = {}
-    for task_func in found.values():
-        other = by_name.setdefault(_task_name(task_func), task_func)
-        if other is not task_func:
-            raise ConfigurationError(
-                f"two tasks of entrypoint {node_name!r} are named {_task_name(task_func)!r}: "
-                f"{_describe(other)} and {_describe(task_func)}; workers find tasks by name, "
-                "so give one @task(name=...)"
-            )
-    unknown = set(options or {}) - set(by_name)
-    if unknown:
-        raise ConfigurationError(
-            f"distribute(nodes=...) names no task of entrypoint {node_name!r}: {sorted(unknown)}; "
-            f"its tasks are {sorted(by_name)}"
-        )
-    stand_ins: dict[Callable[..., Any], Callable[..., Any]] = {}
-    calls = _CallHook(stand_ins, node_name)
-    served: dict[str, Callable[..., Any]] = {}
-    for task_name, task_func in sorted(by_name.items()):
-        if _calls_tasks(task_func):
-            # A task that calls tasks orchestrates, like the entrypoint body: it runs where the
-            # loop is, so its own calls are push tasks of the run (checkpointed, streamed,
-            # retried) exactly as in plain LangGraph; the tasks it calls go to the pool.
-            stand_ins[task_func] = calls.local(task_func)
-            continue
-        task_type = validate_task_type(f"{name}/{quote(task_name, safe='')}")
-        # The worker runs what LangGraph's own task runnable runs, minus the RETURN write,
-        # which the stand-in's runnable makes here.
-        distribution.local_nodes[task_type] = (lg.task_callable(task_func), workflow)
-        if options and task_name in options:
-            distribution.options[task_type] = TaskOptions.parse(task_type, options[task_name])
-        stand_ins[task_func] = _stand_in(RemoteNode(distribution, task_type, task_name), task_func)
-        served[task_type] = task_func
+    dispatch = TaskDispatch(distribution, name, f"entrypoint {node_name!r}", workflow)
+    dispatch.add(found.values(), options)
+    calls = dispatch.hook
 
     distributed = copy.copy(workflow)
     distributed.__class__ = DistributedEntrypoint
@@ -130,7 +100,7 @@ def distribute_entrypoint(
     distributed.nodes = {node_name: node.copy({"bound": calls.wrap(body)})}
     distributed.nervenet = distribution  # type: ignore[attr-defined]
     distributed.original = workflow  # type: ignore[attr-defined]
-    distributed.tasks = served  # type: ignore[attr-defined]
+    distributed.tasks = dict(dispatch.served)  # type: ignore[attr-defined]
     pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))  # type: ignore[arg-type]
     return distributed  # type: ignore[return-value]
 
@@ -139,6 +109,75 @@ def entrypoint_function(body: Any) -> Callable[..., Any]:
     """The user's function behind an entrypoint's node (sync ones have an executor ``afunc``)."""
     func = body.func if body.func is not None else body.afunc
     return func  # type: ignore[no-any-return]
+
+
+class TaskDispatch:
+    """The ``@task`` functions one distributed object sends to the pool, and their stand-ins."""
+
+    def __init__(
+        self,
+        distribution: Distribution,
+        prefix: str,
+        caller: str,
+        owner: Pregel,  # type: ignore[type-arg]
+    ) -> None:
+        self.distribution = distribution
+        self.prefix = prefix
+        self.caller = caller
+        self.owner = owner
+        self.stand_ins: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self.hook = _CallHook(self.stand_ins, caller)
+        self.served: dict[str, Callable[..., Any]] = {}
+        self._by_name: dict[str, Callable[..., Any]] = {}
+
+    def add(
+        self,
+        funcs: Iterable[Callable[..., Any]],
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Serve these task functions (``options``: per task name, as for nodes)."""
+        added: dict[str, Callable[..., Any]] = {}
+        for task_func in funcs:
+            if task_func in self.stand_ins:
+                continue
+            other = self._by_name.setdefault(_task_name(task_func), task_func)
+            if other is not task_func:
+                raise ConfigurationError(
+                    f"two tasks of {self.caller} are named {_task_name(task_func)!r}: "
+                    f"{_describe(other)} and {_describe(task_func)}; workers find tasks by "
+                    "name, so give one @task(name=...)"
+                )
+            added[_task_name(task_func)] = task_func
+        unknown = set(options or {}) - set(self._by_name)
+        if unknown:
+            raise ConfigurationError(
+                f"distribute(nodes=...) names no task of {self.caller}: {sorted(unknown)}; "
+                f"its tasks are {sorted(self._by_name)}"
+            )
+        for task_name, task_func in sorted(added.items()):
+            if _calls_tasks(task_func):
+                # A task that calls tasks orchestrates, like the entrypoint body: it runs where
+                # the loop is, so its own calls are push tasks of the run (checkpointed,
+                # streamed, retried) exactly as in plain LangGraph; the tasks it calls go to
+                # the pool.
+                self.stand_ins[task_func] = self.hook.local(task_func)
+                continue
+            task_type = validate_task_type(f"{self.prefix}/{quote(task_name, safe='')}")
+            if task_type in self.distribution.local_nodes:
+                raise ConfigurationError(
+                    f"task {task_name!r} of {self.caller} has the task type {task_type!r} of "
+                    "a node; rename the task (@task(name=...)) or the node"
+                )
+            # The worker runs what LangGraph's own task runnable runs, minus the RETURN write,
+            # which the stand-in's runnable makes here.
+            self.distribution.local_nodes[task_type] = (lg.task_callable(task_func), self.owner)
+            if options and task_name in options:
+                self.distribution.options[task_type] = TaskOptions.parse(
+                    task_type, options[task_name]
+                )
+            remote = RemoteNode(self.distribution, task_type, task_name)
+            self.stand_ins[task_func] = _stand_in(remote, task_func)
+            self.served[task_type] = task_func
 
 
 class _CallHook:

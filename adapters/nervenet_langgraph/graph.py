@@ -255,10 +255,23 @@ def _distributed_copy(
     prefix: str,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DistributedGraph:
+    from .functional import TaskDispatch, find_tasks  # it builds on this module
+
     nodes: dict[str, PregelNode] = {}
+    tasks: TaskDispatch | None = None
     for node_name, node in compiled.nodes.items():
         if node_name in _LOCAL_NODES:
             nodes[node_name] = node
+            continue
+        called = find_tasks(func) if (func := _node_function(node.bound)) else {}
+        if called:
+            # A node that calls @task functions orchestrates them, like an entrypoint body: it
+            # runs here, in the run's loop, so each call is a push task of the run
+            # (checkpointed, retried by the task's own policy, streamed) that runs on the pool.
+            if tasks is None:
+                tasks = TaskDispatch(distribution, f"{prefix}/@task", "the graph", compiled)
+            tasks.add(called.values())
+            nodes[node_name] = node.copy({"bound": tasks.hook.wrap(node.bound)})
             continue
         task_type = validate_task_type(f"{prefix}/{_task_type_segment(node_name)}")
         if isinstance(node.bound, CompiledStateGraph):
@@ -290,6 +303,13 @@ def _distributed_copy(
     distributed.nervenet = distribution  # type: ignore[attr-defined]
     distributed.original = getattr(compiled, "original", compiled)  # type: ignore[attr-defined]
     return distributed  # type: ignore[return-value]
+
+
+def _node_function(bound: Any) -> Any:
+    """The user function of a plain node (a sync node's ``afunc`` is LangGraph's executor hop)."""
+    if not isinstance(bound, RunnableCallable):
+        return None
+    return bound.func if bound.func is not None else bound.afunc
 
 
 def _node_options(

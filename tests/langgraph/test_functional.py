@@ -276,7 +276,7 @@ async def test_a_task_no_worker_can_have_is_refused_naming_it(both: Any) -> None
         return adhoc
 
     _, graph = await both(build)
-    with pytest.raises(ConfigurationError, match="'inner'.*distribute\\(..., tasks="):
+    with pytest.raises(ConfigurationError, match=r"'inner'.*distribute\(..., tasks="):
         await graph.ainvoke(1)
 
 
@@ -289,15 +289,27 @@ def _upper(text: str) -> str:
     return text.upper()
 
 
-async def test_a_task_called_in_a_distributed_graph_node_runs_with_the_node(
+async def test_a_task_called_by_a_graph_node_is_a_task_of_the_run_on_a_worker(
     pool: Pool,
 ) -> None:
-    """Documented limit: inside a graph node on a worker, a ``@task`` call runs inline."""
+    """The node orchestrates (it runs in the run's loop, like an entrypoint body); the task it
+    calls is dispatched, checkpointed and streamed as a task of the run, as in plain."""
 
     def node(doc: Doc) -> Doc:
         return {"text": _upper(doc["text"]).result()}
 
-    builder = StateGraph(Doc).add_node("node", node).add_edge(START, "node")
-    graph = distribute(builder, pool=pool, name="node-task")
+    def build() -> Any:
+        return StateGraph(Doc).add_node("node", node).add_edge(START, "node")
+
+    graph = distribute(build(), pool=pool, name="node-task", checkpointer=InMemorySaver())
+    assert set(graph.nervenet_handlers()) == {"node-task/@task/_upper"}
     await pool.serve(graph)
-    assert await graph.ainvoke({"text": "a"}) == await builder.compile().ainvoke({"text": "a"})
+    plain = build().compile(checkpointer=InMemorySaver())
+    for workflow in (plain, graph):
+        chunks = [c async for c in workflow.astream({"text": "a"}, thread("n"))]
+        history = [s.values async for s in workflow.aget_state_history(thread("n"))]
+        if workflow is plain:
+            expected = (chunks, history)
+        else:
+            assert (chunks, history) == expected
+    assert expected[0] == [{"_upper": "A"}, {"node": {"text": "A"}}]
