@@ -47,6 +47,10 @@ def _incompatible(what: str, cause: BaseException | None = None) -> LangGraphVer
 
 
 try:
+    from langchain_core.tracers._streaming import (
+        _StreamingCallbackHandler,
+        _V2StreamingCallbackHandler,
+    )
     from langgraph._internal._constants import (
         CONF,
         CONFIG_KEY_CALL,
@@ -73,14 +77,38 @@ try:
     )
     from langgraph._internal._scratchpad import PregelScratchpad
     from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.checkpoint.serde import _msgpack as lg_msgpack
+    from langgraph.checkpoint.serde import jsonplus
     from langgraph.errors import _mark_invalid_resume, is_invalid_resume
     from langgraph.func import _TaskFunction
     from langgraph.pregel._call import get_runnable_for_task, identifier
-    from langgraph.pregel._messages import StreamMessagesHandler
+    from langgraph.pregel._messages import StreamMessagesHandler, StreamMessagesHandlerV2
     from langgraph.pregel._read import PregelNode
     from langgraph.pregel._tools import StreamToolCallHandler
+    from langgraph.runtime import _no_op_heartbeat, _no_op_stream_writer
 except ImportError as exc:  # pragma: no cover - depends on the installed LangGraph
     raise _incompatible("a private name it uses is gone", exc) from exc
+
+# Private attributes serde.py reads off these modules (LangGraph's msgpack codec is reused as is).
+_MODULE_ATTRIBUTES = {
+    jsonplus: (
+        "_option",
+        "_msgpack_default",
+        "_DeltaSnapshot",
+        "_send_from_args",
+        "_create_msgpack_ext_hook",
+        "EXT_CONSTRUCTOR_SINGLE_ARG",
+        "EXT_CONSTRUCTOR_POS_ARGS",
+        "EXT_CONSTRUCTOR_KW_ARGS",
+        "EXT_PYDANTIC_V1",
+        "EXT_PYDANTIC_V2",
+    ),
+    lg_msgpack: ("SAFE_MSGPACK_TYPES",),
+}
+for _module, _names in _MODULE_ATTRIBUTES.items():
+    _gone = [n for n in _names if not hasattr(_module, n)]
+    if _gone:  # pragma: no cover - depends on the installed LangGraph
+        raise _incompatible(f"{_module.__name__} no longer has {_gone}")
 
 __all__ = [
     "CONF",
@@ -107,13 +135,20 @@ __all__ = [
     "PregelScratchpad",
     "RunnableCallable",
     "StreamMessagesHandler",
+    "StreamMessagesHandlerV2",
     "StreamToolCallHandler",
+    "_StreamingCallbackHandler",
     "_TaskFunction",
+    "_V2StreamingCallbackHandler",
     "_mark_invalid_resume",
+    "_no_op_heartbeat",
+    "_no_op_stream_writer",
     "identifier",
     "injectable_kwargs",
     "is_async_callable",
     "is_invalid_resume",
+    "jsonplus",
+    "lg_msgpack",
     "peek_null_resume",
     "task_callable",
 ]

@@ -18,7 +18,15 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph._internal._constants import (
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.errors import GraphInterrupt, NodeError, ParentCommand
+from langgraph.runtime import ExecutionInfo, Runtime, ServerInfo
+from langgraph.store.base import BaseStore
+
+from nervenet import TaskContext, TaskFailure
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_ID,
@@ -34,17 +42,10 @@ from langgraph._internal._constants import (
     CONFIG_KEY_SEND,
     CONFIG_KEY_STREAM,
     CONFIG_KEY_TASK_ID,
+    PregelScratchpad,
+    is_async_callable,
+    is_invalid_resume,
 )
-from langgraph._internal._runnable import is_async_callable
-from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.errors import GraphInterrupt, NodeError, ParentCommand, is_invalid_resume
-from langgraph.runtime import ExecutionInfo, Runtime, ServerInfo
-from langgraph.store.base import BaseStore
-
-from nervenet import TaskContext, TaskFailure
-
 from .callbacks import traced, worker_callbacks
 from .streams import WorkerStreams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack

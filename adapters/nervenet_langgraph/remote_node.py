@@ -12,14 +12,17 @@ as its own type.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import uuid
-from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import (
+from langgraph.errors import GraphInterrupt, ParentCommand
+from langgraph.types import Interrupt
+
+from nervenet import Coordinator, RemoteTaskError
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CHECKPOINT_MAP,
     CONFIG_KEY_CHECKPOINT_NS,
@@ -31,14 +34,10 @@ from langgraph._internal._constants import (
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
     CONFIG_KEY_THREAD_ID,
+    RunnableCallable,
+    _mark_invalid_resume,
+    peek_null_resume,
 )
-from langgraph._internal._runnable import RunnableCallable
-from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.errors import GraphInterrupt, ParentCommand, _mark_invalid_resume
-from langgraph.types import Interrupt
-
-from nervenet import Coordinator, RemoteTaskError
-
 from .callbacks import describe_observers
 from .runs import RUN_ID_KEY
 from .streams import FrameRelay, describe_streams
@@ -215,35 +214,6 @@ def describe_call(
         "streams": describe_streams(config),
         "observers": observers,
     }
-
-
-def peek_null_resume(scratchpad: PregelScratchpad) -> Any:
-    """The run-wide resume value (``Command(resume=...)`` with no interrupt id) if still unused.
-
-    LangGraph's getter returns its captured value even after another task consumed it (only
-    ``consume=True`` notices); in-process nobody peeks, so LangGraph never shows this. A peek
-    that ships a consumed value would answer a second ``interrupt()``, so read what the getter
-    closes over: its pending write, and whether it is still among the pending writes.
-    """
-    getter = scratchpad.get_null_resume
-    try:
-        cells = _closure_cells(getter.__code__)
-        closure = getter.__closure__ or ()
-        write = closure[cells["null_resume_write"]].cell_contents
-        if write is None:
-            parent_cell = cells.get("parent_scratchpad")
-            parent = closure[parent_cell].cell_contents if parent_cell is not None else None
-            return peek_null_resume(parent) if parent is not None else None
-        return write[2] if write in closure[cells["pending_writes"]].cell_contents else None
-    except (AttributeError, KeyError, IndexError, ValueError, TypeError):  # LangGraph changed
-        return getter(False)
-
-
-@functools.lru_cache(maxsize=8)
-def _closure_cells(code: CodeType) -> dict[str, int]:
-    """Where each variable the getter closes over sits in its closure (once per code object:
-    this runs for every dispatch)."""
-    return {name: index for index, name in enumerate(code.co_freevars)}
 
 
 def _user_configurable(conf: dict[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
 
 from nervenet import ConfigurationError, RunHandle
 from nervenet.outages import TRANSIENT_ERRORS
 
+from ._compat import CONF, CONFIG_KEY_THREAD_ID
 from .wire import pack, unpack
 
 if TYPE_CHECKING:

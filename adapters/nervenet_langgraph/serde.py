@@ -33,11 +33,11 @@ from typing import Any
 
 import ormsgpack
 import typing_extensions
-from langgraph.checkpoint.serde import _msgpack as lg_msgpack
-from langgraph.checkpoint.serde import jsonplus
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import SendProtocol
 from pydantic import BaseModel, TypeAdapter
+
+from ._compat import jsonplus, lg_msgpack
 
 _MAX_DEPTH = 8
 _EXT_TUPLE = 64  # beyond LangGraph's ext codes (0-7)

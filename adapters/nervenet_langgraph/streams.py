@@ -26,17 +26,20 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph._internal._constants import (
+from langgraph.pregel.protocol import StreamProtocol
+from langgraph.runtime import RunControl, Runtime
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_STREAM,
+    StreamMessagesHandler,
+    StreamMessagesHandlerV2,
+    StreamToolCallHandler,
+    _no_op_heartbeat,
+    _no_op_stream_writer,
 )
-from langgraph.pregel._messages import StreamMessagesHandler, StreamMessagesHandlerV2
-from langgraph.pregel._tools import StreamToolCallHandler
-from langgraph.pregel.protocol import StreamProtocol
-from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
-
 from .callbacks import CallbackReplay, config_handlers
 
 Emit = Callable[[tuple[Any, ...]], None]
