@@ -23,7 +23,7 @@ from typing import Any
 from nervenet import ConfigurationError
 
 #: The LangGraph versions this adapter is tested with (CI runs the oldest and the newest).
-TESTED_LANGGRAPH = ">=1.0.2,<1.3"
+TESTED_LANGGRAPH = ">=1.2.15,<1.3"
 
 
 class LangGraphVersionError(ConfigurationError):
