@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.memory import InMemoryCache
 from langgraph.checkpoint.memory import InMemorySaver
@@ -23,7 +25,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy, Command, Interrupt, RetryPolicy, interrupt
 from typing_extensions import TypedDict
 
-from nervenet import ConfigurationError, Pool
+from nervenet import ConfigurationError, Pool, RemoteTaskError
 from nervenet_langgraph import distribute
 from nervenet_langgraph.functional import DistributedEntrypoint
 
@@ -313,3 +315,45 @@ async def test_a_task_called_by_a_graph_node_is_a_task_of_the_run_on_a_worker(
         else:
             assert (chunks, history) == expected
     assert expected[0] == [{"_upper": "A"}, {"node": {"text": "A"}}]
+
+
+def chatty() -> Any:
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="one two three", id="ai-1")]))
+
+    @task
+    async def reply(question: str) -> str:
+        message = await model.ainvoke([HumanMessage(content=question, id="q")])
+        return str(message.content)
+
+    @entrypoint()
+    async def chat(question: str) -> str:
+        return await reply(question)
+
+    return chat
+
+
+async def test_llm_tokens_from_a_task_on_a_worker_stream_as_plain(both: Any) -> None:
+    plain, graph = await both(chatty)
+    expected = [c async for c in plain.astream("count?", stream_mode="messages")]
+    got = [c async for c in graph.astream("count?", stream_mode="messages")]
+    assert [(m.content, meta["langgraph_node"]) for m, meta in got] == [
+        (m.content, meta["langgraph_node"]) for m, meta in expected
+    ]
+    assert len(got) > 1  # tokens, not one whole message
+
+
+async def test_a_task_returning_what_cannot_cross_fails_naming_the_task(both: Any) -> None:
+    def build() -> Any:
+        @task
+        async def leaky() -> Any:
+            return threading.Lock()
+
+        @entrypoint()
+        async def run(_: int) -> Any:
+            return await leaky()
+
+        return run
+
+    _, graph = await both(build)
+    with pytest.raises(RemoteTaskError, match=r"fn1/leaky.*not msgpack serializable"):
+        await graph.ainvoke(1)
