@@ -163,7 +163,7 @@ def injectable_kwargs() -> frozenset[str]:
 def task_callable(func: Callable[..., Any]) -> Any:
     """The runnable LangGraph runs for a ``@task`` function, without its RETURN write: what a
     worker runs (the coordinator's stand-in makes the write)."""
-    return get_runnable_for_task(func).steps[0]
+    return get_runnable_for_task(func).steps[0]  # type: ignore[attr-defined]
 
 
 # -- the null-resume getter's closure ---------------------------------------------------------

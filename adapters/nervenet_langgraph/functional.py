@@ -94,15 +94,17 @@ def distribute_entrypoint(
     dispatch.add(found.values(), options)
     calls = dispatch.hook
 
+    # A shallow copy keeps every attribute (as for graphs); only the class and the node change.
     distributed = copy.copy(workflow)
     distributed.__class__ = DistributedEntrypoint
+    assert isinstance(distributed, DistributedEntrypoint)
     distributed.__dict__.pop("__orig_class__", None)
     distributed.nodes = {node_name: node.copy({"bound": calls.wrap(body)})}
-    distributed.nervenet = distribution  # type: ignore[attr-defined]
-    distributed.original = workflow  # type: ignore[attr-defined]
-    distributed.tasks = dict(dispatch.served)  # type: ignore[attr-defined]
-    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))  # type: ignore[arg-type]
-    return distributed  # type: ignore[return-value]
+    distributed.nervenet = distribution
+    distributed.original = workflow
+    distributed.tasks = dict(dispatch.served)
+    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
+    return distributed
 
 
 def entrypoint_function(body: Any) -> Callable[..., Any]:
@@ -251,7 +253,7 @@ class _CallHook:
                 )
             return schedule(stand_in, input, **options)
 
-        return {**config, lg.CONF: {**conf, lg.CONFIG_KEY_CALL: call}}  # type: ignore[typeddict-item]
+        return {**config, lg.CONF: {**conf, lg.CONFIG_KEY_CALL: call}}
 
 
 def _stand_in(remote: RemoteNode, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -295,7 +297,7 @@ def _impersonate(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
     if ident is None:
         wrapper.__module__ = None  # type: ignore[assignment]
     else:
-        module = getattr(func, "__module__", None)
+        module = str(getattr(func, "__module__", ""))
         wrapper.__module__ = module
         wrapper.__qualname__ = ident.removeprefix(f"{module}.")
 

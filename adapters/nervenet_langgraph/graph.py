@@ -40,6 +40,8 @@ from .serde import graph_schemas, strict_serializer
 
 _LOCAL_NODES = ("__start__",)
 
+AnyPregel = Pregel[Any, Any, Any, Any]
+
 
 @dataclass
 class Distribution:
@@ -55,7 +57,9 @@ class Distribution:
     """Wait for a worker to register instead of failing fast when none serves a node."""
     durable: bool = False
     """``ainvoke`` with a thread id goes through :meth:`DistributedGraph.asubmit`."""
-    local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
+    local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel[Any, Any, Any, Any]]] = field(
+        default_factory=dict
+    )
     """Task type -> (the node's original function, the (sub)graph that owns it)."""
     options: dict[str, TaskOptions] = field(default_factory=dict)
     """Task type -> its queue and limit, from the node's ``metadata={"nervenet": {...}}`` and
@@ -84,7 +88,7 @@ class Distribution:
         return handle
 
 
-class DistributedRuns(Pregel):  # type: ignore[type-arg]
+class DistributedRuns(Pregel[Any, Any, Any, Any]):
     """What every distributed LangGraph object adds to its LangGraph class: the pool it uses,
     the handlers its workers serve, and durable runs. A ``Pregel`` subclass (not a plain mixin)
     so its subclasses keep Pregel's object layout: ``distribute`` switches a compiled graph's
@@ -95,7 +99,7 @@ class DistributedRuns(Pregel):  # type: ignore[type-arg]
     def copy(self, update: dict[str, Any] | None = None) -> Any:
         # Pregel.copy rebuilds through __init__, which silently drops what it does not take
         # (our attributes, the mappers StateGraph.compile sets afterwards): carry them over.
-        new = super().copy(update)  # type: ignore[misc]
+        new = super().copy(update)
         for key, value in self.__dict__.items():
             new.__dict__.setdefault(key, value)
         return new
@@ -126,7 +130,7 @@ class DistributedRuns(Pregel):  # type: ignore[type-arg]
         graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
         one dies. Needs a thread id and a checkpointer shared by all coordinator processes.
         """
-        return await runs.submit(self, input, config, kwargs, run_here=run_here)  # type: ignore[arg-type]
+        return await runs.submit(self, input, config, kwargs, run_here=run_here)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""
@@ -141,16 +145,16 @@ class DistributedRuns(Pregel):  # type: ignore[type-arg]
             run = await self.asubmit(input, config, **kwargs)
             return await run.result()
         # Not through direct_ainvoke: one coroutine frame less per run in flight (~0.5 KiB).
-        return await super().ainvoke(input, config, **kwargs)  # type: ignore[misc]
+        return await super().ainvoke(input, config, **kwargs)
 
     async def direct_ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Any:
         """LangGraph's own ``ainvoke`` in this process, without a durable lease."""
-        return await super().ainvoke(input, config, **kwargs)  # type: ignore[misc]
+        return await super().ainvoke(input, config, **kwargs)
 
 
-class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[misc,type-arg]
+class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[type-arg]
     """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
 
     original: CompiledStateGraph  # type: ignore[type-arg]
