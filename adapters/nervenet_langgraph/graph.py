@@ -278,6 +278,14 @@ def _distributed_copy(
             nodes[node_name] = node.copy({"bound": tasks.hook.wrap(node.bound)})
             continue
         task_type = validate_task_type(f"{prefix}/{_task_type_segment(node_name)}")
+        if isinstance(node.bound, DistributedRuns):
+            # Already distributed by the user: keep that very object, as plain LangGraph keeps
+            # the compiled subgraph it was given (get_subgraphs yields it, resume addresses it);
+            # this graph's workers serve its nodes too.
+            distribution.local_nodes.update(node.bound.nervenet.local_nodes)
+            distribution.options.update(node.bound.nervenet.options)
+            nodes[node_name] = node
+            continue
         if isinstance(node.bound, CompiledStateGraph):
             # A subgraph's own loop stays on the coordinator; its nodes go to the pool.
             subgraph = _distributed_copy(node.bound, distribution, task_type)
@@ -305,8 +313,30 @@ def _distributed_copy(
     distributed.__dict__.pop("__orig_class__", None)
     distributed.nodes = nodes
     distributed.nervenet = distribution  # type: ignore[attr-defined]
-    distributed.original = getattr(compiled, "original", compiled)  # type: ignore[attr-defined]
+    distributed.original = _drawn(getattr(compiled, "original", compiled))  # type: ignore[attr-defined]
     return distributed  # type: ignore[return-value]
+
+
+def _drawn(
+    compiled: CompiledStateGraph[Any, Any, Any, Any],
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """What ``get_graph`` draws: the graph with any subgraph the user had distributed shown as
+    the plain graph it distributes, as if it had been added plain."""
+    plain = {
+        name: node.copy(
+            {
+                "bound": node.bound.original,
+                "subgraphs": [node.bound.original] if node.subgraphs else [],
+            }
+        )
+        for name, node in compiled.nodes.items()
+        if isinstance(node.bound, DistributedGraph)
+    }
+    if not plain:
+        return compiled
+    drawn = copy.copy(compiled)
+    drawn.nodes = {**compiled.nodes, **plain}
+    return drawn
 
 
 def _node_function(bound: Any) -> Any:
