@@ -256,5 +256,5 @@ def _server_info(described: dict[str, Any] | None) -> ServerInfo | None:
     return ServerInfo(
         assistant_id=described["assistant_id"],
         graph_id=described["graph_id"],
-        user=_ServerUser(user) if user is not None else None,  # type: ignore[arg-type]
+        user=_ServerUser(user) if user is not None else None,
     )

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nervenet.langgraph.runs")
 
-TRANSIENT_REDIS_ERRORS = (*TRANSIENT_ERRORS, ConnectionError)
+TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ConnectionError)
 MAX_OUTAGES = 20
 
 #: Configurable key carrying the durable run id to the nodes (never shipped to workers).

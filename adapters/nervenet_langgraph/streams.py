@@ -141,8 +141,8 @@ class WorkerStreams:
             handler = cls(
                 self._relay("messages", index), options["subgraphs"], parent_ns=_ns(options)
             )
-            handler.seen = _RelayedSeen(
-                lambda message_id, i=index: self.emit(("seen", i, message_id))
+            handler.seen = _RelayedSeen(  # type: ignore[assignment]
+                lambda message_id, i=index: self.emit(("seen", i, message_id))  # type: ignore[misc]
             )
             handlers.append(handler)
         for index, options in enumerate(self.described["tools"]):
@@ -212,7 +212,7 @@ class FrameRelay:
         elif kind == "tools":
             self.tools[frame[1]].stream((tuple(frame[2]), "tools", frame[3]))
         elif kind == "stream" and self.stream is not None:
-            self.stream((tuple(frame[1]), frame[2], frame[3]))
+            self.stream((tuple(frame[1]), frame[2], frame[3]))  # type: ignore[misc,call-arg]
         elif kind == "callback":
             if self._callbacks is None:
                 self._callbacks = CallbackReplay(self.config)
