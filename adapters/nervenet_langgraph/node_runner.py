@@ -47,6 +47,7 @@ from ._compat import (
     is_invalid_resume,
 )
 from .callbacks import traced, worker_callbacks
+from .records import WIRE_VERSION, NodeCall, check_wire
 from .streams import WorkerStreams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
 
@@ -123,7 +124,8 @@ async def run_node(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> bytes:
     """Run one node function for a coordinator; return its packed outcome or raise TaskFailure."""
-    call = unpack(serde, payload)
+    call: NodeCall = unpack(serde, payload)
+    check_wire(call, "coordinator")
     writes: list[tuple[str, Any]] = []
     null_resume = _NullResume(call["null_resume"])
     resume = list(call["resume"])
@@ -140,6 +142,7 @@ async def run_node(
 
     def outcome(**extra: Any) -> dict[str, Any]:
         return {
+            "wire": WIRE_VERSION,
             "writes": [list(w) for w in writes],
             "resume": resume,
             "null_consumed": null_resume.consumed,
@@ -179,7 +182,7 @@ def _fail(serde: SerializerProtocol, exc: BaseException, outcome: dict[str, Any]
 
 
 def _rebuild_config(
-    call: dict[str, Any],
+    call: NodeCall,
     writes: list[tuple[str, Any]],
     null_resume: _NullResume,
     resume: list[Any],

@@ -39,6 +39,7 @@ from ._compat import (
     peek_null_resume,
 )
 from .callbacks import describe_observers
+from .records import WIRE_VERSION, NodeCall, check_wire
 from .runs import RUN_ID_KEY
 from .streams import FrameRelay, describe_streams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
@@ -122,7 +123,7 @@ class RemoteNode:
         call = describe_call(self.node, input, config, self.distribution.serde, observers)
         return pack(self.distribution.serde, call), self._task_id(call, conf)
 
-    def _task_id(self, call: dict[str, Any], conf: dict[str, Any]) -> str:
+    def _task_id(self, call: NodeCall, conf: dict[str, Any]) -> str:
         """Deterministic per LangGraph task (checkpoint, step, node) and the resume values it
         was given, so a resumed run is answered from the worker's result cache."""
         lg_task_id = conf.get(CONFIG_KEY_TASK_ID) or uuid.uuid4().hex
@@ -132,6 +133,7 @@ class RemoteNode:
 
     def _settle(self, outcome: dict[str, Any], config: RunnableConfig) -> Any:
         """Replay the worker's side effects on this task's real context, then return or raise."""
+        check_wire(outcome, "worker")  # type: ignore[arg-type]
         conf = config.get(CONF, {})
         writes = [tuple(w) for w in outcome.get("writes", ())]
         if writes:
@@ -183,13 +185,14 @@ def describe_call(
     config: RunnableConfig,
     serde: Any = None,
     observers: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> NodeCall:
     """The parts of a task's context a worker needs to rebuild it (no live objects)."""
     conf = config.get(CONF, {})
     scratchpad = conf.get(CONFIG_KEY_SCRATCHPAD)
     runtime = conf.get(CONFIG_KEY_RUNTIME)
     info = getattr(runtime, "execution_info", None)
     return {
+        "wire": WIRE_VERSION,
         "node": node,
         "input": input,
         "conf": _user_configurable(conf),
