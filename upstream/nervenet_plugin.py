@@ -1,4 +1,5 @@
-"""pytest plugin: every ``StateGraph.compile`` in LangGraph's own tests returns a distributed graph.
+"""pytest plugin: every ``StateGraph.compile`` in LangGraph's own tests returns a distributed graph,
+and every ``@entrypoint`` a distributed workflow (its ``@task`` calls served by the same worker).
 
 Load it with ``-p nervenet_plugin`` (``upstream/run.py`` puts this folder on ``PYTHONPATH``).
 
@@ -231,7 +232,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return "nervenet: every StateGraph.compile is distributed on a per-test Pool.local()"
+    return (
+        "nervenet: every StateGraph.compile and @entrypoint is distributed on a per-test "
+        "Pool.local()"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -183,7 +183,8 @@ class TaskDispatch:
 
 
 class _CallHook:
-    """Wraps the entrypoint body so its task calls schedule stand-ins instead of the tasks."""
+    """Wraps the entrypoint body (or an orchestrating node or task) so its task calls schedule
+    stand-ins instead of the tasks. ``entry`` names the caller in errors."""
 
     def __init__(self, stand_ins: Mapping[Callable[..., Any], Callable[..., Any]], entry: str):
         self.stand_ins = stand_ins
@@ -247,8 +248,8 @@ class _CallHook:
             stand_in = stand_ins.get(func)
             if stand_in is None:
                 raise ConfigurationError(
-                    f"entrypoint {entry!r} called task {_describe(func)}, which distribute() "
-                    "did not find in the entrypoint's code, so no worker serves it; pass it as "
+                    f"{entry} called task {_describe(func)}, which distribute() "
+                    "did not find in the caller's code, so no worker serves it; pass it as "
                     "distribute(..., tasks=[...])"
                 )
             return schedule(stand_in, input, **options)

@@ -273,7 +273,7 @@ def _distributed_copy(
             # runs here, in the run's loop, so each call is a push task of the run
             # (checkpointed, retried by the task's own policy, streamed) that runs on the pool.
             if tasks is None:
-                tasks = TaskDispatch(distribution, f"{prefix}/@task", "the graph", compiled)
+                tasks = TaskDispatch(distribution, f"{prefix}/@task", f"graph {prefix!r}", compiled)
             tasks.add(called.values())
             nodes[node_name] = node.copy({"bound": tasks.hook.wrap(node.bound)})
             continue
