@@ -309,8 +309,9 @@ def find_tasks(
     """The functions of every ``@task`` the entrypoint's code reaches, by ``id``.
 
     Follows the names the function's code (and nested code) reads from its globals, its
-    closure cells and its defaults, into the helper functions found there. Tasks reached any
-    other way (through an object's attributes, a registry) are listed explicitly.
+    closure cells and its defaults, into the helper functions and the lists, tuples, sets and
+    dicts found there. Tasks reached any other way (through an object's attributes) are listed
+    explicitly.
     """
     found: dict[int, Callable[..., Any]] = {}
     seen: set[int] = set()
@@ -325,6 +326,10 @@ def find_tasks(
             return
         if isinstance(obj, functools.partial):
             visit(obj.func, depth)
+            return
+        if isinstance(obj, (list, tuple, set, frozenset, dict)):  # a registry of tools
+            for item in obj.values() if isinstance(obj, dict) else obj:
+                visit(item, depth + 1)
             return
         if not isinstance(obj, types.FunctionType):
             return

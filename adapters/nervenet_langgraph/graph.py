@@ -208,6 +208,11 @@ def distribute(
             "`name` is the registration name workers find the graph by; pass LangGraph's own "
             "compiled-graph name as graph_name=..."
         )
+    if tasks and not is_entrypoint(graph):
+        raise ConfigurationError(
+            "distribute(tasks=...) lists the tasks of an @entrypoint workflow; a graph's nodes "
+            "that call tasks are found from their code"
+        )
     if isinstance(graph, StateGraph):
         if graph_name is not None:
             compile_kwargs["name"] = graph_name

@@ -358,3 +358,36 @@ async def test_a_task_returning_what_cannot_cross_fails_naming_the_task(both: An
     _, graph = await both(build)
     with pytest.raises(RemoteTaskError, match=r"fn1/leaky.*not msgpack serializable"):
         await graph.ainvoke(1)
+
+
+def _lower(text: str) -> str:
+    return text.lower()
+
+
+def _title(text: str) -> str:
+    return text.title()
+
+
+class Toolbox:
+    """Tasks held by an object: found only if listed in ``distribute(..., tasks=[...])``."""
+
+    def __init__(self) -> None:
+        self.title = task(_title)
+
+
+async def test_tasks_in_a_registry_are_found_and_tasks_on_an_object_are_listed(
+    pool: Pool,
+) -> None:
+    toolbox = Toolbox()
+    registry = {"lower": task(_lower)}
+
+    @entrypoint()
+    def run(text: str) -> list[str]:
+        return [registry["lower"](text).result(), toolbox.title(text).result()]
+
+    graph = distribute(run, pool=pool, name="tools", tasks=[toolbox.title])
+    assert set(graph.nervenet_handlers()) == {"tools/_lower", "tools/_title"}
+    await pool.serve(graph)
+    assert await asyncio.to_thread(graph.invoke, "aB c") == ["ab c", "Ab C"]
+    with pytest.raises(ConfigurationError, match="@entrypoint"):
+        distribute(StateGraph(Doc), pool=pool, name="no", tasks=[toolbox.title])
