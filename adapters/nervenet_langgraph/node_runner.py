@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,8 @@ from .callbacks import traced, worker_callbacks
 from .records import WIRE_VERSION, NodeCall, check_wire
 from .streams import WorkerStreams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
+
+log = logging.getLogger("nervenet.langgraph.node_runner")
 
 
 class _Counter:
@@ -96,14 +99,28 @@ def _read_unavailable(*_: Any, **__: Any) -> Any:
     )
 
 
+_INLINE_WARNED: set[str] = set()
+
+
 def _call_inline(
     func: Callable[..., Any], input: tuple[tuple[Any, ...], dict[str, Any]], **_: Any
 ) -> Any:
     """``@task`` functions called inside a node run right here, inline, on the worker.
 
     In-process LangGraph schedules them as tasks of the node's loop (checkpointed writes, their
-    own retry policy); a worker has no loop of the run, so they behave like plain calls.
+    own retry policy); a worker has no loop of the run, so they behave like plain calls. Nodes
+    whose code calls tasks run on the coordinator instead (``functional.TaskDispatch``): only a
+    task ``distribute`` could not see from the node's code lands here, and the worker says so.
     """
+    name = getattr(func, "__name__", repr(func))
+    if name not in _INLINE_WARNED:
+        _INLINE_WARNED.add(name)
+        log.warning(
+            "task %r called inside a node on a worker runs inline, without its retry policy or "
+            "checkpoint: distribute() did not find it in the node's code (reached through an "
+            "object?); call it by a name the node's code reads so the node orchestrates it",
+            name,
+        )
     args, kwargs = input
     if is_async_callable(func):
         return asyncio.ensure_future(func(*args, **kwargs))
