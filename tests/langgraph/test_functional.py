@@ -391,3 +391,14 @@ async def test_tasks_in_a_registry_are_found_and_tasks_on_an_object_are_listed(
     assert await asyncio.to_thread(graph.invoke, "aB c") == ["ab c", "Ab C"]
     with pytest.raises(ConfigurationError, match="@entrypoint"):
         distribute(StateGraph(Doc), pool=pool, name="no", tasks=[toolbox.title])
+
+
+async def test_per_task_queue_and_limits_come_from_distribute_nodes(pool: Pool) -> None:
+    @entrypoint()
+    def run(text: str) -> str:
+        return _upper(text).result()
+
+    graph = distribute(run, pool=pool, name="routed", nodes={"_upper": {"queue": "gpu"}})
+    assert graph.nervenet_task_options()["routed/_upper"].queue == "gpu"
+    with pytest.raises(ConfigurationError, match="its tasks are \\['_upper'\\]"):
+        distribute(run, pool=pool, name="typo", nodes={"upper": {"queue": "gpu"}})
