@@ -207,8 +207,9 @@ class RedisTransport:
                 self.url.check_cluster_mode(True)  # raises: a cluster has database 0 only
             if "DB index is out of range" in str(exc):
                 raise PoolConnectionError(
-                    f"Redis at {self.description} has no database {self.url.database}: the server's "
-                    "`databases` setting (16 by default) bounds the number at the end of the URL"
+                    f"Redis at {self.description} has no database {self.url.database}: the "
+                    "server's `databases` setting (16 by default) bounds the number at the end "
+                    "of the URL"
                 ) from exc
             raise
         except (RedisConnectionError, OSError) as exc:
