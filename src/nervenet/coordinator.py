@@ -56,6 +56,9 @@ class Backoff:
         return random.uniform(0, bound) if self.jitter else bound
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 class Coordinator:
     """Dispatches the tasks of one workflow run."""
 
@@ -71,7 +74,7 @@ class Coordinator:
         task_id: str | None = None,
         timeout: float | None = None,
         retries: int = 2,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         escalate_errors: bool = True,
         wait_for_worker: bool = False,
         on_frame: Callable[[bytes], None] | None = None,

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .batching import CommandBatcher
-from .coordinator import Coordinator
+from .coordinator import DEFAULT_BACKOFF, Backoff, Coordinator
 from .envelope import CancelRequest, Signer, TaskEnvelope, cached_result
 from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
@@ -260,10 +260,37 @@ class Pool:
         return Coordinator(self, workflow_id)
 
     async def dispatch(
-        self, task_type: str, payload: bytes | PayloadSource, **options: Any
+        self,
+        task_type: str,
+        payload: bytes | PayloadSource,
+        *,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        retries: int = 2,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        escalate_errors: bool = True,
+        wait_for_worker: bool = False,
+        on_frame: Callable[[bytes], None] | None = None,
+        trace: str = "",
+        first_run: bool = False,
+        queue: str | None = None,
     ) -> bytes:
-        """One-off dispatch outside any workflow (see :meth:`Coordinator.dispatch`)."""
-        return await self.coordinator().dispatch(task_type, payload, **options)
+        """One-off dispatch outside any workflow; the options are
+        :meth:`Coordinator.dispatch`'s."""
+        return await self.coordinator().dispatch(
+            task_type,
+            payload,
+            task_id=task_id,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            escalate_errors=escalate_errors,
+            wait_for_worker=wait_for_worker,
+            on_frame=on_frame,
+            trace=trace,
+            first_run=first_run,
+            queue=queue,
+        )
 
     # --- workers ----------------------------------------------------------------------------
     async def serve(
