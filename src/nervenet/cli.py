@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -240,7 +241,10 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
 
 @app.command()
 def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") -> None:
-    """Show queues (depth, in flight), live workers, running workflows and escalations.
+    """Show queues (waiting, in flight, whether a worker serves them), live workers, running
+    workflows and escalations. Task types with nothing queued and no live worker (their workers
+    are gone) are named on one line instead of listed; dispatches waiting for a worker to
+    register are shown.
 
     Example:
 
@@ -261,24 +265,41 @@ async def _status(url: str, namespace: str) -> None:
         f"[bold]pool[/] {snapshot.target} ({topology})  namespace [bold]{snapshot.namespace}[/]"
     )
     queues = Table(title="queues")
-    for column in ("task type", "depth", "in flight", "oldest in flight"):
-        queues.add_column(column, justify="left" if column == "task type" else "right")
+    for column in ("task type", "waiting", "in flight", "oldest in flight", "workers"):
+        queues.add_column(column, justify="left" if column in ("task type", "workers") else "right")
     for q in snapshot.queues:
         queues.add_row(
-            q.task_type,
-            str(q.depth),
-            str(q.pending),
-            f"{q.oldest_pending_idle_ms / 1000:.1f} s" if q.pending else "-",
+            escape(q.task_type),  # names read from Redis: never rich markup
+            str(q.waiting),
+            str(q.in_flight),
+            f"{q.oldest_in_flight_ms / 1000:.1f} s" if q.in_flight else "-",
+            "live" if q.served else "[bold yellow]none alive[/]",
         )
     console.print(queues)
+    for q in snapshot.queues:
+        if q.waiting_dispatches and not q.served:
+            console.print(
+                f"[bold yellow]waiting:[/] dispatches of {q.waiting_dispatches} coordinator "
+                f"process(es) wait for a worker of {escape(repr(q.task_type))}; start one with "
+                "`nervenet worker app:target`",
+                highlight=False,
+            )
+    if snapshot.idle_task_types:
+        console.print(
+            f"{len(snapshot.idle_task_types)} idle task type(s) without a live worker not shown: "
+            + ", ".join(snapshot.idle_task_types[:10])
+            + (" ..." if len(snapshot.idle_task_types) > 10 else ""),
+            highlight=False,
+            markup=False,
+        )
     workers = Table(title="workers")
     for column in ("worker", "task types", "load", "processed", "age"):
         workers.add_column(column)
     now = time.time()
     for w in snapshot.workers:
         workers.add_row(
-            w.worker_id,
-            ", ".join(w.task_types),
+            escape(w.worker_id),
+            escape(", ".join(w.task_types)),
             f"{w.load}/{w.concurrency}",
             str(w.processed),
             f"{now - w.started_at:.0f} s",
@@ -290,7 +311,7 @@ async def _status(url: str, namespace: str) -> None:
             limits.add_column(column, justify="left" if column == "limit key" else "right")
         for limit in snapshot.limits:
             limits.add_row(
-                limit.key,
+                escape(limit.key),
                 str(limit.in_use),
                 "-" if limit.max_concurrency is None else str(limit.max_concurrency),
                 limit.rate_limit or "-",
@@ -330,7 +351,8 @@ def escalations_list(
             table.add_column(column)
         for e in entries:
             when = datetime.datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(e.entry_id, when, e.task_type, e.task_id, e.reason)
+            row = (e.entry_id, when, e.task_type, e.task_id, e.reason)
+            table.add_row(*(escape(v) for v in row))
         console.print(table)
 
     _run(show())
@@ -340,7 +362,7 @@ def escalations_list(
 def escalations_show(
     entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
 ) -> None:
-    """Show every field of one escalation (binary fields abbreviated).
+    """Show every field of one escalation, payloads decoded (JSON, LangGraph's msgpack).
 
     Example:
 
@@ -350,14 +372,11 @@ def escalations_show(
     async def show() -> None:
         async with Pool.from_url(redis, namespace=namespace) as pool:
             e = await pool.escalations.get(entry_id)
-        console.print(f"[bold]{e.entry_id}[/] {e.reason}")
-        for name, value in sorted(e.fields.items()):
-            text = value.decode(errors="replace")
-            console.print(
-                f"  {name}: {text[:500]}{'...' if len(text) > 500 else ''}",
-                markup=False,
-                highlight=False,
-            )
+        console.print(f"{e.entry_id} {e.reason}", markup=False, highlight=False)
+        for name, text in e.readable_fields():
+            if "\n" in text:
+                text = "\n    " + text.replace("\n", "\n    ")
+            console.print(f"  {name}: {text}", markup=False, highlight=False)
 
     _run(show())
 
@@ -370,6 +389,13 @@ def escalations_retry(
     signing_secret: SigningSecretOption = None,
 ) -> None:
     """Put an escalated task back on its stream as a new attempt (signed, if the pool signs).
+
+    The coordinator that escalated the task gave up on it already; the retry runs it once more
+    and caches its result under the same task id (for the pool's result_ttl, a day by default).
+    A durable graph run (with a checkpointer) then continues when resumed, e.g. with
+    graph.ainvoke(None, {"configurable": {"thread_id": ...}}): the failed step is answered
+    from that cached result. Without a checkpointer the run cannot continue: the retry only
+    does the task's work again.
 
     Example:
 

@@ -245,6 +245,12 @@ class Coordinator:
         started = time.monotonic()
         deadline = started + self.pool.settings.worker_wait_timeout
         while time.monotonic() < deadline:
+            with contextlib.suppress(*TRANSIENT_ERRORS):  # only for the status view
+                await registry.note_waiting(
+                    self.pool.process_id,
+                    task_type,
+                    renew_every=self.pool.settings.heartbeat_interval,
+                )
             await asyncio.sleep(self.pool.settings.heartbeat_interval / 2)
             # The cached read: hundreds of waiting dispatches share one registry read a second
             # (each forcing its own, behind one lock, made each check rarely). A registration

@@ -188,6 +188,13 @@ class Keys:
         """Sorted set of live worker ids scored by heartbeat expiry (ms): ``nn:{workers}``."""
         return f"{self.namespace}:{{workers}}"
 
+    @property
+    def worker_waits(self) -> str:
+        """Sorted set of ``"<process id> <task type>"``: a process has dispatches waiting for a
+        worker of that type to register, scored by when that stops being true unless renewed
+        (ms): ``nn:{workers}:waits``."""
+        return f"{self.workers}:waits"
+
     def worker(self, worker_id: str) -> str:
         """Hash describing one worker (task types, concurrency, load): ``nn:worker:{w-1a2b}``."""
         return f"{self.namespace}:worker:{{{worker_id}}}"
