@@ -29,6 +29,7 @@ from .handlers import Handler, Handlers, HandlerSource, TaskContext, TaskFailure
 from .keys import Keys
 from .pool import Pool
 from .registry import WorkerInfo
+from .runs import NodeRun, RunInfo, RunStatus
 from .settings import PoolSettings
 from .status import PoolStatus, QueueStatus
 from .worker import Worker
@@ -48,6 +49,7 @@ __all__ = [
     "LeaseLost",
     "NervenetError",
     "NoLiveWorker",
+    "NodeRun",
     "Pool",
     "PoolConnectionError",
     "PoolSettings",
@@ -57,7 +59,9 @@ __all__ = [
     "RemoteTaskError",
     "Reply",
     "RunHandle",
+    "RunInfo",
     "RunRecord",
+    "RunStatus",
     "TaskContext",
     "TaskEnvelope",
     "TaskEscalated",

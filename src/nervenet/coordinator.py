@@ -105,6 +105,7 @@ class Coordinator:
         if not self.pool.registry.known_served(task_type):
             await self._require_worker(task_type, wait_for_worker, queue)
         fresh = first_run or not task_id
+        recorded = self.workflow_id in self.pool.runs.recorded
         task_id = task_id or uuid.uuid4().hex
         last_error: DispatchError | None = None
         envelope = None
@@ -119,6 +120,7 @@ class Coordinator:
                 payload=payload,
                 trace=trace,
                 fresh=fresh,
+                recorded=recorded,
             )
             try:
                 reply = await self._attempt(envelope, timeout, on_frame)

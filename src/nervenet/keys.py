@@ -241,6 +241,22 @@ class Keys:
         ``nn:{workflows}:done``."""
         return f"{self.workflows}:done"
 
+    # --- run records (see runs.py) -----------------------------------------------------------
+    def run(self, run_id: str) -> str:
+        """Hash of one run's record (status, kind, owner, times, error): ``nn:run:{run-1}``."""
+        return f"{self.namespace}:run:{{{run_id}}}"
+
+    def run_nodes(self, run_id: str) -> str:
+        """Stream of one run's node (task) history, one entry per attempt a worker settled;
+        beside :meth:`run` in its slot: ``nn:run:{run-1}:nodes``."""
+        return f"{self.run(run_id)}:nodes"
+
+    @property
+    def runs(self) -> str:
+        """Sorted set of recorded run ids scored by creation time (ms), newest kept, for
+        listing: ``nn:{runs}``."""
+        return f"{self.namespace}:{{runs}}"
+
     # --- checkpoints (all keys of a thread share the thread's hash tag) ------------------------
     def checkpoint_prefix(self, thread_id: str) -> str:
         """Common prefix of one thread's checkpoint keys: ``nn:cp:{thread-1}``."""

@@ -26,6 +26,7 @@ from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
+from .runs import Runs
 from .settings import PoolSettings
 from .tasks import cancel_and_wait
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
@@ -91,6 +92,8 @@ class Pool:
         self.workflows = Workflows(self)
         self.limits = Limits(self)
         """Concurrency caps and rates shared by every process: ``await pool.limits.set(...)``."""
+        self.runs = Runs(self)
+        """Run records: ``await pool.runs.list(status="running")``, ``pool.runs.get(run_id)``."""
 
     # --- construction -----------------------------------------------------------------------
     @classmethod

@@ -61,6 +61,7 @@ from .outages import TRANSIENT_ERRORS, backoff
 from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .routing import TaskOptions, options_of, parse_queues
+from .runs import node_fields
 from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads
 from .transport import as_bytes
@@ -94,6 +95,10 @@ class _InFlight:
     """Its coordinator cancelled it: acknowledge it, send no reply, cache no result."""
     permit: tuple[str, str] | None = None
     """(limit key, permit) it runs under, given back when it is released."""
+    read_at: float = 0.0
+    """Epoch seconds it was read, for its run's node history (recorded runs only)."""
+    ran_ms: float = 0.0
+    """Milliseconds in the handler, for the same."""
 
 
 class Worker:
@@ -329,6 +334,8 @@ class Worker:
             except EnvelopeError as exc:
                 await self._dead_letter(flight, exc.reason, route=self._route_of_invalid(fields))
                 continue
+            if envelope.recorded:
+                flight.read_at = time.time()
             if envelope.deadline and envelope.deadline < time.time():
                 log.info("task %s expired before it started; dropped", envelope.task_id)
                 await self._settle(flight)
@@ -410,6 +417,7 @@ class Worker:
             await self._drop_cancelled(flight, envelope)
             return
         flight.in_handler = True
+        started = time.monotonic()
         try:
             reply = await self._call_handler(envelope)
         except asyncio.CancelledError:
@@ -419,6 +427,7 @@ class Worker:
         finally:
             flight.in_handler = False
             flight.handled = True
+            flight.ran_ms = (time.monotonic() - started) * 1000
         if reply is None or flight.cancelled:  # also if the handler swallowed the cancellation
             await self._drop_cancelled(flight, envelope)
             return
@@ -483,9 +492,34 @@ class Worker:
                 pipe.set(keys.result(envelope.task_id), cached, ex=int(settings.result_ttl))
             self._add_reply(pipe, envelope.reply_to, reply)
             _ack(pipe, flight)
+            if envelope.recorded:
+                self._add_node_history(pipe, flight, envelope, reply, cached=not cache)
 
         await self._write_until_done(commands)
         self._release(flight)
+
+    def _add_node_history(
+        self, pipe: Pipeline, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool
+    ) -> None:
+        """The attempt's entry in its run's history, in the settle pipeline (no round trip of
+        its own); capped and expiring with the run record (see :mod:`nervenet.runs`)."""
+        outcome = {ReplyKind.ERROR: "error", ReplyKind.CANCELLED: "cancelled"}.get(
+            reply.kind, "cached" if cached else "ok"
+        )
+        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
+        fields = node_fields(
+            task_type=envelope.task_type,
+            task_id=envelope.task_id,
+            attempt=envelope.attempt,
+            worker=self.worker_id,
+            outcome=outcome,
+            queue_wait_ms=flight.read_at * 1000 - entry_ms,
+            run_ms=0.0 if outcome == "cached" else flight.ran_ms,
+            error=reply.error.message if reply.error is not None else "",
+        )
+        settings, history = self.pool.settings, self.pool.keys.run_nodes(envelope.workflow_id)
+        pipe.xadd(history, fields, maxlen=settings.run_nodes_kept, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(history, int(settings.run_retention))
 
     def _add_reply(self, pipe: Pipeline, reply_to: str, reply: Reply) -> None:
         pipe.xadd(

@@ -43,6 +43,7 @@ from redis.exceptions import WatchError
 
 from .errors import LeaseLost, NervenetError
 from .outages import TRANSIENT_ERRORS
+from .runs import RunStatus
 from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
@@ -160,6 +161,7 @@ class Workflows:
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
             pipe.hset(keys.workflow_kinds, run_id, kind)
+            self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING)
             await pipe.execute()
         self._run_here(run_id, run)
         return RunHandle(self, run_id)
@@ -182,6 +184,7 @@ class Workflows:
             )
             pipe.hset(keys.workflow_kinds, run_id, kind)
             pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
+            self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.PENDING)
             await pipe.execute()
         return RunHandle(self, run_id)
 
@@ -222,6 +225,7 @@ class Workflows:
             return result
         finally:
             self._owned.pop(run_id, None)
+            self._pool.runs.recorded.discard(run_id)  # moved or ended: its dispatches stop here
 
     async def _finish(
         self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
@@ -242,12 +246,16 @@ class Workflows:
         # a claimer of the expired lease only unleases it.
         self._owned.pop(run_id, None)
         await self._unlease(run_id)
-        await redis.xadd(
-            keys.workflows_done,
-            {"run": run_id, "status": status},
-            maxlen=DONE_STREAM_MAXLEN,
-            approximate=True,
-        )
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                keys.workflows_done,
+                {"run": run_id, "status": status},
+                maxlen=DONE_STREAM_MAXLEN,
+                approximate=True,
+            )
+            ended = RunStatus.SUCCEEDED if status == "done" else RunStatus.FAILED
+            self._pool.runs.add_end(pipe, run_id, ended, error)
+            await pipe.execute()
         self._pool.transport.notify_written()
 
     async def _unlease(self, run_id: str) -> None:
@@ -501,8 +509,12 @@ class Workflows:
         redis = self._pool.transport.redis
         payload = await redis.hget(self._pool.keys.workflow(run_id), "input")
         resume = self._kinds[kind]
+        async with redis.pipeline(transaction=False) as pipe:
+            if record.status == "queued":
+                pipe.hset(self._pool.keys.workflow(run_id), "status", "running")
+            self._pool.runs.add_owner(pipe, run_id)
+            await pipe.execute()
         if record.status == "queued":
-            await redis.hset(self._pool.keys.workflow(run_id), "status", "running")
             self.queued_taken += 1
             log.debug("running queued run %s (%s)", run_id, kind)
         else:

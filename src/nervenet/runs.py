@@ -1,0 +1,356 @@
+"""Run records: what every recorded run is doing, for ``nervenet runs`` and the dashboard.
+
+A run record is a small hash (``nn:run:{run-1}``): kind, status, owning coordinator process,
+times, error. Its node history is a capped stream beside it (``nn:run:{run-1}:nodes``), one entry
+per attempt a worker settled: task type, worker, queue wait, run time, outcome, error. A sorted
+set (``nn:{runs}``) lists the run ids, newest first, capped at ``runs_kept``.
+
+Nothing here costs a round trip of its own on the hot path. The coordinator process writes the
+record in the pipelines it already sends when a run starts, is taken over and ends; a worker adds
+a node's entry to the settle pipeline that already caches the result, replies and acknowledges
+(only for tasks whose envelope says their run is recorded). Records and histories expire
+``run_retention`` after their last write (7 days by default), so Redis holds a bounded amount.
+
+Everything read back is untrusted (anyone who can write to Redis can write these keys): fields
+are decoded with replacement, numbers parsed defensively, strings bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+from .transport import as_text
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from .pool import Pool
+
+#: Longest error text stored for a run or a node.
+MAX_ERROR = 2_000
+#: Run ids scanned per page when listing with a filter.
+LIST_PAGE = 500
+_RUN_FIELDS = ("kind", "status", "owner", "created", "started", "ended", "error", "thread")
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life."""
+
+    PENDING = "pending"
+    """Queued for a coordinator process, not started."""
+    RUNNING = "running"
+    """A coordinator process drives it (see :attr:`RunInfo.owner`)."""
+    INTERRUPTED = "interrupted"
+    """Stopped and resumable from its checkpoints (a LangGraph interrupt, a cancel with
+    ``interrupt``)."""
+    SUCCEEDED = "succeeded"
+    """Ended with a result."""
+    FAILED = "failed"
+    """Ended with an error."""
+    CANCELLED = "cancelled"
+    """Cancelled with ``rollback``: its checkpoints are gone."""
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRun:
+    """One attempt of one node (task) of a run, as the worker that settled it recorded it."""
+
+    task_type: str
+    """The node's task type (``support/classify``)."""
+    task_id: str
+    """The task id (stable across retries and resumes)."""
+    attempt: int
+    """Attempt number (1 for the first dispatch)."""
+    worker: str
+    """Worker id that ran it."""
+    outcome: str
+    """``ok``, ``error``, ``cached`` (answered from the result cache) or ``cancelled``."""
+    queue_wait_ms: float
+    """From the dispatch's ``XADD`` to a worker reading it (server clock to worker clock)."""
+    run_ms: float
+    """Time in the handler (0 when answered from the cache)."""
+    ended_at: float
+    """Epoch seconds when the worker settled it."""
+    error: str
+    """Error text when the outcome is ``error``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run record as read from Redis."""
+
+    run_id: str
+    """The run id."""
+    kind: str
+    """The graph or crew name it runs."""
+    status: RunStatus
+    """Where it is (see :class:`RunStatus`)."""
+    owner: str
+    """Process id of the coordinator process driving it (empty while pending)."""
+    created_at: float
+    """Epoch seconds of the record's creation."""
+    started_at: float
+    """Epoch seconds when a coordinator process started it (0 while pending)."""
+    ended_at: float
+    """Epoch seconds when it finished (0 while not)."""
+    error: str
+    """The error of a failed run."""
+    thread: str
+    """Its thread id, when the framework has one."""
+    nodes: list[NodeRun] = field(default_factory=list)
+    """Node attempts, oldest first (only from :meth:`Runs.get`)."""
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end (or to now, while running)."""
+        if not self.started_at:
+            return 0.0
+        return (self.ended_at or time.time()) - self.started_at
+
+
+def _number(raw: Any) -> float:
+    try:
+        value = float(as_text(raw or b"0"))
+    except ValueError:
+        return 0.0
+    return value if value == value and abs(value) < 1e13 else 0.0  # no NaN, no absurd values
+
+
+def _text(raw: Any, limit: int = 500) -> str:
+    return as_text(raw or b"")[:limit]
+
+
+def parse_run(run_id: str, values: Mapping[str, Any]) -> RunInfo | None:
+    """A record from its hash fields, or None when there is none (expired)."""
+    if not any(values.values()):
+        return None
+    try:
+        status = RunStatus(_text(values.get("status")))
+    except ValueError:
+        status = RunStatus.FAILED  # an unreadable status is shown, not trusted
+    return RunInfo(
+        run_id=run_id,
+        kind=_text(values.get("kind")),
+        status=status,
+        owner=_text(values.get("owner"), 64),
+        created_at=_number(values.get("created")),
+        started_at=_number(values.get("started")),
+        ended_at=_number(values.get("ended")),
+        error=_text(values.get("error"), MAX_ERROR),
+        thread=_text(values.get("thread")),
+    )
+
+
+def parse_node(fields: Mapping[bytes, bytes]) -> NodeRun:
+    return NodeRun(
+        task_type=_text(fields.get(b"type")),
+        task_id=_text(fields.get(b"id")),
+        attempt=int(_number(fields.get(b"attempt"))),
+        worker=_text(fields.get(b"worker")),
+        outcome=_text(fields.get(b"outcome"), 20),
+        queue_wait_ms=_number(fields.get(b"wait")),
+        run_ms=_number(fields.get(b"ran")),
+        ended_at=_number(fields.get(b"at")),
+        error=_text(fields.get(b"error"), MAX_ERROR),
+    )
+
+
+def node_fields(
+    *,
+    task_type: str,
+    task_id: str,
+    attempt: int,
+    worker: str,
+    outcome: str,
+    queue_wait_ms: float,
+    run_ms: float,
+    error: str = "",
+) -> dict[bytes, bytes]:
+    """A node history entry, as a worker adds it to its settle pipeline."""
+    fields = {
+        b"type": task_type.encode(),
+        b"id": task_id.encode(),
+        b"attempt": b"%d" % attempt,
+        b"worker": worker.encode(),
+        b"outcome": outcome.encode(),
+        b"wait": b"%.1f" % max(0.0, queue_wait_ms),
+        b"ran": b"%.1f" % run_ms,
+        b"at": b"%.3f" % time.time(),
+    }
+    if error:
+        fields[b"error"] = error.encode()[:MAX_ERROR]
+    return fields
+
+
+class Runs:
+    """Run records of one namespace: written by coordinator processes and workers, read by
+    operators (``pool.runs.list()``, ``nervenet runs``, the dashboard)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self.recorded: set[str] = set()
+        """Runs this process drives and records: their dispatches ask workers to add their
+        node history (a set lookup per dispatch, no round trip)."""
+
+    # --- writing (into pipelines the caller already sends) --------------------------------------
+    def add_begin(
+        self,
+        pipe: Pipeline,
+        run_id: str,
+        kind: str,
+        *,
+        status: RunStatus,
+        thread: str = "",
+    ) -> None:
+        """Create (or restart) a run's record; run ids already listed keep their place."""
+        keys, settings = self._pool.keys, self._pool.settings
+        now = time.time()
+        record: dict[str, str] = {
+            "kind": kind,
+            "status": status.value,
+            "created": repr(now),
+            "ended": "0",
+            "error": "",
+        }
+        if status is RunStatus.RUNNING:
+            record.update(owner=self._pool.process_id, started=repr(now))
+            self.recorded.add(run_id)
+        if thread:
+            record["thread"] = thread
+        pipe.hset(keys.run(run_id), mapping=record)  # type: ignore[arg-type]
+        pipe.expire(keys.run(run_id), int(settings.run_retention))
+        pipe.zadd(keys.runs, {run_id: int(now * 1000)})
+        # Keep the newest runs_kept: one cheap trim per run start (log N).
+        pipe.zremrangebyrank(keys.runs, 0, -settings.runs_kept - 1)
+
+    def add_owner(self, pipe: Pipeline, run_id: str) -> None:
+        """This process drives the run from now on (started from the queue, or taken over)."""
+        keys = self._pool.keys
+        pipe.hset(
+            keys.run(run_id),
+            mapping={
+                "status": RunStatus.RUNNING.value,
+                "owner": self._pool.process_id,
+                "started": repr(time.time()),
+            },
+        )
+        pipe.expire(keys.run(run_id), int(self._pool.settings.run_retention))
+        self.recorded.add(run_id)
+
+    def add_end(self, pipe: Pipeline, run_id: str, status: RunStatus, error: str = "") -> None:
+        """The run ended (or stopped resumably, ``interrupted``)."""
+        keys, retention = self._pool.keys, int(self._pool.settings.run_retention)
+        pipe.hset(
+            keys.run(run_id),
+            mapping={
+                "status": status.value,
+                "ended": repr(time.time()),
+                "error": error[:MAX_ERROR],
+            },
+        )
+        pipe.expire(keys.run(run_id), retention)
+        pipe.expire(keys.run_nodes(run_id), retention)
+        self.recorded.discard(run_id)
+
+    async def set_status(self, run_id: str, status: RunStatus, error: str = "") -> None:
+        """Change a run's status in a round trip of its own (framework-level events: a
+        LangGraph interrupt), refusing unknown runs."""
+        await self.get(run_id, nodes=False)
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            self.add_end(pipe, run_id, status, error)
+            await pipe.execute()
+
+    # --- reading --------------------------------------------------------------------------------
+    async def get(self, run_id: str, *, nodes: bool = True) -> RunInfo:
+        """One run with its node history; :class:`ConfigurationError` for an unknown run."""
+        _check_run_id(run_id)
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.run(run_id), list(_RUN_FIELDS))
+            if nodes:
+                pipe.xrange(keys.run_nodes(run_id), count=self._pool.settings.run_nodes_kept)
+            replies: list[Any] = await pipe.execute()
+        run = parse_run(run_id, dict(zip(_RUN_FIELDS, replies[0], strict=True)))
+        if run is None:
+            raise ConfigurationError(
+                f"no run {run_id[:200]!r} (never recorded, or older than the run retention); "
+                "list runs with `nervenet runs list`"
+            )
+        if not nodes:
+            return run
+        history = [parse_node(fields) for _, fields in replies[1]]
+        return dataclasses.replace(run, nodes=history)
+
+    async def _read(self, run_ids: list[str]) -> list[RunInfo | None]:
+        keys = self._pool.keys
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hmget(keys.run(run_id), list(_RUN_FIELDS))
+            replies: list[Any] = await pipe.execute()
+        return [
+            parse_run(run_id, dict(zip(_RUN_FIELDS, values, strict=True)))
+            for run_id, values in zip(run_ids, replies, strict=True)
+        ]
+
+    async def list(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        kind: str | None = None,
+        newer_than: float | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        """Runs newest first, filtered by status, kind and age (``newer_than`` seconds)."""
+        wanted = RunStatus(status) if status is not None else None
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        since_ms = int((time.time() - newer_than) * 1000) if newer_than is not None else None
+        found: list[RunInfo] = []
+        start = 0
+        while len(found) < limit:
+            if since_ms is None:
+                page = await redis.zrevrange(keys.runs, start, start + LIST_PAGE - 1)
+            else:
+                page = await redis.zrevrangebyscore(
+                    keys.runs, "+inf", since_ms, start=start, num=LIST_PAGE
+                )
+            if not page:
+                break
+            start += len(page)
+            run_ids = [as_text(r) for r in page]
+            for run in await self._read(run_ids):
+                if run is None:
+                    continue
+                if wanted is not None and run.status is not wanted:
+                    continue
+                if kind is not None and run.kind != kind:
+                    continue
+                found.append(run)
+                if len(found) == limit:
+                    break
+        return found
+
+    async def count(self) -> int:
+        """Run ids listed (records may have expired under the newest, see ``run_retention``)."""
+        return int(await self._pool.transport.redis.zcard(self._pool.keys.runs))
+
+
+def _check_run_id(run_id: str) -> None:
+    if (
+        not run_id
+        or len(run_id) > 256
+        or not run_id.isprintable()
+        or any(c in run_id for c in "{}")
+    ):
+        raise ConfigurationError(
+            f"{run_id[:80]!r} is not a run id; list runs with `nervenet runs list`"
+        )
