@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nervenet import ConfigurationError, Handlers, RunStatus, WorkflowFailed
+from nervenet import ConfigurationError, Handlers, RunStatus, TaskEscalated
 
 
 def handlers() -> Handlers:
@@ -40,7 +40,7 @@ async def run_nodes(pool: Any, run_id: str, *task_types: str) -> None:
 
     handle = await pool.workflows.start("runs/app", run_id, b"", body)
     fails = "runs/fail" in task_types
-    with pytest.raises(WorkflowFailed) if fails else contextlib.nullcontext():
+    with pytest.raises(TaskEscalated) if fails else contextlib.nullcontext():
         await handle.result(timeout=20)
 
 
