@@ -21,6 +21,7 @@ from .errors import (
     NoLiveWorker,
     PoolConnectionError,
     RemoteTaskError,
+    RunCancelled,
     TaskEscalated,
     TaskTimeout,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "RemoteError",
     "RemoteTaskError",
     "Reply",
+    "RunCancelled",
     "RunHandle",
     "RunInfo",
     "RunRecord",

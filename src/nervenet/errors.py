@@ -11,7 +11,8 @@
     │   ├── TaskTimeout           no result within the attempt's timeout
     │   ├── RemoteTaskError       the handler raised; carries its type name, message, traceback
     │   └── TaskEscalated         retries exhausted; the task is on the escalation stream
-    └── LeaseLost                 another coordinator process took over this workflow run
+    ├── LeaseLost                 another coordinator process took over this workflow run
+    └── RunCancelled              the run was cancelled (``nervenet runs cancel``)
 """
 
 from __future__ import annotations
@@ -118,3 +119,8 @@ class TaskEscalated(DispatchError):
 
 class LeaseLost(NervenetError):
     """This process no longer owns the workflow run; another coordinator resumed it."""
+
+
+class RunCancelled(NervenetError):
+    """The run was cancelled: with ``interrupt`` its checkpoints are kept (resume it on its
+    thread), with ``rollback`` they were removed."""

@@ -236,6 +236,12 @@ class Keys:
         return f"{self.workflows}:coordinators"
 
     @property
+    def workflows_cancel(self) -> str:
+        """Hash: run id -> cancel action (``interrupt``/``rollback``) its owner is asked to
+        carry out at its next lease renewal: ``nn:{workflows}:cancel``."""
+        return f"{self.workflows}:cancel"
+
+    @property
     def workflows_done(self) -> str:
         """Stream with one entry per finished run, read by waiters in other processes:
         ``nn:{workflows}:done``."""

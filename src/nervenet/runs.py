@@ -270,6 +270,12 @@ class Runs:
             self.add_end(pipe, run_id, status, error)
             await pipe.execute()
 
+    async def cancel(self, run_id: str, action: str = "interrupt") -> str:
+        """Cancel a run from any process: ``interrupt`` keeps its checkpoints, ``rollback``
+        removes them; see :meth:`nervenet.workflows.Workflows.cancel`."""
+        _check_run_id(run_id)
+        return await self._pool.workflows.cancel(run_id, action)
+
     # --- reading --------------------------------------------------------------------------------
     async def get(self, run_id: str, *, nodes: bool = True) -> RunInfo:
         """One run with its node history; :class:`ConfigurationError` for an unknown run."""
