@@ -28,6 +28,7 @@ from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .pool import Pool
+from .runs import RunStatus
 from .settings import PoolSettings
 from .worker import Worker
 from .workflows import RunSource
@@ -46,6 +47,11 @@ escalations_app = typer.Typer(
     help="Inspect and replay the escalation (dead-letter) stream.", no_args_is_help=True
 )
 app.add_typer(escalations_app, name="escalations")
+runs_app = typer.Typer(
+    help="List, inspect and cancel recorded runs (graph runs started with submit).",
+    no_args_is_help=True,
+)
+app.add_typer(runs_app, name="runs")
 console = Console()
 
 RedisOption = Annotated[
@@ -427,6 +433,176 @@ def escalations_drop(
         console.print("dropped" if dropped else f"no escalation {entry_id}")
 
     _run(drop())
+
+
+def _age(seconds: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``7d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = seconds.strip().lower()
+    scale = units.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise typer.BadParameter(f"{seconds!r} is not an age like 90s, 15m, 2h or 7d") from None
+    if not 0 < value < 10 * 365 * 86400:
+        raise typer.BadParameter(f"{seconds!r} is not an age like 90s, 15m, 2h or 7d")
+    return value
+
+
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@runs_app.command("list")
+def runs_list(
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="pending, running, interrupted, succeeded, failed or cancelled.",
+            show_default=False,
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--graph", help="Only runs of this graph.", show_default=False)
+    ] = None,
+    newer_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs created within this age: 90s, 15m, 2h, 7d.", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List recorded runs, newest first. A running run whose owner is not a live coordinator
+    process is flagged: nobody drives it until one takes it over.
+
+    Examples:
+
+        nervenet runs list --status running
+
+        nervenet runs list --graph support --newer-than 2h --limit 200
+    """
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise _fail(ConfigurationError(f"unknown status {status[:40]!r}; see --help"))
+    age = _age(newer_than) if newer_than is not None else None
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            runs = await pool.runs.list(status=status, kind=kind, newer_than=age, limit=limit)
+            live = await pool.runs.live_owners()
+        table = Table(title=f"runs ({len(runs)} shown)")
+        for column in ("run", "graph", "status", "created", "duration", "owner"):
+            table.add_column(column)
+        for run in runs:
+            owner = run.owner[:8] or "-"
+            if run.status is RunStatus.RUNNING and run.owner not in live:
+                owner += " [bold yellow](not alive)[/]"
+            table.add_row(
+                escape(run.run_id),
+                escape(run.kind),
+                run.status.value,
+                _when(run.created_at),
+                f"{run.duration:.1f} s" if run.started_at else "-",
+                escape(owner[:8]) + owner[8:],
+            )
+        console.print(table)
+
+    _run(show())
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+) -> None:
+    """Show one run: status, owner, times, error and its node history (worker, queue wait, run
+    time, attempt, outcome).
+
+    Example:
+
+        nervenet runs show 3f2a9c1e-...
+    """
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            run = await pool.runs.get(run_id)
+            live = await pool.runs.live_owners()
+        owner = run.owner or "-"
+        if run.status is RunStatus.RUNNING and run.owner not in live:
+            owner += " (not a live coordinator process: the run waits to be taken over)"
+        lines = [
+            f"run {run.run_id}",
+            f"  graph:    {run.kind}",
+            f"  status:   {run.status.value}",
+            f"  thread:   {run.thread or '-'}",
+            f"  owner:    {owner}",
+            f"  created:  {_when(run.created_at)}",
+            f"  started:  {_when(run.started_at)}",
+            f"  ended:    {_when(run.ended_at)}",
+        ]
+        if run.error:
+            lines.append(f"  error:    {run.error}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+        table = Table(title=f"nodes ({len(run.nodes)} attempts)")
+        for column in ("ended", "node", "attempt", "worker", "queue wait", "ran", "outcome"):
+            table.add_column(column)
+        for node in run.nodes:
+            table.add_row(
+                _when(node.ended_at),
+                escape(node.task_type),
+                str(node.attempt),
+                escape(node.worker),
+                f"{node.queue_wait_ms:.0f} ms",
+                f"{node.run_ms:.0f} ms",
+                escape(node.outcome + (f": {node.error[:200]}" if node.error else "")),
+            )
+        console.print(table)
+
+    _run(show())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str,
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    action: Annotated[
+        str,
+        typer.Option(
+            help="interrupt: stop, keep its checkpoints (resume it on its thread later); "
+            "rollback: stop and remove its checkpoints."
+        ),
+    ] = "interrupt",
+) -> None:
+    """Cancel a run. A queued run is cancelled at once; a running one within a heartbeat of its
+    coordinator process, which withdraws the run's tasks (workers cancel those in flight).
+
+    Examples:
+
+        nervenet runs cancel 3f2a9c1e-...
+
+        nervenet runs cancel 3f2a9c1e-... --action rollback
+    """
+
+    async def cancel() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            outcome = await pool.runs.cancel(run_id, action)
+        if outcome == "cancelled":
+            console.print(f"run {run_id} cancelled ({action})", markup=False, highlight=False)
+        else:
+            console.print(
+                f"run {run_id}: {action} requested; its coordinator process carries it out "
+                "within a heartbeat (or whichever takes the run over, if its own died)",
+                markup=False,
+                highlight=False,
+            )
+
+    _run(cancel())
 
 
 @app.command()

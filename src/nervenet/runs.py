@@ -345,6 +345,14 @@ class Runs:
                     break
         return found
 
+    async def live_owners(self) -> set[str]:
+        """Process ids of live coordinator processes: a running run owned by none of them is
+        stuck until one takes it over (its lease expired) or, if none can, forever."""
+        keys = self._pool.keys
+        now_ms = int(time.time() * 1000)
+        alive = await self._pool.transport.redis.zrangebyscore(keys.coordinators, now_ms, "+inf")
+        return {as_text(p) for p in alive}
+
     async def count(self) -> int:
         """Run ids listed (records may have expired under the newest, see ``run_retention``)."""
         return int(await self._pool.transport.redis.zcard(self._pool.keys.runs))

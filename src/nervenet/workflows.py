@@ -475,7 +475,7 @@ class Workflows:
         except TRANSIENT_ERRORS:
             self._unsteady_at = time.monotonic()
             raise
-        if self._kinds:
+        if self._kinds or self._owned:  # a process driving runs is a live owner, for `runs`
             await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
         if self._kinds and (self._takeover is None or self._takeover.done()):
