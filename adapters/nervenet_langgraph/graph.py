@@ -217,7 +217,11 @@ def distribute(
             f"are {sorted(n for n in compiled.nodes if n not in _LOCAL_NODES)}"
         )
     distributed = _distributed_copy(compiled, distribution, prefix=name, overrides=overrides)
-    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
+    pool.workflows.register(
+        name,
+        lambda run_id, payload: runs.resume(distributed, run_id, payload),
+        rollback=lambda run_id, payload: runs.rollback(distributed, run_id, payload),
+    )
     return distributed
 
 

@@ -15,7 +15,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
+from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID, INTERRUPT
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from nervenet import ConfigurationError, RunHandle
 from nervenet.outages import TRANSIENT_ERRORS
@@ -83,14 +84,33 @@ async def submit(
 
     async def run() -> bytes:
         output = await _ainvoke_resiliently(graph, run_id, input, plain_conf, kwargs)
+        _report_interrupt(graph, run_id, output)
         return pack(distribution.serde, output)
 
     workflows = distribution.pool.workflows
+    thread = str(conf[CONFIG_KEY_THREAD_ID])
     if run_here:
-        handle = await workflows.start(distribution.name, run_id, payload, run)
+        handle = await workflows.start(distribution.name, run_id, payload, run, thread=thread)
     else:
-        handle = await workflows.enqueue(distribution.name, run_id, payload)
+        handle = await workflows.enqueue(distribution.name, run_id, payload, thread=thread)
     return GraphRun(graph, handle)
+
+
+def _report_interrupt(graph: DistributedGraph, run_id: str, output: Any) -> None:
+    """A run that stopped at an interrupt (waiting for a human) is recorded ``interrupted``."""
+    if isinstance(output, dict) and INTERRUPT in output:
+        graph.nervenet.pool.workflows.report_interrupted(run_id)
+
+
+async def rollback(graph: DistributedGraph, run_id: str, payload: bytes) -> None:
+    """Remove a run cancelled with ``rollback``: its thread's checkpoints (LangGraph Server's
+    ``rollback`` deletes the run and its checkpoints the same way)."""
+    record = unpack(graph.nervenet.serde, payload)
+    thread = record["configurable"].get(CONFIG_KEY_THREAD_ID)
+    checkpointer = graph.checkpointer
+    if thread is not None and isinstance(checkpointer, BaseCheckpointSaver):
+        await checkpointer.adelete_thread(str(thread))
+        log.info("run %s rolled back: checkpoints of thread %s removed", run_id, thread)
 
 
 async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
@@ -101,6 +121,7 @@ async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
     output = await _ainvoke_resiliently(
         graph, run_id, record["input"], conf, kwargs, from_checkpoint=True
     )
+    _report_interrupt(graph, run_id, output)
     return pack(serde, output)
 
 

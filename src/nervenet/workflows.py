@@ -130,6 +130,7 @@ class Workflows:
         self._kinds: dict[str, ResumeFunction] = {}
         self._rollbacks: dict[str, RollbackFunction] = {}
         self._cancelling: dict[str, str] = {}  # run id -> action being carried out here
+        self._interrupted: set[str] = set()
         self._owned: dict[str, asyncio.Task[bytes]] = {}
         self._last_renewal = time.monotonic()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -212,6 +213,13 @@ class Workflows:
             await pipe.execute()
         return RunHandle(self, run_id)
 
+    def report_interrupted(self, run_id: str) -> None:
+        """The run's function is about to return because the run stopped to wait for input
+        (a LangGraph interrupt): its record says ``interrupted`` instead of ``succeeded``; its
+        result is returned all the same."""
+        if run_id in self._owned:
+            self._interrupted.add(run_id)
+
     def owns(self, run_id: str) -> bool:
         """Whether this process still holds the run's lease, judged locally (no round trip)."""
         fresh = time.monotonic() - self._last_renewal < self._pool.settings.lease_ttl
@@ -252,14 +260,27 @@ class Workflows:
         else:
             if not self.owns(run_id):
                 raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
-            await self._finish(run_id, status="done", result=result)
+            interrupted = run_id in self._interrupted
+            await self._finish(
+                run_id,
+                status="done",
+                result=result,
+                run_status=RunStatus.INTERRUPTED if interrupted else None,
+            )
             return result
         finally:
             self._owned.pop(run_id, None)
             self._pool.runs.recorded.discard(run_id)  # moved or ended: its dispatches stop here
+            self._interrupted.discard(run_id)
 
     async def _finish(
-        self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
+        self,
+        run_id: str,
+        *,
+        status: str,
+        result: bytes = b"",
+        error: str = "",
+        run_status: RunStatus | None = None,
     ) -> None:
         """Record how the run ended (``done``, ``failed``, ``interrupted``, ``cancelled``),
         release it, announce it."""
@@ -286,7 +307,7 @@ class Workflows:
                 maxlen=DONE_STREAM_MAXLEN,
                 approximate=True,
             )
-            self._pool.runs.add_end(pipe, run_id, _RUN_STATUS[status], error)
+            self._pool.runs.add_end(pipe, run_id, run_status or _RUN_STATUS[status], error)
             await pipe.execute()
         self._pool.transport.notify_written()
 
