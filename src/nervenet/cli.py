@@ -606,6 +606,66 @@ def runs_cancel(
 
 
 @app.command()
+def dashboard(
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (default: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8321,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="NERVENET_DASHBOARD_TOKEN",
+            show_default=False,
+            help="Action token (16+ characters) that unlocks retry, drop and cancel; without "
+            "one the dashboard is read-only. Prefer the environment variable.",
+        ),
+    ] = None,
+    sample_every: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between the samples sparklines draw.")
+    ] = 5.0,
+    signing_secret: SigningSecretOption = None,
+) -> None:
+    """Serve the web dashboard: queues, workers, limits, runs, escalations, /metrics.
+
+    Every value is read from Redis, so it can be restarted (or several run) without losing
+    anything. Read-only unless started with an action token, which an operator types once into
+    the page to unlock retry, drop and cancel.
+
+    Examples:
+
+        nervenet dashboard --redis redis://localhost:6379/0     # http://127.0.0.1:8321
+
+        NERVENET_DASHBOARD_TOKEN=$(openssl rand -hex 16) nervenet dashboard --host 0.0.0.0
+    """
+    from .dashboard import INSTALL_HINT, create_app
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise _fail(ConfigurationError(INSTALL_HINT)) from None
+    if token is not None and len(token) < 16:
+        raise _fail(ConfigurationError("the action token must be 16 characters or more"))
+    try:
+        pool = Pool.from_url(redis, namespace=namespace, signing_secret=signing_secret)
+        web = create_app(pool, token=token, sample_every=sample_every)
+    except NervenetError as exc:
+        raise _fail(exc) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        console.print(
+            f"[bold yellow]note:[/] listening on {escape(host)}: anyone who can reach it sees "
+            "task types, run ids and errors (read-only, no token given)"
+        )
+    console.print(
+        f"dashboard on http://{escape(host)}:{port} for {pool.transport.description} "
+        f"({'actions need the token' if token else 'read-only'})"
+    )
+    uvicorn.run(web, host=host, port=port, log_level="warning", lifespan="on")
+
+
+@app.command()
 def demo(
     redis: Annotated[
         str | None,

@@ -263,6 +263,12 @@ class Keys:
         listing: ``nn:{runs}``."""
         return f"{self.namespace}:{{runs}}"
 
+    @property
+    def dashboard_samples(self) -> str:
+        """Stream of queue samples the dashboard takes (waiting, in flight, delivered per task
+        type), capped, so that its sparklines survive a restart: ``nn:{dashboard}:samples``."""
+        return f"{self.namespace}:{{dashboard}}:samples"
+
     # --- checkpoints (all keys of a thread share the thread's hash tag) ------------------------
     def checkpoint_prefix(self, thread_id: str) -> str:
         """Common prefix of one thread's checkpoint keys: ``nn:cp:{thread-1}``."""

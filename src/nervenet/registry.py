@@ -39,6 +39,8 @@ class WorkerInfo:
     """Host name and pid, to find the process."""
     processed: int
     """Tasks finished since start."""
+    heartbeat_at: float = 0.0
+    """Epoch seconds of its last heartbeat (0 from workers older than this field)."""
 
 
 class Registry:
@@ -70,6 +72,7 @@ class Registry:
                 "started_at": info.started_at,
                 "host": info.host,
                 "processed": info.processed,
+                "beat": time.time(),
             }
         )
         async with self._transport.redis.pipeline(transaction=False) as pipe:
@@ -107,6 +110,7 @@ class Registry:
                     started_at=float(data["started_at"]),
                     host=str(data["host"]),
                     processed=int(data.get("processed", 0)),
+                    heartbeat_at=float(data.get("beat", 0.0)),
                 )
             )
         now = time.monotonic()

@@ -45,6 +45,9 @@ class QueueStatus:
     waiting_dispatches: int
     """Coordinator processes whose dispatches wait for a worker of this type to register
     (``wait_for_worker``); they publish nothing until one does."""
+    delivered: int | None = None
+    """Entries ever delivered to workers (the consumer group's ``entries-read``, Redis 7+;
+    None on older servers): its growth over time is the type's rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class _Totals:
     waiting: int = 0
     in_flight: int = 0
     oldest_ms: int = 0
+    delivered: int | None = None
 
 
 async def _stream_totals(pool: Pool, stream: str) -> _Totals:
@@ -110,7 +114,9 @@ async def _stream_totals(pool: Pool, stream: str) -> _Totals:
     if in_flight:
         first: Any = await redis.xpending_range(stream, WORKER_GROUP, "-", "+", 1)
         oldest = int(first[0]["time_since_delivered"]) if first else 0
-    return _Totals(max(0, length - in_flight), in_flight, oldest)
+    read = group.get("entries-read")
+    delivered = int(read) if isinstance(read, int) else None
+    return _Totals(max(0, length - in_flight), in_flight, oldest, delivered)
 
 
 async def collect_status(pool: Pool) -> PoolStatus:
@@ -124,6 +130,8 @@ async def collect_status(pool: Pool) -> PoolStatus:
         seen.waiting += part.waiting
         seen.in_flight += part.in_flight
         seen.oldest_ms = max(seen.oldest_ms, part.oldest_ms)
+        if part.delivered is not None:
+            seen.delivered = (seen.delivered or 0) + part.delivered
     workers = await pool.registry.workers()
     served = {t for w in workers for t in w.task_types}
     waits = await pool.registry.waiting_dispatches()
@@ -141,6 +149,7 @@ async def collect_status(pool: Pool) -> PoolStatus:
                 t.oldest_ms,
                 served=task_type in served,
                 waiting_dispatches=waits.get(task_type, 0),
+                delivered=t.delivered,
             )
         )
     now_ms = int(time.time() * 1000)
