@@ -58,6 +58,9 @@ class PoolSettings:
     cluster a worker reads each partition with its own blocking read: give workers a
     concurrency of at least this many."""
 
+    record_runs: bool = True
+    """Keep run records and node histories (:mod:`nervenet.runs`); False writes none (for a
+    coordinator process that wants no per-run bookkeeping)."""
     run_retention: float = 7 * 24 * 3600.0
     """Seconds a run record and its node history are kept after the run's last change (see
     :mod:`nervenet.runs`)."""

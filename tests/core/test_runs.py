@@ -127,3 +127,25 @@ async def test_dispatches_outside_recorded_runs_write_no_history(pool, serve):
 async def test_unknown_or_garbage_run_ids_are_refused_clearly(pool, run_id):
     with pytest.raises(ConfigurationError, match="nervenet runs list"):
         await pool.runs.get(run_id)
+
+
+async def test_garbage_written_into_a_record_and_its_history_is_shown_not_fatal(pool):
+    redis = pool.transport.redis
+    await redis.hset(
+        pool.keys.run("run-odd"),
+        mapping={"kind": b"\xff\xfe", "status": "exploded", "started": "NaN", "created": "1e300"},
+    )
+    await redis.xadd(pool.keys.run_nodes("run-odd"), {"n": b"[1, 2"})
+    await redis.xadd(pool.keys.run_nodes("run-odd"), {"n": b'["t", "i", "x", 4, 5, 6, 7, 8, 9]'})
+    await redis.zadd(pool.keys.runs, {"run-odd": 1})
+
+    run = await pool.runs.get("run-odd")
+
+    assert (run.kind, run.status, run.started_at, run.created_at) == (
+        "\ufffd\ufffd",
+        RunStatus.FAILED,
+        0.0,
+        0.0,
+    )
+    assert [(n.task_type, n.attempt, n.worker) for n in run.nodes] == [("t", 0, "4")]
+    assert [r.run_id for r in await pool.runs.list()] == ["run-odd"]
