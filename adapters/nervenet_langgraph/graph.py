@@ -127,6 +127,7 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         config: RunnableConfig | None = None,
         *,
         run_here: bool = True,
+        multitask: str = "enqueue",
         **kwargs: Any,
     ) -> GraphRun:
         """Start a durable run leased to this process; a survivor resumes it if we die.
@@ -134,8 +135,13 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         With ``run_here=False`` the run is queued instead, for the coordinator processes of the
         graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
         one dies. Needs a thread id and a checkpointer shared by all coordinator processes.
+        A thread runs one run at a time, across all processes; ``multitask`` says what a run
+        submitted on a busy thread does: ``enqueue`` (wait for it), ``reject`` (raise
+        ``ThreadBusy``), ``interrupt`` or ``rollback`` (cancel the busy run that way, then run).
         """
-        return await runs.submit(self, input, config, kwargs, run_here=run_here)
+        return await runs.submit(
+            self, input, config, kwargs, run_here=run_here, multitask=multitask
+        )
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""

@@ -61,6 +61,7 @@ async def submit(
     kwargs: dict[str, Any],
     *,
     run_here: bool = True,
+    multitask: str = "enqueue",
 ) -> GraphRun:
     conf = dict((config or {}).get(CONF, {}))
     if not conf.get(CONFIG_KEY_THREAD_ID):
@@ -90,9 +91,13 @@ async def submit(
     workflows = distribution.pool.workflows
     thread = str(conf[CONFIG_KEY_THREAD_ID])
     if run_here:
-        handle = await workflows.start(distribution.name, run_id, payload, run, thread=thread)
+        handle = await workflows.start(
+            distribution.name, run_id, payload, run, thread=thread, multitask=multitask
+        )
     else:
-        handle = await workflows.enqueue(distribution.name, run_id, payload, thread=thread)
+        handle = await workflows.enqueue(
+            distribution.name, run_id, payload, thread=thread, multitask=multitask
+        )
     return GraphRun(graph, handle)
 
 

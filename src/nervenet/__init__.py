@@ -24,6 +24,7 @@ from .errors import (
     RunCancelled,
     TaskEscalated,
     TaskTimeout,
+    ThreadBusy,
 )
 from .escalations import Escalation
 from .handlers import Handler, Handlers, HandlerSource, TaskContext, TaskFailure
@@ -69,6 +70,7 @@ __all__ = [
     "TaskEscalated",
     "TaskFailure",
     "TaskTimeout",
+    "ThreadBusy",
     "Worker",
     "WorkerInfo",
     "WorkflowFailed",

@@ -12,7 +12,8 @@
     │   ├── RemoteTaskError       the handler raised; carries its type name, message, traceback
     │   └── TaskEscalated         retries exhausted; the task is on the escalation stream
     ├── LeaseLost                 another coordinator process took over this workflow run
-    └── RunCancelled              the run was cancelled (``nervenet runs cancel``)
+    ├── RunCancelled              the run was cancelled (``nervenet runs cancel``)
+    └── ThreadBusy                a run on a busy thread with the ``reject`` multitask strategy
 """
 
 from __future__ import annotations
@@ -124,3 +125,7 @@ class LeaseLost(NervenetError):
 class RunCancelled(NervenetError):
     """The run was cancelled: with ``interrupt`` its checkpoints are kept (resume it on its
     thread), with ``rollback`` they were removed."""
+
+
+class ThreadBusy(NervenetError):
+    """A run was submitted with ``multitask="reject"`` on a thread another run holds."""

@@ -242,6 +242,12 @@ class Keys:
         return f"{self.workflows}:cancel"
 
     @property
+    def busy_threads(self) -> str:
+        """Hash: thread id -> the run that holds it (one run at a time per thread, see
+        multitask.py): ``nn:{workflows}:threads``."""
+        return f"{self.workflows}:threads"
+
+    @property
     def workflows_done(self) -> str:
         """Stream with one entry per finished run, read by waiters in other processes:
         ``nn:{workflows}:done``."""

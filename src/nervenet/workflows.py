@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from redis.exceptions import WatchError
 
 from .errors import ConfigurationError, LeaseLost, NervenetError, RunCancelled
+from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
 from .runs import RunStatus
 from .tasks import cancel_and_wait
@@ -131,6 +132,8 @@ class Workflows:
         self._rollbacks: dict[str, RollbackFunction] = {}
         self._cancelling: dict[str, str] = {}  # run id -> action being carried out here
         self._interrupted: set[str] = set()
+        self._threads: dict[str, str] = {}  # run id -> thread, for runs that hold one
+        self._gate = ThreadGate(pool, self)
         self._owned: dict[str, asyncio.Task[bytes]] = {}
         self._last_renewal = time.monotonic()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -165,10 +168,22 @@ class Workflows:
 
     # --- starting and owning ------------------------------------------------------------------
     async def start(
-        self, kind: str, run_id: str, payload: bytes, run: RunFunction, *, thread: str = ""
+        self,
+        kind: str,
+        run_id: str,
+        payload: bytes,
+        run: RunFunction,
+        *,
+        thread: str = "",
+        multitask: str = "enqueue",
     ) -> RunHandle:
-        """Record a run, lease it to this process and run ``run()`` here."""
+        """Record a run, lease it to this process and run ``run()`` here.
+
+        With a ``thread``, the run holds it while it runs: a thread runs one run at a time, and
+        ``multitask`` says what to do when it is busy (see :mod:`nervenet.multitask`)."""
         await self._pool.ensure_started()
+        if thread:
+            await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys, redis = self._pool.keys, self._pool.transport.redis
         expires = self._expiry_ms()
         async with redis.pipeline(transaction=False) as pipe:
@@ -179,6 +194,7 @@ class Workflows:
                     "input": payload,
                     "status": "running",
                     "started": time.time(),
+                    "thread": thread,
                 },
             )
             pipe.zadd(keys.workflows, {run_id: expires})
@@ -186,16 +202,25 @@ class Workflows:
             pipe.hset(keys.workflow_kinds, run_id, kind)
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
             await pipe.execute()
-        self._run_here(run_id, run)
+        self._run_here(run_id, run, thread)
         return RunHandle(self, run_id)
 
     async def enqueue(
-        self, kind: str, run_id: str, payload: bytes, *, thread: str = ""
+        self,
+        kind: str,
+        run_id: str,
+        payload: bytes,
+        *,
+        thread: str = "",
+        multitask: str = "enqueue",
     ) -> RunHandle:
         """Record a run for any coordinator process that takes queued runs; run nothing here.
 
-        ``payload`` is what the kind's resume function gets, as after a takeover."""
+        ``payload`` is what the kind's resume function gets, as after a takeover. ``thread`` and
+        ``multitask`` as for :meth:`start`."""
         await self._pool.ensure_started()
+        if thread:
+            await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys = self._pool.keys
         async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
@@ -205,6 +230,7 @@ class Workflows:
                     "input": payload,
                     "status": "queued",
                     "started": time.time(),
+                    "thread": thread,
                 },
             )
             pipe.hset(keys.workflow_kinds, run_id, kind)
@@ -233,7 +259,9 @@ class Workflows:
                 "from Redis); another coordinator resumes the run"
             )
 
-    def _run_here(self, run_id: str, run: RunFunction) -> None:
+    def _run_here(self, run_id: str, run: RunFunction, thread: str = "") -> None:
+        if thread:
+            self._threads[run_id] = thread
         task = asyncio.ensure_future(self._run_and_record(run_id, run))
         # The handle re-raises the run's error; unawaited runs must not log "never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -241,6 +269,9 @@ class Workflows:
 
     async def _run_and_record(self, run_id: str, run: RunFunction) -> bytes:
         try:
+            thread = self._threads.get(run_id)
+            if thread is not None:
+                await self._hold_thread(run_id, thread)
             result = await run()
         except asyncio.CancelledError:
             action = self._cancelling.pop(run_id, None)
@@ -272,6 +303,20 @@ class Workflows:
             self._owned.pop(run_id, None)
             self._pool.runs.recorded.discard(run_id)  # moved or ended: its dispatches stop here
             self._interrupted.discard(run_id)
+            self._threads.pop(run_id, None)
+
+    async def _hold_thread(self, run_id: str, thread: str) -> None:
+        """Wait until the run holds its thread (``pending`` meanwhile, in its record)."""
+        keys, redis = self._pool.keys, self._pool.transport.redis
+
+        async def pending() -> None:  # rather than two "running" runs on one thread
+            if self._pool.settings.record_runs:
+                await redis.hset(keys.run(run_id), "status", RunStatus.PENDING.value)
+
+        if await self._gate.acquire(run_id, thread, pending):
+            async with redis.pipeline(transaction=False) as pipe:
+                self._pool.runs.add_owner(pipe, run_id)
+                await pipe.execute()
 
     async def _finish(
         self,
@@ -293,7 +338,10 @@ class Workflows:
                 keys.workflow(run_id), mapping={"status": status, "result": result, "error": error}
             )
             pipe.expire(keys.workflow(run_id), ttl)
-            await pipe.execute()
+            pipe.hget(keys.workflow(run_id), "thread")
+            *_, thread = await pipe.execute()
+        if thread:  # after the status: a waiter that sees the end finds the record ended too
+            await self._gate.release(run_id, as_text(thread))
         # Stop renewing before unleasing: a renewal that read the owners after the unlease would
         # take the run for one lost to another process and cancel it here, cutting off the
         # announcement below. Unrenewed meanwhile is safe: the record already says it ended, so
@@ -645,7 +693,7 @@ class Workflows:
         if action is not None:  # cancelled while its owner was dead: carry it out, not resume
             await self._end_cancelled(run_id, as_text(action))
             return
-        payload = await redis.hget(self._pool.keys.workflow(run_id), "input")
+        payload, thread = await redis.hmget(self._pool.keys.workflow(run_id), ["input", "thread"])
         resume = self._kinds[kind]
         async with redis.pipeline(transaction=False) as pipe:
             if record.status == "queued":
@@ -660,7 +708,9 @@ class Workflows:
             log.warning(
                 "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
             )
-        self._run_here(run_id, lambda: resume(run_id, as_bytes(payload or b"")))
+        self._run_here(
+            run_id, lambda: resume(run_id, as_bytes(payload or b"")), as_text(thread or b"")
+        )
 
     async def close(self) -> None:
         await cancel_and_wait(self._takeover)
