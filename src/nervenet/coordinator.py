@@ -12,9 +12,10 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .cancelling import outlast
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import (
@@ -146,6 +147,8 @@ class Coordinator:
         timeout: float | None,
         on_frame: Callable[[bytes], None] | None,
     ) -> Reply:
+        if self.pool.tracer is not None and not envelope.trace:
+            return await self._traced_attempt(envelope, timeout, on_frame)
         inbox = self.pool.inbox
         async with self.pool.in_flight:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
@@ -177,6 +180,31 @@ class Coordinator:
                 raise
             finally:
                 inbox.forget(waiter)
+
+    async def _traced_attempt(
+        self,
+        envelope: TaskEnvelope,
+        timeout: float | None,
+        on_frame: Callable[[bytes], None] | None,
+    ) -> Reply:
+        """An attempt inside its PRODUCER span, whose context the envelope carries."""
+        span, traceparent = tracing.start_send(
+            self.pool.tracer,
+            envelope.task_type,
+            envelope.task_id,
+            self.workflow_id,
+            envelope.attempt,
+        )
+        try:
+            reply = await self._attempt(replace(envelope, trace=traceparent), timeout, on_frame)
+            if reply.error is not None:
+                tracing.failed(span, f"{reply.error.type_name}: {reply.error.message}")
+            return reply
+        except BaseException as exc:
+            tracing.failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     async def _until_stopped(
         self, envelope: TaskEnvelope, withdrawn: asyncio.Future[list[Any]]

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from . import tracing
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
     CancelRequest,
@@ -419,7 +420,10 @@ class Worker:
         flight.in_handler = True
         started = time.monotonic()
         try:
-            reply = await self._call_handler(envelope)
+            if self.pool.tracer is not None and envelope.trace:
+                reply = await self._traced_call(envelope)
+            else:
+                reply = await self._call_handler(envelope)
         except asyncio.CancelledError:
             if not flight.cancelled:
                 raise  # the worker is stopping: _hand_back_unfinished puts the entry back
@@ -433,6 +437,21 @@ class Worker:
             return
         self.processed += 1
         await self._finish(flight, envelope, reply, cache=reply.kind is ReplyKind.RESULT)
+
+    async def _traced_call(self, envelope: TaskEnvelope) -> Reply:
+        """The handler inside its CONSUMER span, child of the dispatch's (see tracing.py)."""
+        with tracing.processing(
+            self.pool.tracer,
+            envelope.trace,
+            envelope.task_type,
+            envelope.task_id,
+            envelope.workflow_id,
+            envelope.attempt,
+        ) as span:
+            reply = await self._call_handler(envelope)
+            if reply.error is not None:
+                tracing.failed(span, f"{reply.error.type_name}: {reply.error.message}")
+            return reply
 
     async def _call_handler(self, envelope: TaskEnvelope) -> Reply:
         handler = self.handlers[envelope.task_type]

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from redis.exceptions import WatchError
 
+from . import tracing
 from .errors import ConfigurationError, LeaseLost, NervenetError, RunCancelled
 from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
@@ -202,7 +203,7 @@ class Workflows:
             pipe.hset(keys.workflow_kinds, run_id, kind)
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
             await pipe.execute()
-        self._run_here(run_id, run, thread)
+        self._run_here(run_id, run, thread, kind)
         return RunHandle(self, run_id)
 
     async def enqueue(
@@ -259,20 +260,24 @@ class Workflows:
                 "from Redis); another coordinator resumes the run"
             )
 
-    def _run_here(self, run_id: str, run: RunFunction, thread: str = "") -> None:
+    def _run_here(self, run_id: str, run: RunFunction, thread: str = "", kind: str = "") -> None:
         if thread:
             self._threads[run_id] = thread
-        task = asyncio.ensure_future(self._run_and_record(run_id, run))
+        task = asyncio.ensure_future(self._run_and_record(run_id, run, kind))
         # The handle re-raises the run's error; unawaited runs must not log "never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._owned[run_id] = task
 
-    async def _run_and_record(self, run_id: str, run: RunFunction) -> bytes:
+    async def _run_and_record(self, run_id: str, run: RunFunction, kind: str = "") -> bytes:
         try:
             thread = self._threads.get(run_id)
             if thread is not None:
                 await self._hold_thread(run_id, thread)
-            result = await run()
+            if self._pool.tracer is None:
+                result = await run()
+            else:
+                with tracing.running_workflow(self._pool.tracer, kind, run_id):
+                    result = await run()
         except asyncio.CancelledError:
             action = self._cancelling.pop(run_id, None)
             if action is None or not self.owns(run_id):
@@ -709,7 +714,7 @@ class Workflows:
                 "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
             )
         self._run_here(
-            run_id, lambda: resume(run_id, as_bytes(payload or b"")), as_text(thread or b"")
+            run_id, lambda: resume(run_id, as_bytes(payload or b"")), as_text(thread or b""), kind
         )
 
     async def close(self) -> None:

@@ -23,8 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "core"))
 from core_support import NERVENET, child_env
 from redis_server import free_port, redis_required
 
-pytest.importorskip("starlette")
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 #: Where screenshots go (CI keeps this directory as an artifact).
