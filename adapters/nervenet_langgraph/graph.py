@@ -14,7 +14,7 @@ coordinator). Workers serve the same object: ``nervenet worker app:graph``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -157,6 +157,21 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
             return await run.result()
         # Not through direct_ainvoke: one coroutine frame less per run in flight (~0.5 KiB).
         return await super().ainvoke(input, config, **kwargs)
+
+    def astream(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """LangGraph's ``astream``; the chunks of a durable run's root graph (its ``ainvoke``
+        streams through here) are also stored for :meth:`join`. Other streams pass as they
+        are, without a wrapper."""
+        stream = super().astream(input, config, **kwargs)
+        run_id = runs.joinable_run(config)
+        return stream if run_id is None else runs.published(self, run_id, stream)
+
+    def join(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Any]:
+        """``(event id, chunk)`` of a durable run from any process, until it ends; resume
+        after a disconnect with the last event id seen. See :func:`runs.join`."""
+        return runs.join(self, run_id, last_event_id)
 
     async def direct_ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -12,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID, INTERRUPT
+from langgraph._internal._constants import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_THREAD_ID,
+    INTERRUPT,
+)
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from nervenet import ConfigurationError, RunHandle
@@ -52,6 +58,45 @@ class GraphRun:
         """The run's final output (as ``ainvoke`` returns it), or its exception."""
         raw = await self._handle.result(timeout)
         return unpack(self._graph.nervenet.serde, raw)
+
+    def join(self, last_event_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """The run's stream chunks from any process (see :func:`join`)."""
+        return join(self._graph, self.run_id, last_event_id)
+
+
+async def join(
+    graph: DistributedGraph, run_id: str, last_event_id: str | None = None
+) -> AsyncIterator[tuple[str, Any]]:
+    """``(event id, chunk)`` of a durable run as it runs, from any process, until it ends.
+
+    The chunks are what the run's ``ainvoke`` streams (``("updates", {...})`` and
+    ``("values", {...})``). After a disconnect, pass the last event id seen to resume after it.
+    A run that was taken over repeats the chunks of the step it resumed from. Events are kept
+    ``PoolSettings.join_retention`` seconds after the run ends (10 minutes by default).
+    """
+    serde = graph.nervenet.serde
+    async for event in graph.nervenet.pool.runs.join(run_id, last_event_id):
+        yield event.event_id, unpack(serde, event.data)
+
+
+def joinable_run(config: RunnableConfig | None) -> str | None:
+    """The durable run whose root graph streams with ``config`` (subgraphs' chunks reach the
+    root's stream anyway), or None."""
+    conf = (config or {}).get(CONF, {})
+    run_id = conf.get(RUN_ID_KEY)
+    if run_id is None or conf.get(CONFIG_KEY_CHECKPOINT_NS):
+        return None
+    return str(run_id)
+
+
+async def published(
+    graph: DistributedGraph, run_id: str, stream: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """``stream``, each chunk also stored for joiners (without waiting for Redis)."""
+    runs, serde = graph.nervenet.pool.runs, graph.nervenet.serde
+    async for chunk in stream:
+        runs.publish(run_id, pack(serde, chunk))
+        yield chunk
 
 
 async def submit(

@@ -263,6 +263,11 @@ class Keys:
         beside :meth:`run` in its slot: ``nn:run:{run-1}:nodes``."""
         return f"{self.run(run_id)}:nodes"
 
+    def run_events(self, run_id: str) -> str:
+        """Stream of one run's output events (stream chunks), for joining it from any process;
+        beside :meth:`run` in its slot: ``nn:run:{run-1}:events``."""
+        return f"{self.run(run_id)}:events"
+
     @property
     def runs(self) -> str:
         """Sorted set of recorded run ids scored by creation time (ms), newest kept, for

@@ -18,8 +18,9 @@ are decoded with replacement, numbers parsed defensively, strings bounded.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import ConfigurationError
-from .transport import as_text
+from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
     from .pool import Pool
+
+log = logging.getLogger("nervenet.runs")
 
 #: Longest error text stored for a run or a node.
 MAX_ERROR = 2_000
@@ -86,6 +89,16 @@ class NodeRun:
     """Epoch seconds when the worker settled it."""
     error: str
     """Error text when the outcome is ``error``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One output event of a run (a stream chunk, framework-encoded)."""
+
+    event_id: str
+    """Its id: give it to :meth:`Runs.join` as ``last_event_id`` to resume after it."""
+    data: bytes
+    """The chunk as the framework's adapter encoded it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +298,73 @@ class Runs:
         )
         pipe.expire(keys.run(run_id), retention)
         pipe.expire(keys.run_nodes(run_id), retention)
+        self._add_event_end(pipe, run_id, status)
+
+    def _add_event_end(self, pipe: Pipeline, run_id: str, status: RunStatus) -> None:
+        """Tell joiners the run ended; its events stay ``join_retention`` from now."""
+        settings, events = self._pool.settings, self._pool.keys.run_events(run_id)
+        pipe.xadd(
+            events,
+            {b"end": status.value.encode()},
+            maxlen=settings.run_events_kept,
+            approximate=True,
+        )
+        pipe.expire(events, int(settings.join_retention))
+
+    def publish(self, run_id: str, data: bytes) -> None:
+        """Add one output event (a stream chunk) of a run this process drives, without waiting
+        (the pool's write batcher sends it, in order with the run's other writes)."""
+        if not self._pool.settings.record_runs:
+            return
+        settings, events = self._pool.settings, self._pool.keys.run_events(run_id)
+
+        def commands(pipe: Pipeline) -> None:
+            pipe.xadd(events, {b"data": data}, maxlen=settings.run_events_kept, approximate=True)
+            pipe.expire(events, int(settings.run_retention))
+
+        sent = self._pool.batcher.submit(commands)
+        sent.add_done_callback(_log_lost_event)
+
+    async def join(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[RunEvent]:
+        """A run's output events from any process, as they come, until it ends.
+
+        ``last_event_id`` resumes after that event (what a client that lost its connection
+        saw last). Events stay ``join_retention`` seconds after the run ends (10 minutes by
+        default) and at most ``run_events_kept`` per run: joining a run whose events expired,
+        or resuming from an event already trimmed, raises :class:`ConfigurationError`.
+        """
+        run = await self.get(run_id, nodes=False)
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        events = keys.run_events(run_id)
+        position = check_event_id(last_event_id) if last_event_id else "0-0"
+        first: Any = await redis.xrange(events, count=1)
+        if not first and run.status.finished:
+            raise ConfigurationError(
+                f"the events of run {run_id!r} expired (kept "
+                f"{self._pool.settings.join_retention:g} s after a run ends)"
+            )
+        if (
+            last_event_id
+            and first
+            and _entry_order(as_text(first[0][0])) > _entry_order(last_event_id)
+            and not await redis.xrange(events, last_event_id, last_event_id)
+        ):
+            raise ConfigurationError(
+                f"events of run {run_id!r} after {last_event_id} were trimmed (at most "
+                f"{self._pool.settings.run_events_kept} kept); join from the start instead"
+            )
+        while True:
+            batch = await self._pool.transport.read(
+                {events: position}, count=500, block_ms=self._pool.settings.block_ms
+            )
+            for _, entries in batch:
+                for entry_id, fields in entries:
+                    position = as_text(entry_id)
+                    if b"end" in fields:
+                        return
+                    yield RunEvent(position, as_bytes(fields.get(b"data", b"")))
+            if not batch and not await redis.exists(keys.run(run_id)):
+                return  # the record itself expired: nothing more will come
 
     async def set_status(self, run_id: str, status: RunStatus, error: str = "") -> None:
         """Change a run's status in a round trip of its own (framework-level events: a
@@ -380,6 +460,24 @@ class Runs:
     async def count(self) -> int:
         """Run ids listed (records may have expired under the newest, see ``run_retention``)."""
         return int(await self._pool.transport.redis.zcard(self._pool.keys.runs))
+
+
+def check_event_id(event_id: str) -> str:
+    """``event_id`` if it is a stream entry id (``1764050000000-0``), else a clear error."""
+    ms, dash, seq = event_id.partition("-")
+    if not (dash and ms.isdigit() and seq.isdigit() and len(event_id) <= 41):
+        raise ConfigurationError(f"{event_id[:80]!r} is not an event id (like 1764050000000-0)")
+    return event_id
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _log_lost_event(sent: Any) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("a run's output event was not stored: %s", sent.exception())
 
 
 def _check_run_id(run_id: str) -> None:

@@ -67,6 +67,12 @@ class PoolSettings:
     runs_kept: int = 100_000
     """Most run records listed (``nervenet runs list``, the dashboard): the oldest fall off
     the list at once, their records expire after :attr:`run_retention`."""
+    join_retention: float = 600.0
+    """Seconds a run's output events stay joinable after it ends (:meth:`nervenet.runs.Runs.join`;
+    LangGraph Server keeps resumable streams 2 minutes by default)."""
+    run_events_kept: int = 10_000
+    """Most output events kept per run (the oldest are trimmed; a join resuming from before
+    them is refused)."""
     run_nodes_kept: int = 1_000
     """Most node attempts kept in one run's history (the oldest are trimmed)."""
 

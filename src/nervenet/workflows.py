@@ -50,6 +50,8 @@ from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
     from .pool import Pool
 
 log = logging.getLogger("nervenet.workflows")
@@ -353,15 +355,19 @@ class Workflows:
         # a claimer of the expired lease only unleases it.
         self._owned.pop(run_id, None)
         await self._unlease(run_id)
-        async with redis.pipeline(transaction=False) as pipe:
+        ended = run_status or _RUN_STATUS[status]
+
+        def announce(pipe: Pipeline) -> None:
             pipe.xadd(
                 keys.workflows_done,
                 {"run": run_id, "status": status},
                 maxlen=DONE_STREAM_MAXLEN,
                 approximate=True,
             )
-            self._pool.runs.add_end(pipe, run_id, run_status or _RUN_STATUS[status], error)
-            await pipe.execute()
+            self._pool.runs.add_end(pipe, run_id, ended, error)
+
+        # Through the batcher: after the run's output events it queued (joiners stop at the end).
+        await self._pool.batcher.run(announce)
         self._pool.transport.notify_written()
 
     async def _unlease(self, run_id: str) -> None:

@@ -11,9 +11,9 @@ import pytest
 from fast_settings import FAST
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
+from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool, RunCancelled, RunStatus
-from nervenet_langgraph import RedisSaver, distribute
 
 pytestmark = pytest.mark.redis
 _names = itertools.count()
@@ -109,3 +109,22 @@ async def test_rollback_removes_the_threads_checkpoints(pool, redis_url):
         await run.result(timeout=20)
     assert (await graph.aget_state(config)).values == {}
     assert (await pool.runs.get(run.run_id)).status is RunStatus.CANCELLED
+
+
+async def test_join_streams_a_runs_chunks_to_another_process_and_resumes(pool, redis_url):
+    graph = await durable(pool, redis_url, step("last"))
+    async with Pool.from_url(redis_url, settings=FAST) as watcher_pool:
+        watcher = distribute(
+            builder(step("last")), pool=watcher_pool, name=graph.nervenet.name,
+            checkpointer=RedisSaver.from_url(redis_url),
+        )  # fmt: skip
+        run = await graph.asubmit({"trail": []}, {"configurable": {"thread_id": "t-join"}})
+        output = await run.result(timeout=20)
+        chunks = [chunk async for chunk in watcher.join(run.run_id)]
+        rest = [chunk async for chunk in watcher.join(run.run_id, chunks[1][0])]
+
+    values = [payload for _, (mode, payload) in chunks if mode == "values"]
+    updates = [payload for _, (mode, payload) in chunks if mode == "updates"]
+    assert values[-1] == output == {"trail": ["first", "last"]}
+    assert updates == [{"first": {"trail": ["first"]}}, {"last": {"trail": ["first", "last"]}}]
+    assert rest == chunks[2:]
