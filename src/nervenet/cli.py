@@ -27,6 +27,7 @@ from rich.table import Table
 from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
+from .metrics import WorkerMetrics
 from .pool import Pool
 from .runs import RunStatus
 from .settings import PoolSettings
@@ -117,6 +118,15 @@ def worker(
             help="Comma-separated queues whose task types this worker runs (default: all).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            show_default=False,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs prometheus-client).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -129,6 +139,8 @@ def worker(
         NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
 
         NERVENET_SIGNING_SECRET=$(cat /run/secrets/nervenet) nervenet worker app:graph
+
+        nervenet worker app:graph --metrics-port 9108      # Prometheus scrapes :9108/metrics
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -147,11 +159,25 @@ def worker(
         )
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(pool, source, concurrency, grace, queues))
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import WorkerMetrics
+
+        try:
+            metrics = WorkerMetrics()
+            metrics.serve(metrics_port)
+        except (NervenetError, OSError) as exc:
+            raise _fail(exc) from None
+    _run(_serve(pool, source, concurrency, grace, queues, metrics))
 
 
 async def _serve(
-    pool: Pool, source: object, concurrency: int, grace: float, queues: str | None
+    pool: Pool,
+    source: object,
+    concurrency: int,
+    grace: float,
+    queues: str | None,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,6 +185,9 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
+        if metrics is not None:
+            worker.metrics = metrics
+            metrics.watch_in_flight(lambda: worker.load)
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
             f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"

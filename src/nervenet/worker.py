@@ -70,6 +70,7 @@ from .transport import as_bytes
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
+    from .metrics import WorkerMetrics
     from .pool import Pool
 
 log = logging.getLogger("nervenet.worker")
@@ -178,6 +179,8 @@ class Worker:
         self._beats: list[asyncio.Future[None]] = []
         self._threads_reserved = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late heartbeat
+        self.metrics: WorkerMetrics | None = None
+        """Prometheus metrics, if the worker was asked for them (``--metrics-port``)."""
 
     @classmethod
     def for_target(
@@ -335,7 +338,7 @@ class Worker:
             except EnvelopeError as exc:
                 await self._dead_letter(flight, exc.reason, route=self._route_of_invalid(fields))
                 continue
-            if envelope.recorded:
+            if envelope.recorded or self.metrics is not None:
                 flight.read_at = time.time()
             if envelope.deadline and envelope.deadline < time.time():
                 log.info("task %s expired before it started; dropped", envelope.task_id)
@@ -514,17 +517,29 @@ class Worker:
             if envelope.recorded:
                 self._add_node_history(pipe, flight, envelope, reply, cached=not cache)
 
+        if self.metrics is not None:  # before the reply can reach anyone who reads them
+            self._count(flight, envelope, reply, cached=not cache)
         await self._write_until_done(commands)
         self._release(flight)
+
+    def _count(self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool) -> None:
+        outcome = _outcome(reply, cached)
+        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
+        assert self.metrics is not None
+        self.metrics.settled(
+            envelope.task_type,
+            outcome,
+            envelope.attempt,
+            flight.read_at - entry_ms / 1000,
+            flight.ran_ms / 1000,
+        )
 
     def _add_node_history(
         self, pipe: Pipeline, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool
     ) -> None:
         """The attempt's entry in its run's history, in the settle pipeline (no round trip of
         its own); capped and expiring with the run record (see :mod:`nervenet.runs`)."""
-        outcome = {ReplyKind.ERROR: "error", ReplyKind.CANCELLED: "cancelled"}.get(
-            reply.kind, "cached" if cached else "ok"
-        )
+        outcome = _outcome(reply, cached)
         entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
         fields = node_fields(
             task_type=envelope.task_type,
@@ -649,6 +664,8 @@ class Worker:
     ) -> None:
         """Move an entry to the escalation stream; tell its coordinator if it can be told."""
         self.dead_lettered += 1
+        if self.metrics is not None:
+            self.metrics.escalated.inc()
         log.warning("dead-lettered entry %s on %s: %s", flight.entry_id, flight.stream, reason)
         fields = escalation_fields(
             reason, source=flight.stream, envelope=envelope, raw=None if envelope else flight.fields
@@ -914,6 +931,14 @@ def _log_lost_frame(sent: asyncio.Future[Any]) -> None:
 
 def _unseen(envelope: TaskEnvelope) -> bool:
     return envelope.fresh and envelope.attempt == 1
+
+
+def _outcome(reply: Reply, cached: bool) -> str:
+    if reply.kind is ReplyKind.ERROR:
+        return "error"
+    if reply.kind is ReplyKind.CANCELLED:
+        return "cancelled"
+    return "cached" if cached else "ok"
 
 
 def _ack(pipe: Pipeline, flight: _InFlight) -> None:
