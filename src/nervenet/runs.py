@@ -366,6 +366,20 @@ class Runs:
             if not batch and not await redis.exists(keys.run(run_id)):
                 return  # the record itself expired: nothing more will come
 
+    async def begin(self, run_id: str, kind: str, *, thread: str = "") -> None:
+        """Record a run this process drives outside durable workflows (an adapter's own kind
+        of run): ``running``, owned here; its dispatches add node history from now on."""
+        _check_run_id(run_id)
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            self.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
+            await pipe.execute()
+
+    async def end(self, run_id: str, status: RunStatus, error: str = "") -> None:
+        """The end of a run recorded with :meth:`begin`."""
+        async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
+            self.add_end(pipe, run_id, status, error)
+            await pipe.execute()
+
     async def set_status(self, run_id: str, status: RunStatus, error: str = "") -> None:
         """Change a run's status in a round trip of its own (framework-level events: a
         LangGraph interrupt), refusing unknown runs."""

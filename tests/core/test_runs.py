@@ -149,3 +149,15 @@ async def test_garbage_written_into_a_record_and_its_history_is_shown_not_fatal(
     )
     assert [(n.task_type, n.attempt, n.worker) for n in run.nodes] == [("t", 0, "4")]
     assert [r.run_id for r in await pool.runs.list()] == ["run-odd"]
+
+
+async def test_an_adapter_records_its_own_runs_with_begin_and_end(pool, serve):
+    worker = await serve(pool, handlers())
+
+    await pool.runs.begin("kickoff-1", "crew/research", thread="t-9")
+    await pool.coordinator("kickoff-1").dispatch("runs/nap", b"1", timeout=10)
+    await pool.runs.end("kickoff-1", RunStatus.SUCCEEDED)
+
+    run = await pool.runs.get("kickoff-1")
+    assert (run.status, run.kind, run.thread) == (RunStatus.SUCCEEDED, "crew/research", "t-9")
+    assert [(n.task_type, n.worker) for n in run.nodes] == [("runs/nap", worker.worker_id)]
