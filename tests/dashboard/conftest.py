@@ -5,7 +5,6 @@ and ``chromium-driver``; missing under CI=true is a failure, never a skip)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -25,9 +24,6 @@ from redis_server import free_port, redis_required
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-#: Where screenshots go (CI keeps this directory as an artifact).
-ARTIFACTS = Path(os.environ.get("NERVENET_TEST_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
-TOKEN = "test-action-token-0123456789"
 
 
 class Dashboard:

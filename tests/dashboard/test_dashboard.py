@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
-from conftest import ARTIFACTS, TOKEN
+from dashboard_support import ARTIFACTS, TOKEN
 from fast_settings import FAST
 from scene import HOSTILE, HOSTILE_TYPE, Scene
 
@@ -38,6 +38,13 @@ async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
 ):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import (
+        text_to_be_present_in_element,
+    )
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def text_in(css: str, text: str) -> Any:
+        return text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
 
     dashboard = await start_dashboard(redis_url, token=TOKEN)
     await asyncio.sleep(1.2)  # a few sparkline samples
@@ -80,10 +87,13 @@ async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
     # Unlock with the token, then retry the operator's escalation from the page.
     browser.find_element(By.NAME, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "header form button").click()
+    wait = WebDriverWait(browser, 10)
+    await loop.run_in_executor(None, wait.until, text_in("header", "actions unlocked"))
     await loop.run_in_executor(None, visit, "/escalations")
     before = await scene.pool.escalations.count()
     row = browser.find_element(By.XPATH, "//tr[td[contains(., 'operator test')]]")
     row.find_element(By.XPATH, ".//button[text()='retry']").click()
+    await loop.run_in_executor(None, wait.until, text_in("#notice", "requeued as"))
     notice = browser.find_element(By.ID, "notice").text
 
     assert "requeued as" in notice
