@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import enum
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +30,8 @@ from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
 from .metrics import WorkerMetrics
+from .owned_process import LoopChoice, loop_name, tune_collector
+from .owned_process import run as run_on_loop
 from .pool import Pool
 from .runs import RunStatus
 from .settings import PoolSettings
@@ -61,6 +65,21 @@ RedisOption = Annotated[
         "--redis", envvar="NERVENET_REDIS_URL", help="Redis URL (redis://, rediss://, unix://)."
     ),
 ]
+
+
+class Loop(enum.StrEnum):
+    auto = "auto"
+    asyncio = "asyncio"
+    uvloop = "uvloop"
+
+
+LoopOption = Annotated[
+    Loop,
+    typer.Option(
+        "--loop",
+        help="Event loop: uvloop if installed (auto: pip install 'nervenet\\[fast]') or asyncio.",
+    ),
+]
 NamespaceOption = Annotated[
     str, typer.Option("--namespace", help="Key namespace shared by the app's processes.")
 ]
@@ -81,9 +100,11 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None], loop: Loop = Loop.asyncio) -> None:
+    """Run a command's coroutine; ``loop`` is the event loop of a process nervenet owns."""
+    choice: LoopChoice = loop.value
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        run_on_loop(coro, choice)
     except NervenetError as exc:
         raise _fail(exc) from None
 
@@ -127,6 +148,7 @@ def worker(
             help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs prometheus-client).",
         ),
     ] = None,
+    loop: LoopOption = Loop.auto,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -168,7 +190,7 @@ def worker(
             metrics.serve(metrics_port)
         except (NervenetError, OSError) as exc:
             raise _fail(exc) from None
-    _run(_serve(pool, source, concurrency, grace, queues, metrics))
+    _run(_serve(pool, source, concurrency, grace, queues, metrics), loop)
 
 
 async def _serve(
@@ -188,11 +210,12 @@ async def _serve(
         if metrics is not None:
             worker.metrics = metrics
             metrics.watch_in_flight(lambda: worker.load)
+        tuned = tune_collector()  # everything it serves is built: freeze it
         console.print(
             f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
             f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
             f"on {pool.transport.description} (concurrency {concurrency}"
-            f"{', signed tasks only' if pool.signer else ''})"
+            f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
         )
         await worker.run_until(stop, grace=grace)
         console.print(f"worker stopped after {worker.processed} task(s)")
@@ -204,6 +227,7 @@ def serve(
     coordinators: Annotated[
         int, typer.Option("--coordinators", "-k", min=1, help="Coordinator processes to run.")
     ] = 1,
+    loop: LoopOption = Loop.auto,
 ) -> None:
     """Coordinate the durable runs of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -233,11 +257,13 @@ def serve(
     parent = int(os.environ.pop(PARENT_VARIABLE, "0"))
     env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
     others = [
-        subprocess.Popen([sys.executable, "-m", "nervenet", "serve", target], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "nervenet", "serve", target, "--loop", loop.value], env=env
+        )
         for _ in range(coordinators - 1)
     ]
     try:
-        _run(_coordinate(pool, parent))
+        _run(_coordinate(pool, parent), loop)
     finally:
         for child in others:
             child.send_signal(signal.SIGTERM)
@@ -253,9 +279,10 @@ async def _coordinate(pool: Pool, parent: int) -> None:
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(parent, stop)) if parent else None
     pool.workflows.take_queued_runs()
     async with pool:
+        tuned = tune_collector()
         console.print(
             f"coordinator {pool.process_id[:8]} running {', '.join(pool.workflows.kinds)} runs "
-            f"on {pool.transport.description}"
+            f"on {pool.transport.description} ({_interpreter(tuned)})"
         )
         await stop.wait()
     if orphan_watch is not None:
@@ -264,6 +291,11 @@ async def _coordinate(pool: Pool, parent: int) -> None:
         f"coordinator stopped: {pool.workflows.queued_taken} queued run(s) started, "
         f"{pool.workflows.takeovers} taken over"
     )
+
+
+def _interpreter(collector_tuned: bool) -> str:
+    """What the banner says about the process's loop and collector (see owned_process)."""
+    return f"{loop_name()} loop, {'tuned' if collector_tuned else 'default'} gc"
 
 
 async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
