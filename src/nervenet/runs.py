@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import ConfigurationError
+from .outages import TRANSIENT_ERRORS
 from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
@@ -323,7 +324,18 @@ class Runs:
             pipe.expire(events, int(settings.run_retention))
 
         sent = self._pool.batcher.submit(commands)
-        sent.add_done_callback(_log_lost_event)
+        sent.add_done_callback(self._lost_event)
+
+    def _lost_event(self, sent: Any) -> None:
+        """Events are best effort: one lost to an outage is said once per outage (a joiner
+        misses it; the run itself goes on)."""
+        if sent.cancelled() or sent.exception() is None:
+            return
+        exc = sent.exception()
+        if isinstance(exc, TRANSIENT_ERRORS):
+            self._pool.outages.failed("storing a run's output events", exc)
+        else:
+            log.warning("a run's output event was not stored: %s", exc)
 
     async def join(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[RunEvent]:
         """A run's output events from any process, as they come, until it ends.
@@ -487,11 +499,6 @@ def check_event_id(event_id: str) -> str:
 def _entry_order(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _log_lost_event(sent: Any) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.warning("a run's output event was not stored: %s", sent.exception())
 
 
 def _check_run_id(run_id: str) -> None:
