@@ -308,10 +308,11 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
 
 @app.command()
 def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") -> None:
-    """Show queues (waiting, in flight, whether a worker serves them), live workers, running
-    workflows and escalations. Task types with nothing queued and no live worker (their workers
-    are gone) are named on one line instead of listed; dispatches waiting for a worker to
-    register are shown.
+    """Show queues (waiting vs in flight), live workers, running workflows and escalations.
+
+    Each queue says whether a live worker serves it; task types with nothing queued and no live
+    worker (their workers are gone) are named on one line instead of listed; dispatches waiting
+    for a worker to register are shown.
 
     Example:
 
