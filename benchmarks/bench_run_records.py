@@ -113,10 +113,10 @@ async def measure(url: str, worker_pid: int, redis_pid: int, rounds: int) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 10")
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 6")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 10)
+    rounds = args.rounds or (3 if args.quick else 6)
     with private_redis() as (url, server):
         worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
         with running("worker", [*worker_args, "-c", "256"], cwd=HERE) as worker:
