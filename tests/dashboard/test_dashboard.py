@@ -178,3 +178,22 @@ async def test_metrics_expose_queues_workers_runs_and_escalations(
     assert 'nervenet_runs{status="running"} 2.0' in metrics  # order-running and the ghost
     assert "nervenet_escalations 2.0" in metrics
     assert "nervenet_workers 1.0" in metrics
+
+
+@pytest.mark.cluster
+async def test_the_dashboard_reads_a_cluster(cluster_url, start_dashboard):
+    scene = Scene()
+    async with Pool.from_url(cluster_url, settings=FAST) as pool:
+        await pool.serve(scene.handlers())
+        await scene.run(pool, "order-c", "shop/classify", "shop/classify")
+        dashboard = await start_dashboard(cluster_url)
+
+        async with dashboard.client() as client:
+            overview = await client.get("/")
+            run = await client.get("/runs/order-c")
+            metrics = await client.get("/metrics")
+
+    assert overview.status_code == run.status_code == metrics.status_code == 200
+    assert "shop/classify" in overview.text
+    assert run.text.count('class="ran ok"') == 2
+    assert 'nervenet_runs{status="succeeded"} 1.0' in metrics.text
