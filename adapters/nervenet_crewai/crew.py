@@ -31,7 +31,10 @@ from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 from nervenet.routing import TaskOptions
 
-from . import locks
+from . import (
+    _compat,  # noqa: F401  (first: checks the CrewAI names the modules below use)
+    locks,
+)
 from .blueprint import Blueprint, CrewFactory
 from .for_each import kickoff_each
 from .routes import CrewRoutes

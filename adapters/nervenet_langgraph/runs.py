@@ -16,25 +16,25 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import (
-    CONF,
-    CONFIG_KEY_CHECKPOINT_NS,
-    CONFIG_KEY_THREAD_ID,
-    INTERRUPT,
-)
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from nervenet import ConfigurationError, RunHandle
 from nervenet.outages import TRANSIENT_ERRORS
 
+from ._compat import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_THREAD_ID,
+    INTERRUPT,
+    BaseCheckpointSaver,
+)
 from .wire import pack, unpack
 
 if TYPE_CHECKING:
-    from .graph import DistributedGraph
+    from .graph import DistributedRuns
 
 log = logging.getLogger("nervenet.langgraph.runs")
 
-TRANSIENT_REDIS_ERRORS = (*TRANSIENT_ERRORS, ConnectionError)
+TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ConnectionError)
 MAX_OUTAGES = 20
 
 #: Configurable key carrying the durable run id to the nodes (never shipped to workers).
@@ -46,7 +46,7 @@ _REPLAYABLE_KWARGS = ("context", "durability", "interrupt_before", "interrupt_af
 class GraphRun:
     """Handle of a submitted graph run; ``await run.result()`` from any process."""
 
-    def __init__(self, graph: DistributedGraph, handle: RunHandle) -> None:
+    def __init__(self, graph: DistributedRuns, handle: RunHandle) -> None:
         self._graph = graph
         self._handle = handle
 
@@ -65,7 +65,7 @@ class GraphRun:
 
 
 async def join(
-    graph: DistributedGraph, run_id: str, last_event_id: str | None = None
+    graph: DistributedRuns, run_id: str, last_event_id: str | None = None
 ) -> AsyncIterator[tuple[str, Any]]:
     """``(event id, chunk)`` of a durable run as it runs, from any process, until it ends.
 
@@ -90,7 +90,7 @@ def joinable_run(config: RunnableConfig | None) -> str | None:
 
 
 async def published(
-    graph: DistributedGraph, run_id: str, stream: AsyncIterator[Any]
+    graph: DistributedRuns, run_id: str, stream: AsyncIterator[Any]
 ) -> AsyncIterator[Any]:
     """``stream``, each chunk also stored for joiners (without waiting for Redis)."""
     runs, serde = graph.nervenet.pool.runs, graph.nervenet.serde
@@ -100,7 +100,7 @@ async def published(
 
 
 async def submit(
-    graph: DistributedGraph,
+    graph: DistributedRuns,
     input: Any,
     config: RunnableConfig | None,
     kwargs: dict[str, Any],
@@ -146,13 +146,13 @@ async def submit(
     return GraphRun(graph, handle)
 
 
-def _report_interrupt(graph: DistributedGraph, run_id: str, output: Any) -> None:
+def _report_interrupt(graph: DistributedRuns, run_id: str, output: Any) -> None:
     """A run that stopped at an interrupt (waiting for a human) is recorded ``interrupted``."""
     if isinstance(output, dict) and INTERRUPT in output:
         graph.nervenet.pool.workflows.report_interrupted(run_id)
 
 
-async def rollback(graph: DistributedGraph, run_id: str, payload: bytes) -> None:
+async def rollback(graph: DistributedRuns, run_id: str, payload: bytes) -> None:
     """Remove a run cancelled with ``rollback``: its thread's checkpoints (LangGraph Server's
     ``rollback`` deletes the run and its checkpoints the same way)."""
     record = unpack(graph.nervenet.serde, payload)
@@ -163,7 +163,7 @@ async def rollback(graph: DistributedGraph, run_id: str, payload: bytes) -> None
         log.info("run %s rolled back: checkpoints of thread %s removed", run_id, thread)
 
 
-async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
+async def resume(graph: DistributedRuns, run_id: str, payload: bytes) -> bytes:
     """Continue a run a dead coordinator started, from its last checkpoint."""
     serde = graph.nervenet.serde
     record = unpack(serde, payload)
@@ -176,7 +176,7 @@ async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
 
 
 async def _ainvoke_resiliently(
-    graph: DistributedGraph,
+    graph: DistributedRuns,
     run_id: str,
     input: Any,
     conf: dict[str, Any],

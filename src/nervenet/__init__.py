@@ -23,11 +23,13 @@ from .errors import (
     RemoteTaskError,
     RunCancelled,
     TaskEscalated,
+    TaskFailure,
     TaskTimeout,
     ThreadBusy,
+    WorkflowFailed,
 )
 from .escalations import Escalation
-from .handlers import Handler, Handlers, HandlerSource, TaskContext, TaskFailure
+from .handlers import Handler, Handlers, HandlerSource, TaskContext
 from .keys import Keys
 from .pool import Pool
 from .registry import WorkerInfo
@@ -35,7 +37,7 @@ from .runs import NodeRun, RunInfo, RunStatus
 from .settings import PoolSettings
 from .status import PoolStatus, QueueStatus
 from .worker import Worker
-from .workflows import RunHandle, RunRecord, WorkflowFailed, Workflows
+from .workflows import RunHandle, RunRecord, Workflows
 
 __all__ = [
     "Backoff",

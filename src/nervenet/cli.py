@@ -203,21 +203,39 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    worker: Worker | None = None
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            if worker is not None:
+                console.print(
+                    f"stopping: {worker.load} task(s) in flight get {grace:g} s to finish; "
+                    "Ctrl-C again to hand them back to the pool now"
+                )
+        elif worker is not None:
+            console.print("handing unfinished tasks back to the pool now")
+            worker.hand_back_now()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
         if metrics is not None:
             worker.metrics = metrics
             metrics.watch_in_flight(lambda: worker.load)
         tuned = tune_collector()  # everything it serves is built: freeze it
-        console.print(
-            f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
-            f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
-            f"on {pool.transport.description} (concurrency {concurrency}"
-            f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
-        )
-        await worker.run_until(stop, grace=grace)
+        await worker.start()
+        try:  # said once registered: a coordinator can dispatch to it from now on
+            console.print(
+                f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
+                f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
+                f"on {pool.transport.description} (concurrency {concurrency}"
+                f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
+            )
+            await stop.wait()
+        finally:
+            await worker.stop(grace)
         console.print(f"worker stopped after {worker.processed} task(s)")
 
 

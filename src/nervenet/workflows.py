@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from redis.exceptions import WatchError
 
 from . import tracing
-from .errors import ConfigurationError, LeaseLost, NervenetError, RunCancelled
+from .errors import ConfigurationError, LeaseLost, RunCancelled, WorkflowFailed
 from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
 from .runs import RunStatus
@@ -88,10 +88,6 @@ class RunSource(Protocol):
     def nervenet_pool(self) -> Pool:
         """The pool whose durable runs of the source's kinds this process runs."""
         ...
-
-
-class WorkflowFailed(NervenetError):
-    """A durable run ended with an error (seen from a process other than the one that ran it)."""
 
 
 @dataclass(frozen=True, slots=True)

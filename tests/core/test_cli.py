@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from core_support import FAST, NERVENET, child_env, run_cli, wait_until
+from core_support import FAST, NERVENET, WorkerProcess, child_env, run_cli, wait_until
 from redis_server import free_port
 
 from nervenet import Handlers, Pool, TaskEnvelope, TaskEscalated
@@ -170,6 +170,10 @@ async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_o
     assert "signed tasks only" in worker.output()
 
 
+async def said(worker: WorkerProcess, text: str) -> bool:
+    return text in worker.output()
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
@@ -180,7 +184,7 @@ async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
     await worker.registered(pool)
 
     assert await pool.dispatch("core/echo", b'"hi"', timeout=10) == b'{"echo":"hi"}'
-    assert f"{loop} loop, tuned gc" in worker.output()
+    await wait_until(lambda: said(worker, f"{loop} loop, tuned gc"), what="the banner")
 
 
 @pytest.mark.redis
@@ -189,7 +193,7 @@ async def test_nervenet_gc_default_keeps_cpythons_collector(pools, redis_url, wo
     worker = worker_processes.cli(redis_url, env={"NERVENET_GC": "default"})
     await worker.registered(pool)
 
-    assert "default gc" in worker.output()
+    await wait_until(lambda: said(worker, "loop, default gc"), what="the banner")
 
 
 def test_tuning_the_collector_freezes_start_up_and_raises_the_young_threshold():
