@@ -127,7 +127,9 @@ def worker(
     max_deliveries: Annotated[
         int,
         typer.Option(
-            min=1, help="Deliveries after which a task that keeps killing workers is escalated."
+            min=1,
+            help="Times a task may be started on workers that die before it finishes; then it "
+            "is escalated, not run again.",
         ),
     ] = DEFAULTS.max_deliveries,
     signing_secret: SigningSecretOption = None,

@@ -427,7 +427,10 @@ class Pool:
         lost = [a for a in self.inbox.addresses if not await redis.pexpire(a, ttl_ms)]
         if not lost:
             return
-        log.warning(
+        # Worth a warning when dispatches wait on it; a process that waits for none (a worker)
+        # only recreates it.
+        log.log(
+            logging.WARNING if self.inbox.waiting else logging.INFO,
             "reply stream %s was lost; recovering %d waiting dispatches",
             ", ".join(lost),
             self.inbox.waiting,

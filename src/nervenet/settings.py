@@ -30,7 +30,8 @@ class PoolSettings:
     max_payload_bytes: int = 16 * 1024 * 1024
     """Larger task payloads are refused and dead-lettered."""
     max_deliveries: int = 5
-    """A task reclaimed this many times (it keeps killing workers) is escalated, not run again."""
+    """How many times a task may be started on workers that die before finishing it: once it
+    was started this many times, it is escalated (a poison task), not run again."""
     max_in_flight: int = 10_000
     """Tasks one process may have dispatched and not yet answered; further dispatches wait.
     This is the backpressure that keeps task streams bounded without trimming unread tasks."""

@@ -205,11 +205,18 @@ class RedisTransport:
                 ) from exc
             if "SELECT is not allowed in cluster mode" in str(exc):
                 self.url.check_cluster_mode(True)  # raises: a cluster has database 0 only
+            if "DB index is out of range" in str(exc):
+                raise PoolConnectionError(
+                    f"Redis at {self.description} has no database {self.url.database}: the "
+                    "server's `databases` setting (16 by default) bounds the number at the end "
+                    "of the URL"
+                ) from exc
             raise
         except (RedisConnectionError, OSError) as exc:
             raise PoolConnectionError(
-                f"cannot reach Redis at {self.description} ({exc}); start redis-server or "
-                "pass another --redis URL"
+                f"cannot reach Redis at {self.description} ({exc}); start redis-server there, "
+                "or point nervenet at another server (the URL given to Pool.from_url, --redis or "
+                "NERVENET_REDIS_URL)"
             ) from exc
         if _version_tuple(str(version)) < (6, 2):
             raise PoolConnectionError(

@@ -899,6 +899,8 @@ class Worker:
         retry = []
         for (entry_id, fields), pending in zip(entries, counts, strict=True):
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
+            # Counted as runs started: this claim is delivery number ``deliveries``, and every
+            # earlier one started the task on a worker that died.
             if deliveries > self.pool.settings.max_deliveries:
                 await self._dead_letter_poison(stream, entry_id, fields, deliveries)
             else:
@@ -909,7 +911,12 @@ class Worker:
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int
     ) -> None:
         flight = _InFlight(stream, entry_id, fields)
-        reason = f"delivered {deliveries} times without finishing; it may crash workers"
+        # The delivery that brought it here is this claim, which does not run it.
+        started = deliveries - 1
+        reason = (
+            f"started {started} time(s) (max_deliveries {self.pool.settings.max_deliveries}) and "
+            "never finished: each time its worker died; it may crash workers"
+        )
         try:
             envelope: TaskEnvelope | None = self._parse(flight)
         except EnvelopeError:

@@ -126,6 +126,17 @@ async def test_worker_without_a_reachable_redis_says_so_without_a_traceback():
     assert "Traceback" not in started.output
 
 
+@pytest.mark.redis
+async def test_a_database_the_server_does_not_have_is_named_without_a_traceback(redis_url):
+    url = redis_url.rsplit("/", 1)[0] + "/99"
+
+    started = await run_cli("worker", "core_apps:handlers", "--redis", url)
+
+    assert started.returncode == 2
+    assert "has no database 99" in started.output
+    assert "Traceback" not in started.output
+
+
 def test_python_dash_m_nervenet_is_the_nervenet_command():
     run = subprocess.run(
         [sys.executable, "-m", "nervenet", "worker", "--help"],

@@ -109,7 +109,7 @@ async def test_a_task_that_keeps_killing_its_workers_is_escalated_not_run_again(
             "core/crash", orjson.dumps({"key": "poison"}), task_id="poison", timeout=30
         )
 
-    assert "delivered 2 times without finishing" in caught.value.reason
+    assert "started 1 time(s) (max_deliveries 1)" in caught.value.reason
     assert await runs(redis_pool, "poison") == 1
     [escalation] = await redis_pool.escalations.list()
     assert escalation.task_id == "poison"
