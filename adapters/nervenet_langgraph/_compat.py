@@ -68,6 +68,7 @@ try:
         CONFIG_KEY_STREAM,
         CONFIG_KEY_TASK_ID,
         CONFIG_KEY_THREAD_ID,
+        INTERRUPT,
         PREVIOUS,
     )
     from langgraph._internal._runnable import (
@@ -127,6 +128,7 @@ __all__ = [
     "CONFIG_KEY_STREAM",
     "CONFIG_KEY_TASK_ID",
     "CONFIG_KEY_THREAD_ID",
+    "INTERRUPT",
     "PREVIOUS",
     "TESTED_LANGGRAPH",
     "BaseCheckpointSaver",

@@ -14,7 +14,7 @@ coordinator). Workers serve the same object: ``nervenet worker app:graph``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -122,6 +122,7 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         config: RunnableConfig | None = None,
         *,
         run_here: bool = True,
+        multitask: str = "enqueue",
         **kwargs: Any,
     ) -> GraphRun:
         """Start a durable run leased to this process; a survivor resumes it if we die.
@@ -129,8 +130,13 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         With ``run_here=False`` the run is queued instead, for the coordinator processes of the
         graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
         one dies. Needs a thread id and a checkpointer shared by all coordinator processes.
+        A thread runs one run at a time, across all processes; ``multitask`` says what a run
+        submitted on a busy thread does: ``enqueue`` (wait for it), ``reject`` (raise
+        ``ThreadBusy``), ``interrupt`` or ``rollback`` (cancel the busy run that way, then run).
         """
-        return await runs.submit(self, input, config, kwargs, run_here=run_here)
+        return await runs.submit(
+            self, input, config, kwargs, run_here=run_here, multitask=multitask
+        )
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """LangGraph's ``ainvoke``; with ``durable=True`` and a thread id, submit + wait."""
@@ -146,6 +152,21 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
             return await run.result()
         # Not through direct_ainvoke: one coroutine frame less per run in flight (~0.5 KiB).
         return await super().ainvoke(input, config, **kwargs)
+
+    def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """LangGraph's ``astream``; the chunks of a durable run's root graph (its ``ainvoke``
+        streams through here) are also stored for :meth:`join`. Other streams pass as they
+        are, without a wrapper."""
+        stream = super().astream(input, config, **kwargs)
+        run_id = runs.joinable_run(config)
+        return stream if run_id is None else runs.published(self, run_id, stream)
+
+    def join(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Any]:
+        """``(event id, chunk)`` of a durable run from any process, until it ends; resume
+        after a disconnect with the last event id seen. See :func:`runs.join`."""
+        return runs.join(self, run_id, last_event_id)
 
     async def direct_ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -254,7 +275,11 @@ def distribute(
             f"are {sorted(n for n in compiled.nodes if n not in _LOCAL_NODES)}"
         )
     distributed = _distributed_copy(compiled, distribution, prefix=name, overrides=overrides)
-    pool.workflows.register(name, lambda run_id, payload: runs.resume(distributed, run_id, payload))
+    pool.workflows.register(
+        name,
+        lambda run_id, payload: runs.resume(distributed, run_id, payload),
+        rollback=lambda run_id, payload: runs.rollback(distributed, run_id, payload),
+    )
     return distributed
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -19,7 +20,13 @@ from langchain_core.runnables import RunnableConfig
 from nervenet import ConfigurationError, RunHandle
 from nervenet.outages import TRANSIENT_ERRORS
 
-from ._compat import CONF, CONFIG_KEY_THREAD_ID
+from ._compat import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_THREAD_ID,
+    INTERRUPT,
+    BaseCheckpointSaver,
+)
 from .wire import pack, unpack
 
 if TYPE_CHECKING:
@@ -52,6 +59,45 @@ class GraphRun:
         raw = await self._handle.result(timeout)
         return unpack(self._graph.nervenet.serde, raw)
 
+    def join(self, last_event_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """The run's stream chunks from any process (see :func:`join`)."""
+        return join(self._graph, self.run_id, last_event_id)
+
+
+async def join(
+    graph: DistributedRuns, run_id: str, last_event_id: str | None = None
+) -> AsyncIterator[tuple[str, Any]]:
+    """``(event id, chunk)`` of a durable run as it runs, from any process, until it ends.
+
+    The chunks are what the run's ``ainvoke`` streams (``("updates", {...})`` and
+    ``("values", {...})``). After a disconnect, pass the last event id seen to resume after it.
+    A run that was taken over repeats the chunks of the step it resumed from. Events are kept
+    ``PoolSettings.join_retention`` seconds after the run ends (10 minutes by default).
+    """
+    serde = graph.nervenet.serde
+    async for event in graph.nervenet.pool.runs.join(run_id, last_event_id):
+        yield event.event_id, unpack(serde, event.data)
+
+
+def joinable_run(config: RunnableConfig | None) -> str | None:
+    """The durable run whose root graph streams with ``config`` (subgraphs' chunks reach the
+    root's stream anyway), or None."""
+    conf = (config or {}).get(CONF, {})
+    run_id = conf.get(RUN_ID_KEY)
+    if run_id is None or conf.get(CONFIG_KEY_CHECKPOINT_NS):
+        return None
+    return str(run_id)
+
+
+async def published(
+    graph: DistributedRuns, run_id: str, stream: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """``stream``, each chunk also stored for joiners (without waiting for Redis)."""
+    runs, serde = graph.nervenet.pool.runs, graph.nervenet.serde
+    async for chunk in stream:
+        runs.publish(run_id, pack(serde, chunk))
+        yield chunk
+
 
 async def submit(
     graph: DistributedRuns,
@@ -60,6 +106,7 @@ async def submit(
     kwargs: dict[str, Any],
     *,
     run_here: bool = True,
+    multitask: str = "enqueue",
 ) -> GraphRun:
     conf = dict((config or {}).get(CONF, {}))
     if not conf.get(CONFIG_KEY_THREAD_ID):
@@ -83,14 +130,37 @@ async def submit(
 
     async def run() -> bytes:
         output = await _ainvoke_resiliently(graph, run_id, input, plain_conf, kwargs)
+        _report_interrupt(graph, run_id, output)
         return pack(distribution.serde, output)
 
     workflows = distribution.pool.workflows
+    thread = str(conf[CONFIG_KEY_THREAD_ID])
     if run_here:
-        handle = await workflows.start(distribution.name, run_id, payload, run)
+        handle = await workflows.start(
+            distribution.name, run_id, payload, run, thread=thread, multitask=multitask
+        )
     else:
-        handle = await workflows.enqueue(distribution.name, run_id, payload)
+        handle = await workflows.enqueue(
+            distribution.name, run_id, payload, thread=thread, multitask=multitask
+        )
     return GraphRun(graph, handle)
+
+
+def _report_interrupt(graph: DistributedRuns, run_id: str, output: Any) -> None:
+    """A run that stopped at an interrupt (waiting for a human) is recorded ``interrupted``."""
+    if isinstance(output, dict) and INTERRUPT in output:
+        graph.nervenet.pool.workflows.report_interrupted(run_id)
+
+
+async def rollback(graph: DistributedRuns, run_id: str, payload: bytes) -> None:
+    """Remove a run cancelled with ``rollback``: its thread's checkpoints (LangGraph Server's
+    ``rollback`` deletes the run and its checkpoints the same way)."""
+    record = unpack(graph.nervenet.serde, payload)
+    thread = record["configurable"].get(CONFIG_KEY_THREAD_ID)
+    checkpointer = graph.checkpointer
+    if thread is not None and isinstance(checkpointer, BaseCheckpointSaver):
+        await checkpointer.adelete_thread(str(thread))
+        log.info("run %s rolled back: checkpoints of thread %s removed", run_id, thread)
 
 
 async def resume(graph: DistributedRuns, run_id: str, payload: bytes) -> bytes:
@@ -101,6 +171,7 @@ async def resume(graph: DistributedRuns, run_id: str, payload: bytes) -> bytes:
     output = await _ainvoke_resiliently(
         graph, run_id, record["input"], conf, kwargs, from_checkpoint=True
     )
+    _report_interrupt(graph, run_id, output)
     return pack(serde, output)
 
 

@@ -21,9 +21,11 @@ from .errors import (
     NoLiveWorker,
     PoolConnectionError,
     RemoteTaskError,
+    RunCancelled,
     TaskEscalated,
     TaskFailure,
     TaskTimeout,
+    ThreadBusy,
     WorkflowFailed,
 )
 from .escalations import Escalation
@@ -31,6 +33,7 @@ from .handlers import Handler, Handlers, HandlerSource, TaskContext
 from .keys import Keys
 from .pool import Pool
 from .registry import WorkerInfo
+from .runs import NodeRun, RunInfo, RunStatus
 from .settings import PoolSettings
 from .status import PoolStatus, QueueStatus
 from .worker import Worker
@@ -50,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "NervenetError",
     "NoLiveWorker",
+    "NodeRun",
     "Pool",
     "PoolConnectionError",
     "PoolSettings",
@@ -58,13 +62,17 @@ __all__ = [
     "RemoteError",
     "RemoteTaskError",
     "Reply",
+    "RunCancelled",
     "RunHandle",
+    "RunInfo",
     "RunRecord",
+    "RunStatus",
     "TaskContext",
     "TaskEnvelope",
     "TaskEscalated",
     "TaskFailure",
     "TaskTimeout",
+    "ThreadBusy",
     "Worker",
     "WorkerInfo",
     "WorkflowFailed",

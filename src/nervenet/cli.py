@@ -22,15 +22,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
+from .metrics import WorkerMetrics
 from .owned_process import LoopChoice, loop_name, tune_collector
 from .owned_process import run as run_on_loop
 from .pool import Pool
+from .runs import RunStatus
 from .settings import PoolSettings
 from .worker import Worker
 from .workflows import RunSource
@@ -49,6 +52,11 @@ escalations_app = typer.Typer(
     help="Inspect and replay the escalation (dead-letter) stream.", no_args_is_help=True
 )
 app.add_typer(escalations_app, name="escalations")
+runs_app = typer.Typer(
+    help="List, inspect and cancel recorded runs (graph runs started with submit).",
+    no_args_is_help=True,
+)
+app.add_typer(runs_app, name="runs")
 console = Console()
 
 RedisOption = Annotated[
@@ -133,6 +141,15 @@ def worker(
             help="Comma-separated queues whose task types this worker runs (default: all).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            show_default=False,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs prometheus-client).",
+        ),
+    ] = None,
     loop: LoopOption = Loop.auto,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
@@ -146,6 +163,8 @@ def worker(
         NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
 
         NERVENET_SIGNING_SECRET=$(cat /run/secrets/nervenet) nervenet worker app:graph
+
+        nervenet worker app:graph --metrics-port 9108      # Prometheus scrapes :9108/metrics
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -164,11 +183,25 @@ def worker(
         )
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(pool, source, concurrency, grace, queues), loop)
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import WorkerMetrics
+
+        try:
+            metrics = WorkerMetrics()
+            metrics.serve(metrics_port)
+        except (NervenetError, OSError) as exc:
+            raise _fail(exc) from None
+    _run(_serve(pool, source, concurrency, grace, queues, metrics), loop)
 
 
 async def _serve(
-    pool: Pool, source: object, concurrency: int, grace: float, queues: str | None
+    pool: Pool,
+    source: object,
+    concurrency: int,
+    grace: float,
+    queues: str | None,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -190,6 +223,9 @@ async def _serve(
         loop.add_signal_handler(sig, on_signal)
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
+        if metrics is not None:
+            worker.metrics = metrics
+            metrics.watch_in_flight(lambda: worker.load)
         tuned = tune_collector()  # everything it serves is built: freeze it
         await worker.start()
         try:  # said once registered: a coordinator can dispatch to it from now on
@@ -292,7 +328,11 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
 
 @app.command()
 def status(redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn") -> None:
-    """Show queues (depth, in flight), live workers, running workflows and escalations.
+    """Show queues (waiting vs in flight), live workers, running workflows and escalations.
+
+    Each queue says whether a live worker serves it; task types with nothing queued and no live
+    worker (their workers are gone) are named on one line instead of listed; dispatches waiting
+    for a worker to register are shown.
 
     Example:
 
@@ -313,24 +353,41 @@ async def _status(url: str, namespace: str) -> None:
         f"[bold]pool[/] {snapshot.target} ({topology})  namespace [bold]{snapshot.namespace}[/]"
     )
     queues = Table(title="queues")
-    for column in ("task type", "depth", "in flight", "oldest in flight"):
-        queues.add_column(column, justify="left" if column == "task type" else "right")
+    for column in ("task type", "waiting", "in flight", "oldest in flight", "workers"):
+        queues.add_column(column, justify="left" if column in ("task type", "workers") else "right")
     for q in snapshot.queues:
         queues.add_row(
-            q.task_type,
-            str(q.depth),
-            str(q.pending),
-            f"{q.oldest_pending_idle_ms / 1000:.1f} s" if q.pending else "-",
+            escape(q.task_type),  # names read from Redis: never rich markup
+            str(q.waiting),
+            str(q.in_flight),
+            f"{q.oldest_in_flight_ms / 1000:.1f} s" if q.in_flight else "-",
+            "live" if q.served else "[bold yellow]none alive[/]",
         )
     console.print(queues)
+    for q in snapshot.queues:
+        if q.waiting_dispatches and not q.served:
+            console.print(
+                f"[bold yellow]waiting:[/] dispatches of {q.waiting_dispatches} coordinator "
+                f"process(es) wait for a worker of {escape(repr(q.task_type))}; start one with "
+                "`nervenet worker app:target`",
+                highlight=False,
+            )
+    if snapshot.idle_task_types:
+        console.print(
+            f"{len(snapshot.idle_task_types)} idle task type(s) without a live worker not shown: "
+            + ", ".join(snapshot.idle_task_types[:10])
+            + (" ..." if len(snapshot.idle_task_types) > 10 else ""),
+            highlight=False,
+            markup=False,
+        )
     workers = Table(title="workers")
     for column in ("worker", "task types", "load", "processed", "age"):
         workers.add_column(column)
     now = time.time()
     for w in snapshot.workers:
         workers.add_row(
-            w.worker_id,
-            ", ".join(w.task_types),
+            escape(w.worker_id),
+            escape(", ".join(w.task_types)),
             f"{w.load}/{w.concurrency}",
             str(w.processed),
             f"{now - w.started_at:.0f} s",
@@ -342,7 +399,7 @@ async def _status(url: str, namespace: str) -> None:
             limits.add_column(column, justify="left" if column == "limit key" else "right")
         for limit in snapshot.limits:
             limits.add_row(
-                limit.key,
+                escape(limit.key),
                 str(limit.in_use),
                 "-" if limit.max_concurrency is None else str(limit.max_concurrency),
                 limit.rate_limit or "-",
@@ -382,7 +439,8 @@ def escalations_list(
             table.add_column(column)
         for e in entries:
             when = datetime.datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(e.entry_id, when, e.task_type, e.task_id, e.reason)
+            row = (e.entry_id, when, e.task_type, e.task_id, e.reason)
+            table.add_row(*(escape(v) for v in row))
         console.print(table)
 
     _run(show())
@@ -392,7 +450,7 @@ def escalations_list(
 def escalations_show(
     entry_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
 ) -> None:
-    """Show every field of one escalation (binary fields abbreviated).
+    """Show every field of one escalation, payloads decoded (JSON, LangGraph's msgpack).
 
     Example:
 
@@ -402,14 +460,11 @@ def escalations_show(
     async def show() -> None:
         async with Pool.from_url(redis, namespace=namespace) as pool:
             e = await pool.escalations.get(entry_id)
-        console.print(f"[bold]{e.entry_id}[/] {e.reason}")
-        for name, value in sorted(e.fields.items()):
-            text = value.decode(errors="replace")
-            console.print(
-                f"  {name}: {text[:500]}{'...' if len(text) > 500 else ''}",
-                markup=False,
-                highlight=False,
-            )
+        console.print(f"{e.entry_id} {e.reason}", markup=False, highlight=False)
+        for name, text in e.readable_fields():
+            if "\n" in text:
+                text = "\n    " + text.replace("\n", "\n    ")
+            console.print(f"  {name}: {text}", markup=False, highlight=False)
 
     _run(show())
 
@@ -422,6 +477,13 @@ def escalations_retry(
     signing_secret: SigningSecretOption = None,
 ) -> None:
     """Put an escalated task back on its stream as a new attempt (signed, if the pool signs).
+
+    The coordinator that escalated the task gave up on it already; the retry runs it once more
+    and caches its result under the same task id (for the pool's result_ttl, a day by default).
+    A durable graph run (with a checkpointer) then continues when resumed, e.g. with
+    graph.ainvoke(None, {"configurable": {"thread_id": ...}}): the failed step is answered
+    from that cached result. Without a checkpointer the run cannot continue: the retry only
+    does the task's work again.
 
     Example:
 
@@ -453,6 +515,236 @@ def escalations_drop(
         console.print("dropped" if dropped else f"no escalation {entry_id}")
 
     _run(drop())
+
+
+def _age(seconds: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``7d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = seconds.strip().lower()
+    scale = units.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise typer.BadParameter(f"{seconds!r} is not an age like 90s, 15m, 2h or 7d") from None
+    if not 0 < value < 10 * 365 * 86400:
+        raise typer.BadParameter(f"{seconds!r} is not an age like 90s, 15m, 2h or 7d")
+    return value
+
+
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@runs_app.command("list")
+def runs_list(
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="pending, running, interrupted, succeeded, failed or cancelled.",
+            show_default=False,
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--graph", help="Only runs of this graph.", show_default=False)
+    ] = None,
+    newer_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs created within this age: 90s, 15m, 2h, 7d.", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List recorded runs, newest first. A running run whose owner is not a live coordinator
+    process is flagged: nobody drives it until one takes it over.
+
+    Examples:
+
+        nervenet runs list --status running
+
+        nervenet runs list --graph support --newer-than 2h --limit 200
+    """
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise _fail(ConfigurationError(f"unknown status {status[:40]!r}; see --help"))
+    age = _age(newer_than) if newer_than is not None else None
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            runs = await pool.runs.list(status=status, kind=kind, newer_than=age, limit=limit)
+            live = await pool.runs.live_owners()
+        table = Table(title=f"runs ({len(runs)} shown)")
+        for column in ("run", "graph", "status", "created", "duration", "owner"):
+            table.add_column(column)
+        for run in runs:
+            owner = run.owner[:8] or "-"
+            if run.status is RunStatus.RUNNING and run.owner not in live:
+                owner += " [bold yellow](not alive)[/]"
+            table.add_row(
+                escape(run.run_id),
+                escape(run.kind),
+                run.status.value,
+                _when(run.created_at),
+                f"{run.duration:.1f} s" if run.started_at else "-",
+                escape(owner[:8]) + owner[8:],
+            )
+        console.print(table)
+
+    _run(show())
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str, redis: RedisOption = DEFAULT_URL, namespace: NamespaceOption = "nn"
+) -> None:
+    """Show one run: status, owner, times, error and its node history (worker, queue wait, run
+    time, attempt, outcome).
+
+    Example:
+
+        nervenet runs show 3f2a9c1e-...
+    """
+
+    async def show() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            run = await pool.runs.get(run_id)
+            live = await pool.runs.live_owners()
+        owner = run.owner or "-"
+        if run.status is RunStatus.RUNNING and run.owner not in live:
+            owner += " (not a live coordinator process: the run waits to be taken over)"
+        lines = [
+            f"run {run.run_id}",
+            f"  graph:    {run.kind}",
+            f"  status:   {run.status.value}",
+            f"  thread:   {run.thread or '-'}",
+            f"  owner:    {owner}",
+            f"  created:  {_when(run.created_at)}",
+            f"  started:  {_when(run.started_at)}",
+            f"  ended:    {_when(run.ended_at)}",
+        ]
+        if run.error:
+            lines.append(f"  error:    {run.error}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+        table = Table(title=f"nodes ({len(run.nodes)} attempts)")
+        for column in ("ended", "node", "attempt", "worker", "queue wait", "ran", "outcome"):
+            table.add_column(column)
+        for node in run.nodes:
+            table.add_row(
+                _when(node.ended_at),
+                escape(node.task_type),
+                str(node.attempt),
+                escape(node.worker),
+                f"{node.queue_wait_ms:.0f} ms",
+                f"{node.run_ms:.0f} ms",
+                escape(node.outcome + (f": {node.error[:200]}" if node.error else "")),
+            )
+        console.print(table)
+
+    _run(show())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str,
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    action: Annotated[
+        str,
+        typer.Option(
+            help="interrupt: stop, keep its checkpoints (resume it on its thread later); "
+            "rollback: stop and remove its checkpoints."
+        ),
+    ] = "interrupt",
+) -> None:
+    """Cancel a run. A queued run is cancelled at once; a running one within a heartbeat of its
+    coordinator process, which withdraws the run's tasks (workers cancel those in flight).
+
+    Examples:
+
+        nervenet runs cancel 3f2a9c1e-...
+
+        nervenet runs cancel 3f2a9c1e-... --action rollback
+    """
+
+    async def cancel() -> None:
+        async with Pool.from_url(redis, namespace=namespace) as pool:
+            outcome = await pool.runs.cancel(run_id, action)
+        if outcome == "cancelled":
+            console.print(f"run {run_id} cancelled ({action})", markup=False, highlight=False)
+        else:
+            console.print(
+                f"run {run_id}: {action} requested; its coordinator process carries it out "
+                "within a heartbeat (or whichever takes the run over, if its own died)",
+                markup=False,
+                highlight=False,
+            )
+
+    _run(cancel())
+
+
+@app.command()
+def dashboard(
+    redis: RedisOption = DEFAULT_URL,
+    namespace: NamespaceOption = "nn",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (default: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8321,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="NERVENET_DASHBOARD_TOKEN",
+            show_default=False,
+            help="Action token (16+ characters) that unlocks retry, drop and cancel; without "
+            "one the dashboard is read-only. Prefer the environment variable.",
+        ),
+    ] = None,
+    sample_every: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between the samples sparklines draw.")
+    ] = 5.0,
+    signing_secret: SigningSecretOption = None,
+) -> None:
+    """Serve the web dashboard: queues, workers, limits, runs, escalations, /metrics.
+
+    Every value is read from Redis, so it can be restarted (or several run) without losing
+    anything. Read-only unless started with an action token, which an operator types once into
+    the page to unlock retry, drop and cancel.
+
+    Examples:
+
+        nervenet dashboard --redis redis://localhost:6379/0     # http://127.0.0.1:8321
+
+        NERVENET_DASHBOARD_TOKEN=$(openssl rand -hex 16) nervenet dashboard --host 0.0.0.0
+    """
+    from .dashboard import INSTALL_HINT, create_app
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise _fail(ConfigurationError(INSTALL_HINT)) from None
+    if token is not None and len(token) < 16:
+        raise _fail(ConfigurationError("the action token must be 16 characters or more"))
+    try:
+        pool = Pool.from_url(redis, namespace=namespace, signing_secret=signing_secret)
+        web = create_app(pool, token=token, sample_every=sample_every)
+    except NervenetError as exc:
+        raise _fail(exc) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        console.print(
+            f"[bold yellow]note:[/] listening on {escape(host)}: anyone who can reach it sees "
+            "task types, run ids and errors (read-only, no token given)"
+        )
+    console.print(
+        f"dashboard on http://{escape(host)}:{port} for {pool.transport.description} "
+        f"({'actions need the token' if token else 'read-only'})"
+    )
+    uvicorn.run(web, host=host, port=port, log_level="warning", lifespan="on")
 
 
 @app.command()

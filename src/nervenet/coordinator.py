@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .cancelling import outlast
 from .envelope import Reply, ReplyKind, TaskEnvelope
 from .errors import (
@@ -113,6 +114,7 @@ class Coordinator:
         if not self.pool.registry.known_served(task_type):
             await self._require_worker(task_type, wait_for_worker, queue)
         fresh = first_run or not task_id
+        recorded = self.workflow_id in self.pool.runs.recorded
         task_id = task_id or uuid.uuid4().hex
         source = payload if callable(payload) else _constant(payload)
         last_error: DispatchError | None = None
@@ -128,6 +130,7 @@ class Coordinator:
                 payload=b"",
                 trace=trace,
                 fresh=fresh,
+                recorded=recorded,
             )
             try:
                 reply = await self._attempt(envelope, source, timeout, on_frame)
@@ -154,6 +157,8 @@ class Coordinator:
         timeout: float | None,
         on_frame: Callable[[bytes], None] | None,
     ) -> Reply:
+        if self.pool.tracer is not None and not envelope.trace:
+            return await self._traced_attempt(envelope, payload, timeout, on_frame)
         inbox = self.pool.inbox
         async with self.pool.in_flight:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
@@ -185,6 +190,33 @@ class Coordinator:
                 raise
             finally:
                 inbox.forget(waiter)
+
+    async def _traced_attempt(
+        self,
+        envelope: TaskEnvelope,
+        payload: PayloadSource,
+        timeout: float | None,
+        on_frame: Callable[[bytes], None] | None,
+    ) -> Reply:
+        """An attempt inside its PRODUCER span, whose context the envelope carries."""
+        span, traceparent = tracing.start_send(
+            self.pool.tracer,
+            envelope.task_type,
+            envelope.task_id,
+            self.workflow_id,
+            envelope.attempt,
+        )
+        try:
+            traced = replace(envelope, trace=traceparent)
+            reply = await self._attempt(traced, payload, timeout, on_frame)
+            if reply.error is not None:
+                tracing.failed(span, f"{reply.error.type_name}: {reply.error.message}")
+            return reply
+        except BaseException as exc:
+            tracing.failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     async def _until_stopped(
         self, envelope: TaskEnvelope, withdrawn: asyncio.Future[list[Any]]
@@ -255,6 +287,12 @@ class Coordinator:
         started = time.monotonic()
         deadline = started + self.pool.settings.worker_wait_timeout
         while time.monotonic() < deadline:
+            with contextlib.suppress(*TRANSIENT_ERRORS):  # only for the status view
+                await registry.note_waiting(
+                    self.pool.process_id,
+                    task_type,
+                    renew_every=self.pool.settings.heartbeat_interval,
+                )
             await asyncio.sleep(self.pool.settings.heartbeat_interval / 2)
             # The cached read: hundreds of waiting dispatches share one registry read a second
             # (each forcing its own, behind one lock, made each check rarely). A registration

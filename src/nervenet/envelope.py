@@ -52,6 +52,9 @@ class TaskEnvelope:
     dispatch, or its caller knows the step never ran before (``first_run``). When a worker reads
     attempt 1 for the first time, it skips the cache lookup. Deterministic ids of a step that a
     resumed run dispatches again are never fresh."""
+    recorded: bool = False
+    """The run keeps a record (:mod:`nervenet.runs`): the worker adds this task's attempt to
+    its node history, in the pipeline that settles it."""
 
     def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
         fields = {
@@ -67,6 +70,8 @@ class TaskEnvelope:
         }
         if self.fresh:
             fields[b"fresh"] = b"1"
+        if self.recorded:
+            fields[b"rec"] = b"1"
         if signer is not None:
             fields[b"sig"] = signer.sign(fields)
         return fields
@@ -102,6 +107,7 @@ class TaskEnvelope:
             payload=payload,
             trace=_text(fields, b"trace", MAX_TRACE_LENGTH, allow_empty=True),
             fresh=fields.get(b"fresh") == b"1",  # anything else: look the cache up, to be safe
+            recorded=fields.get(b"rec") == b"1",
         )
 
 

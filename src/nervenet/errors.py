@@ -12,6 +12,8 @@
     │   ├── RemoteTaskError       the handler raised; carries its type name, message, traceback
     │   └── TaskEscalated         retries exhausted; the task is on the escalation stream
     ├── LeaseLost                 another coordinator process took over this workflow run
+    ├── RunCancelled              the run was cancelled (``nervenet runs cancel``)
+    ├── ThreadBusy                a run on a busy thread with the ``reject`` multitask strategy
     └── WorkflowFailed            a durable run ended with an error
 
     TaskFailure                   raised *by* a handler (an adapter's) to describe its failure
@@ -122,6 +124,15 @@ class TaskEscalated(DispatchError):
 
 class LeaseLost(NervenetError):
     """This process no longer owns the workflow run; another coordinator resumed it."""
+
+
+class RunCancelled(NervenetError):
+    """The run was cancelled: with ``interrupt`` its checkpoints are kept (resume it on its
+    thread), with ``rollback`` they were removed."""
+
+
+class ThreadBusy(NervenetError):
+    """A run was submitted with ``multitask="reject"`` on a thread another run holds."""
 
 
 class WorkflowFailed(NervenetError):

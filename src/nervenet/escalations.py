@@ -3,10 +3,23 @@
 An entry holds the reason, the task's own fields when they could be read, and the raw fields when
 they could not (a garbage entry is kept as it was, up to a size cap, so it can be inspected).
 ``retry`` puts a task back on its stream with a fresh attempt; ``drop`` deletes the entry.
+
+What a retry achieves for the run the task belonged to: the coordinator that escalated it has
+already given up (its dispatch raised :class:`~nervenet.errors.TaskEscalated`, and its run failed
+unless it caught that). The retried task runs once more on a worker, which caches its result
+under the same task id for ``result_ttl`` (a day by default); nobody is waiting for the reply.
+
+* With a checkpointer (a durable graph run, ``RedisSaver``): resume the run, e.g.
+  ``graph.ainvoke(None, {"configurable": {"thread_id": ...}})``. LangGraph re-runs the failed
+  step, whose task id is the same, so the worker answers it from the cached result (a retry that
+  has not finished yet is simply dispatched again).
+* Without a checkpointer the run's state is gone: the retry only does the task's work (its side
+  effects happen) and its result is cached for a dispatch of the same task id, if one comes.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +27,22 @@ from typing import Any
 from .envelope import Signer, TaskEnvelope
 from .errors import ConfigurationError
 from .keys import Keys
+from .payloads import describe_payload
 from .transport import Transport
 
 RAW_FIELD_CAP = 4_096
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def check_entry_id(entry_id: str) -> str:
+    """``entry_id`` if it is a stream entry id (``1764050000000-0``), else a clear error (Redis
+    would answer garbage with an opaque "Invalid stream ID")."""
+    if not _ENTRY_ID.fullmatch(entry_id):
+        raise ConfigurationError(
+            f"{entry_id[:80]!r} is not an escalation id (they look like 1764050000000-0); "
+            "list them with `nervenet escalations list`"
+        )
+    return entry_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +67,18 @@ class Escalation:
     """The last error's text, if any."""
     fields: dict[str, bytes]
     """All stored fields, for ``show``."""
+
+    def readable_fields(self) -> list[tuple[str, str]]:
+        """Every field as text, sorted by name: payloads decoded for people (see
+        :func:`~nervenet.payloads.describe_payload`), other values as UTF-8."""
+        shown = []
+        for name, value in sorted(self.fields.items()):
+            if name.endswith("payload") or name.startswith("raw."):
+                text = describe_payload(value)
+            else:
+                text = value.decode(errors="replace")
+            shown.append((name, text))
+        return shown
 
 
 def escalation_fields(
@@ -100,6 +138,7 @@ class Escalations:
         return [parse_escalation(i, f) for i, f in entries]
 
     async def get(self, entry_id: str) -> Escalation:
+        check_entry_id(entry_id)
         entries: Any = await self._transport.redis.xrange(
             self._keys.escalations, entry_id, entry_id
         )
@@ -112,8 +151,8 @@ class Escalations:
     async def retry(self, entry_id: str) -> str:
         """Put the escalated task back on its stream as a new attempt; return the new entry id.
 
-        Its result lands in the result cache under the same task id, so a resumed workflow or a
-        waiting coordinator picks it up.
+        Its result lands in the result cache under the same task id, so a resumed run picks it
+        up (see the module docstring for what that means with and without a checkpointer).
         """
         escalation = await self.get(entry_id)
         task_fields = {
@@ -141,4 +180,5 @@ class Escalations:
         return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
 
     async def drop(self, entry_id: str) -> bool:
+        check_entry_id(entry_id)
         return bool(await self._transport.redis.xdel(self._keys.escalations, entry_id))

@@ -188,6 +188,13 @@ class Keys:
         """Sorted set of live worker ids scored by heartbeat expiry (ms): ``nn:{workers}``."""
         return f"{self.namespace}:{{workers}}"
 
+    @property
+    def worker_waits(self) -> str:
+        """Sorted set of ``"<process id> <task type>"``: a process has dispatches waiting for a
+        worker of that type to register, scored by when that stops being true unless renewed
+        (ms): ``nn:{workers}:waits``."""
+        return f"{self.workers}:waits"
+
     def worker(self, worker_id: str) -> str:
         """Hash describing one worker (task types, concurrency, load): ``nn:worker:{w-1a2b}``."""
         return f"{self.namespace}:worker:{{{worker_id}}}"
@@ -229,10 +236,49 @@ class Keys:
         return f"{self.workflows}:coordinators"
 
     @property
+    def workflows_cancel(self) -> str:
+        """Hash: run id -> cancel action (``interrupt``/``rollback``) its owner is asked to
+        carry out at its next lease renewal: ``nn:{workflows}:cancel``."""
+        return f"{self.workflows}:cancel"
+
+    @property
+    def busy_threads(self) -> str:
+        """Hash: thread id -> the run that holds it (one run at a time per thread, see
+        multitask.py): ``nn:{workflows}:threads``."""
+        return f"{self.workflows}:threads"
+
+    @property
     def workflows_done(self) -> str:
         """Stream with one entry per finished run, read by waiters in other processes:
         ``nn:{workflows}:done``."""
         return f"{self.workflows}:done"
+
+    # --- run records (see runs.py) -----------------------------------------------------------
+    def run(self, run_id: str) -> str:
+        """Hash of one run's record (status, kind, owner, times, error): ``nn:run:{run-1}``."""
+        return f"{self.namespace}:run:{{{run_id}}}"
+
+    def run_nodes(self, run_id: str) -> str:
+        """Stream of one run's node (task) history, one entry per attempt a worker settled;
+        beside :meth:`run` in its slot: ``nn:run:{run-1}:nodes``."""
+        return f"{self.run(run_id)}:nodes"
+
+    def run_events(self, run_id: str) -> str:
+        """Stream of one run's output events (stream chunks), for joining it from any process;
+        beside :meth:`run` in its slot: ``nn:run:{run-1}:events``."""
+        return f"{self.run(run_id)}:events"
+
+    @property
+    def runs(self) -> str:
+        """Sorted set of recorded run ids scored by creation time (ms), newest kept, for
+        listing: ``nn:{runs}``."""
+        return f"{self.namespace}:{{runs}}"
+
+    @property
+    def dashboard_samples(self) -> str:
+        """Stream of queue samples the dashboard takes (waiting, in flight, delivered per task
+        type), capped, so that its sparklines survive a restart: ``nn:{dashboard}:samples``."""
+        return f"{self.namespace}:{{dashboard}}:samples"
 
     # --- checkpoints (all keys of a thread share the thread's hash tag) ------------------------
     def checkpoint_prefix(self, thread_id: str) -> str:

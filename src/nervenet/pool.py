@@ -26,8 +26,10 @@ from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
+from .runs import Runs
 from .settings import PoolSettings
 from .tasks import cancel_and_wait
+from .tracing import tracer_if_enabled
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
 from .workflows import Workflows
 
@@ -91,6 +93,11 @@ class Pool:
         self.workflows = Workflows(self)
         self.limits = Limits(self)
         """Concurrency caps and rates shared by every process: ``await pool.limits.set(...)``."""
+        self.runs = Runs(self)
+        """Run records: ``await pool.runs.list(status="running")``, ``pool.runs.get(run_id)``."""
+        self.tracer: Any | None = None
+        """OpenTelemetry tracer if the app configured a provider before the pool started (see
+        :mod:`nervenet.tracing`); None: no spans at all."""
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -174,6 +181,7 @@ class Pool:
 
     async def _start(self) -> None:
         self._closing = False
+        self.tracer = tracer_if_enabled()
         self.portal.adopt_running_loop()
         await self.transport.check()
         self.keys.partitions = await self._agree_partitions()

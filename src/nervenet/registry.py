@@ -39,6 +39,8 @@ class WorkerInfo:
     """Host name and pid, to find the process."""
     processed: int
     """Tasks finished since start."""
+    heartbeat_at: float = 0.0
+    """Epoch seconds of its last heartbeat (0 from workers older than this field)."""
 
 
 class Registry:
@@ -57,6 +59,7 @@ class Registry:
         self._served_at = -1e9
         self._refreshing: asyncio.Lock | None = None
         self._background: asyncio.Task[None] | None = None
+        self._waits_noted: dict[str, float] = {}
 
     async def register(self, info: WorkerInfo, ttl: float) -> None:
         """Publish or renew a worker's registration for ``ttl`` seconds."""
@@ -69,6 +72,7 @@ class Registry:
                 "started_at": info.started_at,
                 "host": info.host,
                 "processed": info.processed,
+                "beat": time.time(),
             }
         )
         async with self._transport.redis.pipeline(transaction=False) as pipe:
@@ -106,6 +110,7 @@ class Registry:
                     started_at=float(data["started_at"]),
                     host=str(data["host"]),
                     processed=int(data.get("processed", 0)),
+                    heartbeat_at=float(data.get("beat", 0.0)),
                 )
             )
         now = time.monotonic()
@@ -148,6 +153,29 @@ class Registry:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
+
+    async def note_waiting(self, process_id: str, task_type: str, *, renew_every: float) -> None:
+        """Say that this process has dispatches waiting for a worker of ``task_type``, so
+        ``nervenet status`` shows it; the mark lapses ``3 * renew_every`` seconds after the last
+        call. At most one write per ``renew_every`` per task type, however many wait."""
+        now = time.monotonic()
+        if now - self._waits_noted.get(task_type, -1e9) < renew_every:
+            return
+        self._waits_noted[task_type] = now
+        expires_ms = int((time.time() + 3 * renew_every) * 1000)
+        await self._transport.redis.zadd(
+            self._keys.worker_waits, {f"{process_id} {task_type}": expires_ms}
+        )
+
+    async def waiting_dispatches(self) -> dict[str, int]:
+        """Task type -> processes whose dispatches wait for a worker of it (lapsed marks pruned)."""
+        redis = self._transport.redis
+        await redis.zremrangebyscore(self._keys.worker_waits, "-inf", int(time.time() * 1000))
+        counts: dict[str, int] = {}
+        for member in await redis.zrange(self._keys.worker_waits, 0, -1):
+            _, _, task_type = as_text(member).partition(" ")
+            counts[task_type] = counts.get(task_type, 0) + 1
+        return counts
 
     def served_recently(self, task_type: str, within: float) -> bool:
         """A worker served ``task_type`` less than ``within`` seconds ago.

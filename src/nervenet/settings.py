@@ -59,6 +59,24 @@ class PoolSettings:
     cluster a worker reads each partition with its own blocking read: give workers a
     concurrency of at least this many."""
 
+    record_runs: bool = True
+    """Keep run records and node histories (:mod:`nervenet.runs`); False writes none (for a
+    coordinator process that wants no per-run bookkeeping)."""
+    run_retention: float = 7 * 24 * 3600.0
+    """Seconds a run record and its node history are kept after the run's last change (see
+    :mod:`nervenet.runs`)."""
+    runs_kept: int = 100_000
+    """Most run records listed (``nervenet runs list``, the dashboard): the oldest fall off
+    the list at once, their records expire after :attr:`run_retention`."""
+    join_retention: float = 600.0
+    """Seconds a run's output events stay joinable after it ends (:meth:`nervenet.runs.Runs.join`;
+    LangGraph Server keeps resumable streams 2 minutes by default)."""
+    run_events_kept: int = 10_000
+    """Most output events kept per run (the oldest are trimmed; a join resuming from before
+    them is refused)."""
+    run_nodes_kept: int = 1_000
+    """Most node attempts kept in one run's history (the oldest are trimmed)."""
+
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0:
             raise ConfigurationError("heartbeat_interval must be positive")

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from . import tracing
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
     CancelRequest,
@@ -62,6 +63,7 @@ from .outages import TRANSIENT_ERRORS, backoff
 from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .routing import TaskOptions, options_of, parse_queues
+from .runs import node_fields
 from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads, runs_in_a_thread
 from .transport import as_bytes
@@ -69,6 +71,7 @@ from .transport import as_bytes
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
+    from .metrics import WorkerMetrics
     from .pool import Pool
 
 log = logging.getLogger("nervenet.worker")
@@ -95,6 +98,10 @@ class _InFlight:
     """Its coordinator cancelled it: acknowledge it, send no reply, cache no result."""
     permit: tuple[str, str] | None = None
     """(limit key, permit) it runs under, given back when it is released."""
+    read_at: float = 0.0
+    """Epoch seconds it was read, for its run's node history (recorded runs only)."""
+    ran_ms: float = 0.0
+    """Milliseconds in the handler, for the same."""
 
 
 class Worker:
@@ -174,6 +181,8 @@ class Worker:
         self._beats: list[asyncio.Future[None]] = []
         self._threads_reserved = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late heartbeat
+        self.metrics: WorkerMetrics | None = None
+        """Prometheus metrics, if the worker was asked for them (``--metrics-port``)."""
 
     @classmethod
     def for_target(
@@ -355,6 +364,8 @@ class Worker:
             except EnvelopeError as exc:
                 await self._dead_letter(flight, exc.reason, route=self._route_of_invalid(fields))
                 continue
+            if envelope.recorded or self.metrics is not None:
+                flight.read_at = time.time()
             if envelope.deadline and envelope.deadline < time.time():
                 log.info("task %s expired before it started; dropped", envelope.task_id)
                 await self._settle(flight)
@@ -436,8 +447,12 @@ class Worker:
             await self._drop_cancelled(flight, envelope)
             return
         flight.in_handler = True
+        started = time.monotonic()
         try:
-            reply = await self._call_handler(envelope)
+            if self.pool.tracer is not None and envelope.trace:
+                reply = await self._traced_call(envelope)
+            else:
+                reply = await self._call_handler(envelope)
         except asyncio.CancelledError:
             if not flight.cancelled:
                 raise  # the worker is stopping: _hand_back_unfinished puts the entry back
@@ -445,11 +460,27 @@ class Worker:
         finally:
             flight.in_handler = False
             flight.handled = True
+            flight.ran_ms = (time.monotonic() - started) * 1000
         if reply is None or flight.cancelled:  # also if the handler swallowed the cancellation
             await self._drop_cancelled(flight, envelope)
             return
         self.processed += 1
         await self._finish(flight, envelope, reply, cache=reply.kind is ReplyKind.RESULT)
+
+    async def _traced_call(self, envelope: TaskEnvelope) -> Reply:
+        """The handler inside its CONSUMER span, child of the dispatch's (see tracing.py)."""
+        with tracing.processing(
+            self.pool.tracer,
+            envelope.trace,
+            envelope.task_type,
+            envelope.task_id,
+            envelope.workflow_id,
+            envelope.attempt,
+        ) as span:
+            reply = await self._call_handler(envelope)
+            if reply.error is not None:
+                tracing.failed(span, f"{reply.error.type_name}: {reply.error.message}")
+            return reply
 
     async def _call_handler(self, envelope: TaskEnvelope) -> Reply:
         handler = self.handlers[envelope.task_type]
@@ -509,9 +540,46 @@ class Worker:
                 pipe.set(keys.result(envelope.task_id), cached, ex=int(settings.result_ttl))
             self._add_reply(pipe, envelope.reply_to, reply)
             _ack(pipe, flight)
+            if envelope.recorded:
+                self._add_node_history(pipe, flight, envelope, reply, cached=not cache)
 
+        if self.metrics is not None:  # before the reply can reach anyone who reads them
+            self._count(flight, envelope, reply, cached=not cache)
         await self._write_until_done(commands)
         self._release(flight)
+
+    def _count(self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool) -> None:
+        outcome = _outcome(reply, cached)
+        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
+        assert self.metrics is not None
+        self.metrics.settled(
+            envelope.task_type,
+            outcome,
+            envelope.attempt,
+            flight.read_at - entry_ms / 1000,
+            flight.ran_ms / 1000,
+        )
+
+    def _add_node_history(
+        self, pipe: Pipeline, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool
+    ) -> None:
+        """The attempt's entry in its run's history, in the settle pipeline (no round trip of
+        its own); capped and expiring with the run record (see :mod:`nervenet.runs`)."""
+        outcome = _outcome(reply, cached)
+        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
+        fields = node_fields(
+            task_type=envelope.task_type,
+            task_id=envelope.task_id,
+            attempt=envelope.attempt,
+            worker=self.worker_id,
+            outcome=outcome,
+            queue_wait_ms=flight.read_at * 1000 - entry_ms,
+            run_ms=0.0 if outcome == "cached" else flight.ran_ms,
+            error=reply.error.message if reply.error is not None else "",
+        )
+        settings, history = self.pool.settings, self.pool.keys.run_nodes(envelope.workflow_id)
+        pipe.xadd(history, fields, maxlen=settings.run_nodes_kept, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(history, int(settings.run_retention))
 
     def _add_reply(self, pipe: Pipeline, reply_to: str, reply: Reply) -> None:
         pipe.xadd(
@@ -622,6 +690,8 @@ class Worker:
     ) -> None:
         """Move an entry to the escalation stream; tell its coordinator if it can be told."""
         self.dead_lettered += 1
+        if self.metrics is not None:
+            self.metrics.escalated.inc()
         log.warning("dead-lettered entry %s on %s: %s", flight.entry_id, flight.stream, reason)
         fields = escalation_fields(
             reason, source=flight.stream, envelope=envelope, raw=None if envelope else flight.fields
@@ -894,6 +964,14 @@ def _log_lost_frame(sent: asyncio.Future[Any]) -> None:
 
 def _unseen(envelope: TaskEnvelope) -> bool:
     return envelope.fresh and envelope.attempt == 1
+
+
+def _outcome(reply: Reply, cached: bool) -> str:
+    if reply.kind is ReplyKind.ERROR:
+        return "error"
+    if reply.kind is ReplyKind.CANCELLED:
+        return "cancelled"
+    return "cached" if cached else "ok"
 
 
 def _ack(pipe: Pipeline, flight: _InFlight) -> None:

@@ -41,12 +41,17 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from redis.exceptions import WatchError
 
-from .errors import LeaseLost, WorkflowFailed
+from . import tracing
+from .errors import ConfigurationError, LeaseLost, RunCancelled, WorkflowFailed
+from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
+from .runs import RunStatus
 from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
     from .pool import Pool
 
 log = logging.getLogger("nervenet.workflows")
@@ -54,6 +59,12 @@ log = logging.getLogger("nervenet.workflows")
 RunFunction = Callable[[], Awaitable[bytes]]
 ResumeFunction = Callable[[str, bytes], Awaitable[bytes]]
 """``resume(run_id, input)`` continues a run another process started; returns result bytes."""
+RollbackFunction = Callable[[str, bytes], Awaitable[None]]
+"""``rollback(run_id, input)`` removes what a cancelled run left (its checkpoints)."""
+
+#: What cancelling a run does: ``interrupt`` stops it and keeps its checkpoints (it can be
+#: resumed on its thread), ``rollback`` stops it and removes them.
+CANCEL_ACTIONS = ("interrupt", "rollback")
 
 MAX_CLAIMS_PER_SCAN = 500
 #: Queued runs one scan claims: small, so that the coordinator processes of an app share them
@@ -62,6 +73,12 @@ QUEUED_PER_SCAN = 50
 TAKEOVER_SCANS_PER_BEAT = 4
 CLAIM_ATTEMPTS = 3
 DONE_STREAM_MAXLEN = 100_000
+_RUN_STATUS = {
+    "done": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "interrupted": RunStatus.INTERRUPTED,
+    "cancelled": RunStatus.CANCELLED,
+}
 
 
 @runtime_checkable
@@ -82,7 +99,8 @@ class RunRecord:
     kind: str
     """Which registered graph or crew can resume it."""
     status: str
-    """``queued`` (waiting for a coordinator process), ``running``, ``done`` or ``failed``."""
+    """``queued`` (waiting for a coordinator process), ``running``, ``done``, ``failed``,
+    ``interrupted`` or ``cancelled`` (see :meth:`Workflows.cancel`)."""
     result: bytes
     """Result bytes when done."""
     error: str
@@ -110,6 +128,11 @@ class Workflows:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._kinds: dict[str, ResumeFunction] = {}
+        self._rollbacks: dict[str, RollbackFunction] = {}
+        self._cancelling: dict[str, str] = {}  # run id -> action being carried out here
+        self._interrupted: set[str] = set()
+        self._threads: dict[str, str] = {}  # run id -> thread, for runs that hold one
+        self._gate = ThreadGate(pool, self)
         self._owned: dict[str, asyncio.Task[bytes]] = {}
         self._last_renewal = time.monotonic()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -123,9 +146,14 @@ class Workflows:
         self.queued_taken = 0
         pool.add_heartbeat_hook(self._heartbeat)
 
-    def register(self, kind: str, resume: ResumeFunction) -> None:
-        """This process can resume runs of ``kind`` that a dead process left behind."""
+    def register(
+        self, kind: str, resume: ResumeFunction, rollback: RollbackFunction | None = None
+    ) -> None:
+        """This process can resume runs of ``kind`` that a dead process left behind, and
+        (with ``rollback``) remove what a run cancelled with ``rollback`` left."""
         self._kinds[kind] = resume
+        if rollback is not None:
+            self._rollbacks[kind] = rollback
 
     def take_queued_runs(self) -> None:
         """Also run queued runs (:meth:`enqueue`) of the registered kinds: what a coordinator
@@ -138,9 +166,23 @@ class Workflows:
         return sorted(self._kinds)
 
     # --- starting and owning ------------------------------------------------------------------
-    async def start(self, kind: str, run_id: str, payload: bytes, run: RunFunction) -> RunHandle:
-        """Record a run, lease it to this process and run ``run()`` here."""
+    async def start(
+        self,
+        kind: str,
+        run_id: str,
+        payload: bytes,
+        run: RunFunction,
+        *,
+        thread: str = "",
+        multitask: str = "enqueue",
+    ) -> RunHandle:
+        """Record a run, lease it to this process and run ``run()`` here.
+
+        With a ``thread``, the run holds it while it runs: a thread runs one run at a time, and
+        ``multitask`` says what to do when it is busy (see :mod:`nervenet.multitask`)."""
         await self._pool.ensure_started()
+        if thread:
+            await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys, redis = self._pool.keys, self._pool.transport.redis
         expires = self._expiry_ms()
         async with redis.pipeline(transaction=False) as pipe:
@@ -151,20 +193,33 @@ class Workflows:
                     "input": payload,
                     "status": "running",
                     "started": time.time(),
+                    "thread": thread,
                 },
             )
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
             pipe.hset(keys.workflow_kinds, run_id, kind)
+            self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
             await pipe.execute()
-        self._run_here(run_id, run)
+        self._run_here(run_id, run, thread, kind)
         return RunHandle(self, run_id)
 
-    async def enqueue(self, kind: str, run_id: str, payload: bytes) -> RunHandle:
+    async def enqueue(
+        self,
+        kind: str,
+        run_id: str,
+        payload: bytes,
+        *,
+        thread: str = "",
+        multitask: str = "enqueue",
+    ) -> RunHandle:
         """Record a run for any coordinator process that takes queued runs; run nothing here.
 
-        ``payload`` is what the kind's resume function gets, as after a takeover."""
+        ``payload`` is what the kind's resume function gets, as after a takeover. ``thread`` and
+        ``multitask`` as for :meth:`start`."""
         await self._pool.ensure_started()
+        if thread:
+            await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys = self._pool.keys
         async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
@@ -174,12 +229,21 @@ class Workflows:
                     "input": payload,
                     "status": "queued",
                     "started": time.time(),
+                    "thread": thread,
                 },
             )
             pipe.hset(keys.workflow_kinds, run_id, kind)
             pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
+            self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.PENDING, thread=thread)
             await pipe.execute()
         return RunHandle(self, run_id)
+
+    def report_interrupted(self, run_id: str) -> None:
+        """The run's function is about to return because the run stopped to wait for input
+        (a LangGraph interrupt): its record says ``interrupted`` instead of ``succeeded``; its
+        result is returned all the same."""
+        if run_id in self._owned:
+            self._interrupted.add(run_id)
 
     def owns(self, run_id: str) -> bool:
         """Whether this process still holds the run's lease, judged locally (no round trip)."""
@@ -194,17 +258,33 @@ class Workflows:
                 "from Redis); another coordinator resumes the run"
             )
 
-    def _run_here(self, run_id: str, run: RunFunction) -> None:
-        task = asyncio.ensure_future(self._run_and_record(run_id, run))
+    def _run_here(self, run_id: str, run: RunFunction, thread: str = "", kind: str = "") -> None:
+        if thread:
+            self._threads[run_id] = thread
+        task = asyncio.ensure_future(self._run_and_record(run_id, run, kind))
         # The handle re-raises the run's error; unawaited runs must not log "never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._owned[run_id] = task
 
-    async def _run_and_record(self, run_id: str, run: RunFunction) -> bytes:
+    async def _run_and_record(self, run_id: str, run: RunFunction, kind: str = "") -> bytes:
         try:
-            result = await run()
+            thread = self._threads.get(run_id)
+            if thread is not None:
+                await self._hold_thread(run_id, thread)
+            if self._pool.tracer is None:
+                result = await run()
+            else:
+                with tracing.running_workflow(self._pool.tracer, kind, run_id):
+                    result = await run()
         except asyncio.CancelledError:
-            raise
+            action = self._cancelling.pop(run_id, None)
+            if action is None or not self.owns(run_id):
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # the cancel was ours, to stop the run; record how it ended
+            await self._end_cancelled(run_id, action)
+            raise RunCancelled(f"run {run_id!r} was cancelled ({action})") from None
         except LeaseLost:
             raise
         except BaseException as exc:
@@ -214,14 +294,44 @@ class Workflows:
         else:
             if not self.owns(run_id):
                 raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
-            await self._finish(run_id, status="done", result=result)
+            interrupted = run_id in self._interrupted
+            await self._finish(
+                run_id,
+                status="done",
+                result=result,
+                run_status=RunStatus.INTERRUPTED if interrupted else None,
+            )
             return result
         finally:
             self._owned.pop(run_id, None)
+            self._pool.runs.recorded.discard(run_id)  # moved or ended: its dispatches stop here
+            self._interrupted.discard(run_id)
+            self._threads.pop(run_id, None)
+
+    async def _hold_thread(self, run_id: str, thread: str) -> None:
+        """Wait until the run holds its thread (``pending`` meanwhile, in its record)."""
+        keys, redis = self._pool.keys, self._pool.transport.redis
+
+        async def pending() -> None:  # rather than two "running" runs on one thread
+            if self._pool.settings.record_runs:
+                await redis.hset(keys.run(run_id), "status", RunStatus.PENDING.value)
+
+        if await self._gate.acquire(run_id, thread, pending):
+            async with redis.pipeline(transaction=False) as pipe:
+                self._pool.runs.add_owner(pipe, run_id)
+                await pipe.execute()
 
     async def _finish(
-        self, run_id: str, *, status: str, result: bytes = b"", error: str = ""
+        self,
+        run_id: str,
+        *,
+        status: str,
+        result: bytes = b"",
+        error: str = "",
+        run_status: RunStatus | None = None,
     ) -> None:
+        """Record how the run ended (``done``, ``failed``, ``interrupted``, ``cancelled``),
+        release it, announce it."""
         keys, redis = self._pool.keys, self._pool.transport.redis
         ttl = int(self._pool.settings.result_ttl)
         # The run's own keys first: a crash between the two steps leaves a finished record that
@@ -231,19 +341,29 @@ class Workflows:
                 keys.workflow(run_id), mapping={"status": status, "result": result, "error": error}
             )
             pipe.expire(keys.workflow(run_id), ttl)
-            await pipe.execute()
+            pipe.hget(keys.workflow(run_id), "thread")
+            *_, thread = await pipe.execute()
+        if thread:  # after the status: a waiter that sees the end finds the record ended too
+            await self._gate.release(run_id, as_text(thread))
         # Stop renewing before unleasing: a renewal that read the owners after the unlease would
         # take the run for one lost to another process and cancel it here, cutting off the
         # announcement below. Unrenewed meanwhile is safe: the record already says it ended, so
         # a claimer of the expired lease only unleases it.
         self._owned.pop(run_id, None)
         await self._unlease(run_id)
-        await redis.xadd(
-            keys.workflows_done,
-            {"run": run_id, "status": status},
-            maxlen=DONE_STREAM_MAXLEN,
-            approximate=True,
-        )
+        ended = run_status or _RUN_STATUS[status]
+
+        def announce(pipe: Pipeline) -> None:
+            pipe.xadd(
+                keys.workflows_done,
+                {"run": run_id, "status": status},
+                maxlen=DONE_STREAM_MAXLEN,
+                approximate=True,
+            )
+            self._pool.runs.add_end(pipe, run_id, ended, error)
+
+        # Through the batcher: after the run's output events it queued (joiners stop at the end).
+        await self._pool.batcher.run(announce)
         self._pool.transport.notify_written()
 
     async def _unlease(self, run_id: str) -> None:
@@ -252,7 +372,79 @@ class Workflows:
             pipe.zrem(keys.workflows, run_id)
             pipe.hdel(keys.workflow_owners, run_id)
             pipe.hdel(keys.workflow_kinds, run_id)
+            pipe.hdel(keys.workflows_cancel, run_id)
             await pipe.execute()
+
+    # --- cancelling -----------------------------------------------------------------------------
+    async def cancel(self, run_id: str, action: str = "interrupt") -> str:
+        """Cancel a run from any process; returns what happened.
+
+        ``interrupt`` stops it and keeps its checkpoints (a graph run can be resumed on its
+        thread), ``rollback`` stops it and has its kind remove its checkpoints. A queued run is
+        cancelled at once (``"cancelled"``). A running one is asked to stop: its owner sees the
+        request at its next lease renewal (within a heartbeat), cancels the run's dispatches
+        (workers cancel the handlers in flight) and records it ``interrupted`` or ``cancelled``
+        (``"requested"``). A run whose owner died is cancelled by the coordinator process that
+        takes it over, instead of resumed (``"requested"`` too). A finished run is refused.
+        """
+        if action not in CANCEL_ACTIONS:
+            raise ConfigurationError(
+                f"cancel action {action[:40]!r} is not one of {', '.join(CANCEL_ACTIONS)}"
+            )
+        await self._pool.ensure_started()
+        run = await self._pool.runs.get(run_id, nodes=False)
+        if run.status.finished or run.status is RunStatus.INTERRUPTED:
+            raise ConfigurationError(
+                f"run {run_id!r} already ended ({run.status.value}); nothing to cancel"
+            )
+        if await self._cancel_queued(run_id, action):
+            return "cancelled"
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        await redis.hset(keys.workflows_cancel, run_id, action)
+        record = await self.record(run_id)
+        if record is None or record.status not in ("running", "queued"):
+            # It ended meanwhile: its unlease may have run before our request landed.
+            await redis.hdel(keys.workflows_cancel, run_id)
+            raise ConfigurationError(f"run {run_id!r} already ended; nothing to cancel")
+        task = self._owned.get(run_id)
+        if task is not None and run_id not in self._cancelling:
+            self._cancelling[run_id] = action
+            task.cancel()
+        return "requested"
+
+    async def _cancel_queued(self, run_id: str, action: str) -> bool:
+        """Take a run off the queue before any coordinator process claims it."""
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        async with redis.pipeline(transaction=True) as pipe:
+            for _ in range(CLAIM_ATTEMPTS):
+                try:
+                    await pipe.watch(keys.workflows_queued)
+                    if await pipe.zscore(keys.workflows_queued, run_id) is None:
+                        return False
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.zrem(keys.workflows_queued, run_id)
+                    pipe.hdel(keys.workflow_kinds, run_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    await asyncio.sleep(0.01)
+            else:
+                return False
+        status = "interrupted" if action == "interrupt" else "cancelled"
+        await self._finish(run_id, status=status, error=f"cancelled ({action}) while queued")
+        return True
+
+    async def _end_cancelled(self, run_id: str, action: str) -> None:
+        """Carry out a cancel request for a run this process owns (its task has stopped)."""
+        keys, redis = self._pool.keys, self._pool.transport.redis
+        if action == "rollback":
+            kind = as_text(await redis.hget(keys.workflow(run_id), "kind") or b"")
+            rollback = self._rollbacks.get(kind)
+            if rollback is not None:
+                payload = await redis.hget(keys.workflow(run_id), "input")
+                await rollback(run_id, as_bytes(payload or b""))
+        status = "interrupted" if action == "interrupt" else "cancelled"
+        await self._finish(run_id, status=status, error=f"cancelled ({action})")
 
     # --- waiting ----------------------------------------------------------------------------
     async def wait(self, run_id: str) -> bytes:
@@ -278,6 +470,8 @@ class Workflows:
                     return record.result
                 if record.status == "failed":
                     raise WorkflowFailed(f"run {run_id!r} failed: {record.error}")
+                if record.status in ("interrupted", "cancelled"):
+                    raise RunCancelled(f"run {run_id!r} was {record.status}: {record.error}")
                 # Running elsewhere; a heartbeat may also hand it to us: check again then.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -357,7 +551,7 @@ class Workflows:
         except TRANSIENT_ERRORS:
             self._unsteady_at = time.monotonic()
             raise
-        if self._kinds:
+        if self._kinds or self._owned:  # a process driving runs is a live owner, for `runs`
             await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
         if self._kinds and (self._takeover is None or self._takeover.done()):
@@ -380,8 +574,15 @@ class Workflows:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms()), xx=True)
             pipe.hmget(keys.workflow_owners, run_ids)
-            _, owners = await pipe.execute()
+            # Cancel requests ride along (same slot, same round trip): nothing to poll.
+            pipe.hmget(keys.workflows_cancel, run_ids)
+            _, owners, cancels = await pipe.execute()
         self._last_renewal = started
+        for run_id, action in zip(run_ids, cancels, strict=True):
+            task = self._owned.get(run_id)
+            if action is not None and task is not None and run_id not in self._cancelling:
+                self._cancelling[run_id] = as_text(action)
+                task.cancel()
         for run_id, owner in zip(run_ids, owners, strict=True):
             if owner is not None and as_text(owner) == self._pool.process_id:
                 continue
@@ -495,10 +696,18 @@ class Workflows:
             await self._unlease(run_id)  # finished (or expired) before its lease was released
             return
         redis = self._pool.transport.redis
-        payload = await redis.hget(self._pool.keys.workflow(run_id), "input")
+        action = await redis.hget(self._pool.keys.workflows_cancel, run_id)
+        if action is not None:  # cancelled while its owner was dead: carry it out, not resume
+            await self._end_cancelled(run_id, as_text(action))
+            return
+        payload, thread = await redis.hmget(self._pool.keys.workflow(run_id), ["input", "thread"])
         resume = self._kinds[kind]
+        async with redis.pipeline(transaction=False) as pipe:
+            if record.status == "queued":
+                pipe.hset(self._pool.keys.workflow(run_id), "status", "running")
+            self._pool.runs.add_owner(pipe, run_id)
+            await pipe.execute()
         if record.status == "queued":
-            await redis.hset(self._pool.keys.workflow(run_id), "status", "running")
             self.queued_taken += 1
             log.debug("running queued run %s (%s)", run_id, kind)
         else:
@@ -506,7 +715,9 @@ class Workflows:
             log.warning(
                 "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
             )
-        self._run_here(run_id, lambda: resume(run_id, as_bytes(payload or b"")))
+        self._run_here(
+            run_id, lambda: resume(run_id, as_bytes(payload or b"")), as_text(thread or b""), kind
+        )
 
     async def close(self) -> None:
         await cancel_and_wait(self._takeover)

@@ -38,6 +38,20 @@ def test_the_core_imports_neither_langgraph_nor_crewai():
     assert run.stdout.strip() == "[]"
 
 
+def test_the_core_and_its_cli_import_no_optional_extra():
+    # (Not opentelemetry: redis-py itself imports it when it is installed.)
+    check = (
+        "import sys, nervenet, nervenet.cli, nervenet.runs\n"
+        "optional = ('starlette', 'uvicorn', 'jinja2', 'prometheus_client', 'selenium')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(optional)))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert run.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def test_demo_runs_to_completion_and_prints_throughput_and_latency(request, backend):
     redis = ["--redis", request.getfixturevalue("redis_url")] if backend == "redis" else []

@@ -67,7 +67,7 @@ async def test_a_registration_that_is_not_renewed_expires(pool):
     assert "core/echo" not in await pool.registry.served_task_types(fresh=True)
 
 
-async def test_pool_status_shows_depth_in_flight_workers_and_escalations(pool, serve):
+async def test_pool_status_shows_waiting_in_flight_workers_and_escalations(pool, serve):
     started, release = asyncio.Event(), asyncio.Event()
     handlers = Handlers()
 
@@ -92,7 +92,8 @@ async def test_pool_status_shows_depth_in_flight_workers_and_escalations(pool, s
     release.set()
     await asyncio.gather(*dispatches)
     [queue] = status.queues
-    assert (queue.task_type, queue.depth, queue.pending) == ("core/wait", 3, 1)
+    assert (queue.task_type, queue.waiting, queue.in_flight) == ("core/wait", 2, 1)
+    assert queue.served
     assert [w.worker_id for w in status.workers] == [worker.worker_id]
     assert status.escalations == 1
     assert status.namespace == "nn"
