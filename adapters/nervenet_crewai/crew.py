@@ -92,16 +92,12 @@ class DistributedCrew:
     # --- kickoffs ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None) -> CrewRun:
         """A run ready to kick off (its crew is built and wired, nothing is dispatched yet)."""
-        if self.pool is None:
-            raise ConfigurationError(
-                f"crew {self.name!r} has no pool to kick off on; pass "
-                "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
-            )
+        pool = self._require_pool()
         self._use_fast_locks()
         return CrewRun(
             self.name,
             self.blueprint,
-            self.pool,
+            pool,
             self.policy,
             inputs,
             run_id or uuid.uuid4().hex,
@@ -134,6 +130,27 @@ class DistributedCrew:
     ) -> CrewOutput:
         """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run."""
         return await self.run(inputs, run_id=run_id).akickoff()
+
+    def kickoff_for_each(
+        self,
+        inputs: Sequence[dict[str, Any]],
+        *,
+        run_ids: Sequence[str] | None = None,
+        max_concurrency: int = 32,
+    ) -> list[CrewOutput]:
+        """Like ``Crew.kickoff_for_each``: one ``CrewOutput`` per input, in order, or the error
+        of the first input whose run failed. Unlike it, the runs go on concurrently (at most
+        ``max_concurrency``), so the error is raised once the runs in flight ended."""
+        pool = self._require_pool()
+        results = pool.call_sync(
+            lambda: self.kickoff_for_each_async(
+                inputs, run_ids=run_ids, max_concurrency=max_concurrency, progress=False
+            )
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [r for r in results if isinstance(r, CrewOutput)]
 
     async def kickoff_for_each_async(
         self,
@@ -171,6 +188,14 @@ class DistributedCrew:
         if executor is not None:
             executor.shutdown(wait=False)
 
+    def _require_pool(self) -> Pool:
+        if self.pool is None:
+            raise ConfigurationError(
+                f"crew {self.name!r} has no pool to kick off on; pass "
+                "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
+            )
+        return self.pool
+
     def _use_fast_locks(self) -> None:
         if self.fast_locks:
             locks.install()
@@ -192,6 +217,7 @@ def distribute_crew(
     name: str,
     pool: Pool | None = None,
     retries: int = 2,
+    retry_errors: bool = False,
     task_timeout: float | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     wait_for_worker: bool = False,
@@ -205,7 +231,9 @@ def distribute_crew(
     ``@CrewBase`` class) under ``name``.
 
     ``retries``/``task_timeout``/``backoff`` govern each agent task's dispatch (after the retries
-    the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` caps
+    the task is escalated and the kickoff raises ``TaskEscalated``). An agent's own error (its
+    LLM failing after CrewAI's ``max_retry_limit``) fails the kickoff at once, as in plain
+    CrewAI, unless ``retry_errors=True`` retries it too; ``worker_threads`` caps
     the threads running agent work in a worker process (default: as many as the worker's
     concurrency); ``kickoff_threads`` bounds concurrent
     ``kickoff_async`` runs in a coordinator process. ``fast_locks`` swaps CrewAI's polled file
@@ -215,7 +243,11 @@ def distribute_crew(
     :mod:`nervenet_crewai.routes`).
     """
     policy = DispatchPolicy(
-        retries=retries, timeout=task_timeout, backoff=backoff, wait_for_worker=wait_for_worker
+        retries=retries,
+        retry_errors=retry_errors,
+        timeout=task_timeout,
+        backoff=backoff,
+        wait_for_worker=wait_for_worker,
     )
     return DistributedCrew(
         factory,

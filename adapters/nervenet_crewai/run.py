@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from nervenet import Backoff, Pool
 from nervenet.errors import ConfigurationError, DispatchError
 
+from .app_errors import raise_as_plain
 from .blueprint import Blueprint
 from .layout import agents_by_place, is_hierarchical, llm_places, set_llm, task_index
 from .remote_agent import RemoteExecution
@@ -46,8 +47,12 @@ class DispatchPolicy:
     """How a run dispatches its tasks (see :meth:`nervenet.Coordinator.dispatch`)."""
 
     retries: int = 2
-    """Further attempts after a worker error or timeout; then the task is escalated. CrewAI's own
-    retries of a failing LLM call (``max_retry_limit``) happen inside each attempt."""
+    """Further attempts after a timeout (or, with ``retry_errors``, an agent's error); then the
+    task is escalated and the kickoff raises ``TaskEscalated``. A worker that died mid-task is
+    not an attempt: its task is redelivered by the pool."""
+    retry_errors: bool = False
+    """Also retry a task whose agent raised. Off, as plain CrewAI: it already retried the
+    failing LLM call inside the agent (``max_retry_limit``), and the kickoff raises its error."""
     timeout: float | None = None
     """Seconds per attempt, or None: a dead worker's task is redelivered anyway, so a timeout
     is only needed to bound a hung one."""
@@ -127,11 +132,11 @@ class CrewRun:
             return await self._dispatch(task_type, f"t{call.task_index}", call, AgentTaskResult)
         except DispatchError as exc:
             label = task.name or task.description.strip().splitlines()[0][:60]
-            exc.add_note(
+            raise_as_plain(
+                exc,
                 f"crew {self.name!r}, run {self.run_id!r}: task {call.task_index} ({label!r}) "
-                f"executed by {call.agent}"
+                f"executed by {call.agent}",
             )
-            raise
 
     def add_usage(self, usage: dict[str, Usage]) -> None:
         for place, spent in usage.items():
@@ -163,7 +168,10 @@ class CrewRun:
             call=0,
         )
         call = call.model_copy(update={"call": self._count(call)})
-        result = await self._dispatch(self.routes.for_llm(llm.model), "llm", call, LLMResult)
+        try:
+            result = await self._dispatch(self.routes.for_llm(llm.model), "llm", call, LLMResult)
+        except DispatchError as exc:
+            raise_as_plain(exc, f"crew {self.name!r}, run {self.run_id!r}: LLM at {llm.place}")
         llm.add_usage(result.usage)
         if result.structured and response_model is not None:
             return response_model.model_validate_json(result.output)
@@ -179,6 +187,7 @@ class CrewRun:
             task_id=f"{self.name}:{_short(self.run_id)}:{step}.{number}:{digest(call)}",
             timeout=policy.timeout,
             retries=policy.retries,
+            escalate_errors=policy.retry_errors,
             backoff=policy.backoff,
             wait_for_worker=policy.wait_for_worker,
             queue=self.routes.queue_of(task_type),

@@ -176,6 +176,12 @@ def failing_crew() -> Crew:
     return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
 
 
+def down_crew() -> Crew:
+    """An agent whose model is down, with CrewAI's default ``max_retry_limit`` (2)."""
+    broken = Agent(role="Broken", goal="g", backstory="b", llm=ScriptedLLM(model="down", fail=True))
+    return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
+
+
 sequential = distribute_crew(sequential_crew, name="seq")
 parallel = distribute_crew(parallel_crew, name="par")
 

@@ -1,5 +1,6 @@
-"""Failures: a dead worker's task is redelivered; an agent that keeps failing is escalated;
-a crashed or failed kickoff resumed with its run id re-runs only the unfinished tasks."""
+"""Failures: an agent's error fails the kickoff as in plain CrewAI, at the same cost (escalated
+only when the crew asks for retries); a dead worker's task is redelivered; a crashed or failed
+kickoff resumed with its run id re-runs only the unfinished tasks."""
 
 from __future__ import annotations
 
@@ -37,8 +38,39 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_agent_that_keeps_failing_is_escalated_and_kickoff_raises(pool: Pool) -> None:
-    crew = distribute_crew(crew_apps.failing_crew, pool=pool, name="fail", retries=1, backoff=QUICK)
+@pytest.mark.parametrize("factory", [crew_apps.down_crew, crew_apps.failing_crew])
+async def test_an_agents_error_fails_as_in_plain_crewai_with_as_many_llm_calls(
+    pool: Pool, factory
+) -> None:
+    with pytest.raises(Exception) as plain:
+        await plain_kickoff(factory)
+    plain_calls = len(crew_fakes.calls("down", phase="failed"))
+    crew_fakes.CALLS.clear()
+    crew = distribute_crew(factory, pool=pool, name="fail")
+    await pool.serve(crew)
+
+    with pytest.raises(Exception) as distributed:
+        await crew.kickoff_async(run_id="doomed")
+
+    assert type(distributed.value) is type(plain.value) is RuntimeError
+    assert str(distributed.value) == str(plain.value) == "fake model down is down"
+    assert len(crew_fakes.calls("down", phase="failed")) == plain_calls  # 3, then 1
+    assert any("crew 'fail', run 'doomed': task 0" in n for n in distributed.value.__notes__)
+    assert "Traceback" in distributed.value.__cause__.remote_traceback
+    assert await pool.escalations.list() == []
+
+
+async def test_agent_that_keeps_failing_is_escalated_when_retries_are_asked_for(
+    pool: Pool,
+) -> None:
+    crew = distribute_crew(
+        crew_apps.failing_crew,
+        pool=pool,
+        name="fail",
+        retries=1,
+        retry_errors=True,
+        backoff=QUICK,
+    )
     await pool.serve(crew)
 
     with pytest.raises(TaskEscalated) as raised:
@@ -62,12 +94,11 @@ async def test_one_failing_kickoff_in_a_batch_leaves_the_others_alone(pool: Pool
 
     assert [type(r).__name__ for r in results] == [
         "CrewOutput",
-        "TaskEscalated",
+        "RuntimeError",
         "CrewOutput",
         "CrewOutput",
     ]
     assert any("input 1" in note for note in results[1].__notes__)
-    assert len(await pool.escalations.list()) == 1
 
 
 async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
@@ -77,7 +108,7 @@ async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
     crew_fakes.CALLS.clear()
     crew_fakes.FAILING.add("w")  # the third task's model is down
 
-    with pytest.raises(TaskEscalated):
+    with pytest.raises(RuntimeError):
         await crew.kickoff_async(inputs=INPUTS, run_id="resume-me")
     assert len(crew_fakes.calls("seq")) == 2
     crew_fakes.FAILING.clear()

@@ -16,7 +16,7 @@ from crewai import Agent, Crew, Task
 from nervenet_crewai import distribute_crew
 from nervenet_crewai.locks import QueuedFileLocks, install, lock_path
 
-from nervenet import Backoff, Pool, TaskEscalated
+from nervenet import Backoff, Pool, RemoteTaskError
 from nervenet.errors import ConfigurationError
 
 pytestmark = pytest.mark.crewai
@@ -57,7 +57,7 @@ async def test_a_worker_running_other_code_refuses_instead_of_running_another_cr
     )
     await pool.serve(distribute_crew(crew_apps.other_crew, name="skew"))
 
-    with pytest.raises(TaskEscalated, match="deploy the same code"):
+    with pytest.raises(RemoteTaskError, match="deploy the same code"):
         await coordinator.kickoff_async(inputs={"topic": "tides"})
     assert crew_fakes.calls() == []
 
