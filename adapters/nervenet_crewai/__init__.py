@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .crew import DistributedCrew, distribute_crew
+    from .durable import KickoffHandle
     from .remote_llm import RemoteLLM
     from .run import CrewRun, DispatchPolicy
     from .runner import current_task
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "DistributedCrew": ".crew",
     "distribute_crew": ".crew",
+    "KickoffHandle": ".durable",
     "CrewRun": ".run",
     "DispatchPolicy": ".run",
     "RemoteLLM": ".remote_llm",
@@ -42,6 +44,7 @@ __all__ = [
     "CrewRun",
     "DispatchPolicy",
     "DistributedCrew",
+    "KickoffHandle",
     "RemoteLLM",
     "current_task",
     "distribute_crew",

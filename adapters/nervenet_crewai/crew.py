@@ -26,13 +26,14 @@ from typing import Any
 
 from crewai import CrewOutput
 
-from nervenet import Backoff, Handler, Pool
+from nervenet import Backoff, Handler, Pool, RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 from nervenet.routing import TaskOptions
 
-from . import locks
+from . import durable, locks
 from .blueprint import Blueprint, CrewFactory
+from .durable import KickoffHandle
 from .for_each import kickoff_each
 from .routes import CrewRoutes
 from .run import CrewRun, DispatchPolicy
@@ -65,6 +66,7 @@ class DistributedCrew:
             validate_task_type(f"{name}/{kind}")
         self.name = name
         self.routes = routes or CrewRoutes(name)
+        self._pool: Pool | None = None
         self.pool = pool
         self.policy = policy or DispatchPolicy()
         self.blueprint = Blueprint(factory)
@@ -73,6 +75,24 @@ class DistributedCrew:
         self.fast_locks = fast_locks
         self._kickoff_executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> Pool | None:
+        """The pool kickoffs run on; a process with one resumes the crew's durable kickoffs
+        (:meth:`asubmit`) that a dead coordinator process left behind."""
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: Pool | None) -> None:
+        self._pool = pool
+        if pool is not None:
+            pool.workflows.register(
+                self.name, lambda run_id, payload: durable.resume(self, run_id, payload)
+            )
+
+    def nervenet_pool(self) -> Pool:
+        """The pool whose durable kickoffs ``nervenet serve app:crew`` coordinates."""
+        return self.require_pool()
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -92,7 +112,7 @@ class DistributedCrew:
     # --- kickoffs ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None) -> CrewRun:
         """A run ready to kick off (its crew is built and wired, nothing is dispatched yet)."""
-        pool = self._require_pool()
+        pool = self.require_pool()
         self._use_fast_locks()
         return CrewRun(
             self.name,
@@ -114,16 +134,45 @@ class DistributedCrew:
     async def kickoff_async(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
     ) -> CrewOutput:
-        """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here."""
+        """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here. Cancelling
+        the call stops the run at its next dispatch (a thread cannot be interrupted)."""
+        started: list[CrewRun] = []
 
         def kickoff() -> CrewOutput:
             # Built on the thread too: building a crew takes CrewAI's store lock, which must not
             # hold up the event loop the pool runs on.
-            return self.run(inputs, run_id=run_id).kickoff()
+            run = self.run(inputs, run_id=run_id)
+            started.append(run)
+            return run.kickoff()
 
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor(), context.run, kickoff)
+        try:
+            return await loop.run_in_executor(self._executor(), context.run, kickoff)
+        except asyncio.CancelledError:
+            for run in started:
+                run.stop()
+            raise
+
+    async def asubmit(
+        self,
+        inputs: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        run_here: bool = True,
+    ) -> KickoffHandle:
+        """Start a durable kickoff leased to this process; if the process dies, another with
+        this crew on the pool takes it over and finishes it (tasks that finished are answered
+        from the workers' result cache). ``await handle.result()`` gives its ``CrewOutput``.
+
+        With ``run_here=False`` it is queued for the crew's coordinator processes instead
+        (``nervenet serve app:crew``)."""
+        return await durable.submit(self, inputs, run_id or uuid.uuid4().hex, run_here=run_here)
+
+    def handle(self, run_id: str) -> KickoffHandle:
+        """The handle of a durable kickoff submitted anywhere, to await its result here."""
+        pool = self.require_pool()
+        return KickoffHandle(self, RunHandle(pool.workflows, run_id))
 
     async def akickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
@@ -141,7 +190,7 @@ class DistributedCrew:
         """Like ``Crew.kickoff_for_each``: one ``CrewOutput`` per input, in order, or the error
         of the first input whose run failed. Unlike it, the runs go on concurrently (at most
         ``max_concurrency``), so the error is raised once the runs in flight ended."""
-        pool = self._require_pool()
+        pool = self.require_pool()
         results = pool.call_sync(
             lambda: self.kickoff_for_each_async(
                 inputs, run_ids=run_ids, max_concurrency=max_concurrency, progress=False
@@ -188,7 +237,7 @@ class DistributedCrew:
         if executor is not None:
             executor.shutdown(wait=False)
 
-    def _require_pool(self) -> Pool:
+    def require_pool(self) -> Pool:
         if self.pool is None:
             raise ConfigurationError(
                 f"crew {self.name!r} has no pool to kick off on; pass "

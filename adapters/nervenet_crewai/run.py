@@ -13,6 +13,7 @@ without running them again; only unfinished work runs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -95,6 +96,12 @@ class CrewRun:
         self.coordinator = pool.coordinator(run_id)
         self._calls_seen: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Dispatch nothing more (the kickoff was cancelled, or its lease lost): the thread
+        running CrewAI's kickoff cannot be interrupted, its next dispatch raises instead."""
+        self._stopped = True
 
     # --- kickoff ----------------------------------------------------------------------------
     def kickoff(self) -> CrewOutput:
@@ -179,6 +186,11 @@ class CrewRun:
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _dispatch(self, task_type: str, step: str, call: BaseModel, answer: type[R]) -> R:
+        if self._stopped:
+            raise asyncio.CancelledError(f"run {self.run_id!r} was stopped")
+        # A durable kickoff whose process missed its lease renewals (stopped, cut off) may
+        # have been taken over: stop here rather than race the new owner.
+        self.pool.workflows.check_owned(self.run_id)
         policy = self.policy
         number = getattr(call, "call", 0)
         raw = await self.coordinator.dispatch(
