@@ -367,7 +367,7 @@ async def chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, budget: f
         "process restarts": sum(mix.events[e] for e in ("kill-worker", "kill-coordinator")),
         "lost": len(graph_lost) + len(crew_lost),
         **left,
-        "graph runs taken over": procs.count("taking over run"),
+        "runs and kickoffs taken over": procs.count("taking over run"),
         "leases lost by a live process": procs.count("lost the lease"),
         "worker reclaims": procs.count("abandoned task(s)"),
         "longest stretch without a registered worker (s)": round(monitor.longest_without_worker, 1),
