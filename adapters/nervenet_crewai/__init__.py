@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .crew import DistributedCrew, distribute_crew
     from .durable import KickoffHandle
+    from .flow import DistributedFlow, FlowRun, distribute_flow
+    from .flow_persistence import RedisFlowPersistence
     from .remote_llm import RemoteLLM
     from .run import CrewRun, DispatchPolicy
     from .runner import current_task
@@ -34,6 +36,10 @@ _EXPORTS = {
     "DistributedCrew": ".crew",
     "distribute_crew": ".crew",
     "KickoffHandle": ".durable",
+    "DistributedFlow": ".flow",
+    "FlowRun": ".flow",
+    "distribute_flow": ".flow",
+    "RedisFlowPersistence": ".flow_persistence",
     "CrewRun": ".run",
     "DispatchPolicy": ".run",
     "RemoteLLM": ".remote_llm",
@@ -44,10 +50,14 @@ __all__ = [
     "CrewRun",
     "DispatchPolicy",
     "DistributedCrew",
+    "DistributedFlow",
+    "FlowRun",
     "KickoffHandle",
+    "RedisFlowPersistence",
     "RemoteLLM",
     "current_task",
     "distribute_crew",
+    "distribute_flow",
 ]
 
 

@@ -34,6 +34,7 @@ from nervenet.routing import TaskOptions
 from . import durable, locks
 from .blueprint import Blueprint, CrewFactory
 from .durable import KickoffHandle
+from .flow_scope import crew_run_id
 from .for_each import kickoff_each
 from .routes import CrewRoutes
 from .run import CrewRun, DispatchPolicy
@@ -120,7 +121,7 @@ class DistributedCrew:
             pool,
             self.policy,
             inputs,
-            run_id or uuid.uuid4().hex,
+            run_id or crew_run_id(self.name) or uuid.uuid4().hex,
             routes=self.routes,
         )
 
@@ -167,7 +168,8 @@ class DistributedCrew:
 
         With ``run_here=False`` it is queued for the crew's coordinator processes instead
         (``nervenet serve app:crew``)."""
-        return await durable.submit(self, inputs, run_id or uuid.uuid4().hex, run_here=run_here)
+        run_id = run_id or crew_run_id(self.name) or uuid.uuid4().hex
+        return await durable.submit(self, inputs, run_id, run_here=run_here)
 
     def handle(self, run_id: str) -> KickoffHandle:
         """The handle of a durable kickoff submitted anywhere, to await its result here."""

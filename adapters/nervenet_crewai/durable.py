@@ -18,7 +18,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from crewai import CrewOutput
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -26,7 +25,8 @@ from nervenet import RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.outages import TRANSIENT_ERRORS
 
-from .runner import declared_models, model_name
+from .outputs import dump_crew_output, load_crew_output
+from .runner import declared_models
 
 if TYPE_CHECKING:
     from .crew import DistributedCrew
@@ -54,12 +54,7 @@ class KickoffResult(BaseModel):
     inputs: dict[str, Any] | None
     """The kickoff's inputs: the reader builds the crew from them to find its models."""
     output: dict[str, Any]
-    """``CrewOutput.model_dump(mode="json", serialize_as_any=True)``: its ``pydantic`` fields
-    are typed ``BaseModel``, and would dump as ``{}`` otherwise."""
-    pydantic: str | None
-    """Model name of ``CrewOutput.pydantic``."""
-    task_models: list[str | None]
-    """Model name of each ``tasks_output[i].pydantic``."""
+    """The ``CrewOutput`` as :func:`~nervenet_crewai.outputs.dump_crew_output` stores it."""
 
 
 class KickoffHandle:
@@ -127,44 +122,16 @@ async def run(crew: DistributedCrew, inputs: dict[str, Any] | None, run_id: str)
 
 
 def dump(crew: DistributedCrew, inputs: dict[str, Any] | None, output: CrewOutput) -> bytes:
-    def name(model: BaseModel | None) -> str | None:
-        return None if model is None else model_name(type(model))
-
-    return (
-        KickoffResult(
-            inputs=inputs,
-            output=output.model_dump(mode="json", serialize_as_any=True),
-            pydantic=name(output.pydantic),
-            task_models=[name(t.pydantic) for t in output.tasks_output],
-        )
-        .model_dump_json()
-        .encode()
-    )
+    return KickoffResult(inputs=inputs, output=dump_crew_output(output)).model_dump_json().encode()
 
 
 def revive(crew: DistributedCrew, raw: bytes) -> CrewOutput:
     result = KickoffResult.model_validate_json(raw)
-    data = orjson.loads(orjson.dumps(result.output))
-    names = [result.pydantic, *result.task_models]
     models: dict[str, type[BaseModel]] = {}
-    if any(names):
+    if _holds_models(result.output):
         models = declared_models(crew.blueprint.build(result.inputs))
+    return load_crew_output(result.output, models)
 
-    def model(name: str | None, value: Any) -> BaseModel | None:
-        if name is None or value is None:
-            return None
-        declared = models.get(name)
-        if declared is None:
-            raise ConfigurationError(
-                f"crew {crew.name!r} declares no output model {name!r} here; deploy the same "
-                "code to every process"
-            )
-        return declared.model_validate(value)
 
-    data["pydantic"] = model(result.pydantic, data.get("pydantic"))
-    tasks = data.get("tasks_output") or []
-    if len(tasks) != len(result.task_models):
-        raise ConfigurationError(f"crew {crew.name!r}: a stored kickoff result is inconsistent")
-    for task, name in zip(tasks, result.task_models, strict=True):
-        task["pydantic"] = model(name, task.get("pydantic"))
-    return CrewOutput.model_validate(data)
+def _holds_models(stored: dict[str, Any]) -> bool:
+    return stored.get("pydantic") is not None or any(stored.get("task_models") or [])
