@@ -252,6 +252,13 @@ def _refuse_unsupported(crew: Crew) -> None:
             "planning=True crews cannot be distributed yet: CrewAI runs its planner agent "
             "inside kickoff, on the coordinator; plan in a first task of the crew instead"
         )
+    asking = [task_index(crew, t) for t in crew.tasks if t.human_input]
+    if asking:
+        raise ConfigurationError(
+            f"human_input=True tasks ({', '.join(map(str, asking))}) cannot be distributed: "
+            "CrewAI would prompt for the input on a worker's terminal; ask in a Flow method "
+            "instead, or kick this crew off plainly"
+        )
 
 
 def _crew_output(output: Any) -> CrewOutput:

@@ -13,6 +13,7 @@ from typing import Any
 import crew_apps
 from crewai import CrewOutput
 from crewai.flow.flow import Flow, and_, listen, or_, router, start
+from crewai.flow.human_feedback import human_feedback
 from crewai.flow.persistence import persist
 from crewai.flow.persistence.base import FlowPersistence
 from pydantic import BaseModel
@@ -174,3 +175,21 @@ class CrashFlow(Flow):
     @listen(fine)
     def crash(self) -> str:
         raise ValueError("the ledger is locked")
+
+
+class ReviewFlow(Flow):
+    """A method that asks a human (``@human_feedback``)."""
+
+    @start()
+    @human_feedback(message="Approve the draft?")
+    def draft(self) -> str:
+        return "a draft"
+
+
+class SetStateFlow(Flow):
+    """A method that puts a value JSON cannot hold (a set) into the state."""
+
+    @start()
+    def stamp(self) -> str:
+        self.state["ports"] = {"Brest", "Vigo"}
+        return "stamped"

@@ -190,6 +190,13 @@ async def test_a_result_that_cannot_be_stored_names_the_method_and_keeps_what_fi
     assert sorted(journal) == [b"make#0"]
 
 
+async def test_state_that_json_cannot_hold_fails_naming_flow_and_method(pool: Pool) -> None:
+    flows = distribute_flow(flow_apps.SetStateFlow, pool=pool, name="sets")
+
+    with pytest.raises(ConfigurationError, match="flow 'sets': the state after stamp is not JSON"):
+        await flows.kickoff_async()
+
+
 async def test_a_crash_inside_a_method_fails_as_in_plain_crewai_from_any_handle(
     pool: Pool,
 ) -> None:
@@ -206,6 +213,9 @@ async def test_a_crash_inside_a_method_fails_as_in_plain_crewai_from_any_handle(
 def test_what_cannot_be_distributed_is_refused_with_the_reason() -> None:
     with pytest.raises(ConfigurationError, match="takes a crewai Flow subclass"):
         distribute_flow(crew_apps.sequential_crew, name="nope")  # type: ignore[arg-type]
+    asks_a_human = r"@human_feedback methods \(draft\).*Flow.from_pending"
+    with pytest.raises(ConfigurationError, match=asks_a_human):
+        distribute_flow(flow_apps.ReviewFlow, name="review")
 
 
 async def wait_until(predicate: Any, timeout: float) -> None:
