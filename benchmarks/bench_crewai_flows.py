@@ -79,7 +79,13 @@ def counted_crew() -> Any:
 
 
 #: Workers: ``nervenet worker bench_crewai_flows:crew``.
-crew = distribute_crew(counted_crew, name="flowbench", worker_threads=5_000, kickoff_threads=5_000)
+crew = distribute_crew(
+    counted_crew,
+    name="flowbench",
+    worker_threads=5_000,
+    kickoff_threads=5_000,
+    wait_for_worker=True,
+)
 PLAIN = True  # this process's flows kick off the plain crew until a distributed row starts
 
 
@@ -313,7 +319,7 @@ def main() -> None:
         asyncio.run(coordinator(options.url, options.recovery))
         return
     with private_redis() as (url, _server):
-        rows = asyncio.run(throughput(url, options.flows, options.latency))
+        rows = asyncio.run(throughput(url, options.flows, options.latency)) if options.flows else []
         recovered = asyncio.run(recovery(url, options.recovery, options.latency))
     print_table(
         f"{options.flows} concurrent flow runs (a 3-task crew each, model latency "

@@ -218,7 +218,9 @@ class DistributedFlow(Generic[F]):
         return await self._run(run_id, record)
 
     async def _run(self, run_id: str, record: FlowRecord) -> bytes:
-        flow = self.flow_class()
+        # Built on a thread: a Flow instance costs milliseconds of CPU (pydantic, its memory,
+        # events), and a process taking over hundreds of runs must keep its loop renewing.
+        flow = await asyncio.to_thread(self.flow_class)
         journal = MethodJournal(self.require_pool(), run_id)
         _Journaled(self, flow, journal, run_id).install()
         output = await flow.kickoff_async(inputs={**(record.inputs or {}), "id": record.state_id})
