@@ -51,6 +51,7 @@ from nervenet import Handler, Pool, RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 
+from .durable import MAX_OUTAGES, TRANSIENT_REDIS_ERRORS
 from .flow_journal import JournalEntry, MethodJournal, ValueCodec
 from .flow_scope import MethodScope, current_method
 
@@ -218,6 +219,20 @@ class DistributedFlow(Generic[F]):
         return await self._run(run_id, record)
 
     async def _run(self, run_id: str, record: FlowRecord) -> bytes:
+        """The run to its end. A Redis outage fails whatever method was in flight; the flow is
+        then run again on a fresh instance, its finished methods answered from the journal."""
+        outages = 0
+        while True:
+            try:
+                return await self._run_once(run_id, record)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                outages += 1
+                if outages > MAX_OUTAGES:
+                    raise
+                log.warning("flow run %s paused by a Redis outage (%s); going on", run_id, exc)
+                await asyncio.sleep(min(0.1 * 2**outages, 5.0))
+
+    async def _run_once(self, run_id: str, record: FlowRecord) -> bytes:
         # Built on a thread: a Flow instance costs milliseconds of CPU (pydantic, its memory,
         # events), and a process taking over hundreds of runs must keep its loop renewing.
         flow = await asyncio.to_thread(self.flow_class)

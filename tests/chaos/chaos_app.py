@@ -4,9 +4,9 @@ plan -> Send x 3 enrich (merged with operator.add) -> summarize. A node's writes
 would show up as duplicates in ``facts``, so the final state also checks "no duplicated effects".
 Workers: ``nervenet worker chaos_app:handlers``; coordinators:
 ``python chaos_app.py --runs FIRST:COUNT --kickoffs FIRST:COUNT`` (``--runs 0:0``: a restarted
-coordinator that takes over abandoned runs). Graph runs and crew kickoffs are both durable
-(``asubmit``: leased, taken over by a surviving coordinator); the test awaits each one's result
-from the pool and compares it with a clean run's.
+coordinator that takes over abandoned runs). Graph runs, crew kickoffs and flow runs (one per
+kickoff, the same crew inside) are all durable (``asubmit``: leased, taken over by a surviving
+coordinator); the test awaits each one's result from the pool and compares it with a clean run's.
 """
 
 from __future__ import annotations
@@ -143,6 +143,7 @@ if os.environ.get("CHAOS_CREW") == "1":
     import chaos_crew
 
     crew = chaos_crew.distribute(graph.nervenet.pool)
+    flows = chaos_crew.distribute_flows(crew, graph.nervenet.pool)
     handlers.update(crew.nervenet_handlers())
 
 log = logging.getLogger("chaos")
@@ -163,6 +164,7 @@ async def coordinate(runs: range, kickoffs: range) -> None:
             await graph.asubmit({"n": n, "facts": [], "summary": ""}, config)
         for k in kickoffs:
             await crew.asubmit(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.run_id(k))
+            await flows.asubmit(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.flow_run_id(k))
         print("submitted", flush=True)
         while True:
             await asyncio.sleep(3600)
