@@ -87,6 +87,24 @@ async def test_crews_inside_methods_run_on_workers_and_equal_plain_crewais(pool:
     assert {c["workflow_id"] for c in calls} == {"cf-1/research.0/seq.0", "cf-1/follow_up.0/seq.0"}
 
 
+async def test_queued_flow_runs_and_kickoffs_are_run_by_a_process_taking_queued_runs(
+    pool: Pool,
+) -> None:
+    expected, _ = await plain_run(flow_apps.LoopFlow, {"topic": "swell"})
+    expected_kickoff = await crew_apps.sequential_crew().kickoff_async(inputs={"topic": "swell"})
+    flows = distribute_flow(flow_apps.LoopFlow, pool=pool, name="loop")
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+    pool.workflows.take_queued_runs()  # what `nervenet serve app:flows` does
+
+    run = await flows.asubmit({"topic": "swell"}, run_id="q-1", run_here=False)
+    kickoff = await crew.asubmit({"topic": "swell"}, run_id="q-2", run_here=False)
+
+    assert await run.result(timeout=30) == expected
+    assert (await kickoff.result(timeout=30)).model_dump() == expected_kickoff.model_dump()
+    assert pool.workflows.queued_taken == 2
+
+
 def test_sync_kickoff_from_plain_code_equals_plain_crewais() -> None:
     expected = flow_apps.LoopFlow().kickoff(inputs={"topic": "reef"})
     pool = Pool.local()
