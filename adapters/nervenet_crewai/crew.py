@@ -34,7 +34,7 @@ from nervenet.routing import TaskOptions
 from . import durable, locks
 from .blueprint import Blueprint, CrewFactory
 from .durable import KickoffHandle
-from .flow_scope import crew_run_id
+from .flow_scope import crew_run_id, current_method
 from .for_each import kickoff_each
 from .routes import CrewRoutes
 from .run import CrewRun, DispatchPolicy
@@ -193,9 +193,11 @@ class DistributedCrew:
         of the first input whose run failed. Unlike it, the runs go on concurrently (at most
         ``max_concurrency``), so the error is raised once the runs in flight ended."""
         pool = self.require_pool()
+        # Derived here: the coroutine below runs on the pool's loop, outside this context.
+        ids = self._flow_run_ids(len(inputs)) if run_ids is None else run_ids
         results = pool.call_sync(
             lambda: self.kickoff_for_each_async(
-                inputs, run_ids=run_ids, max_concurrency=max_concurrency, progress=False
+                inputs, run_ids=ids, max_concurrency=max_concurrency, progress=False
             )
         )
         for result in results:
@@ -226,7 +228,7 @@ class DistributedCrew:
         return await kickoff_each(
             one,
             inputs,
-            run_ids=run_ids,
+            run_ids=self._flow_run_ids(len(inputs)) if run_ids is None else run_ids,
             max_concurrency=max_concurrency,
             progress=progress,
             label=self.name,
@@ -238,6 +240,13 @@ class DistributedCrew:
             executor, self._kickoff_executor = self._kickoff_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+
+    def _flow_run_ids(self, count: int) -> list[str] | None:
+        """Inside a durable flow's method, run ids that are the same when the method runs
+        again after a takeover (see :mod:`nervenet_crewai.flow_scope`); else None."""
+        if current_method.get() is None:
+            return None
+        return [crew_run_id(self.name) or "" for _ in range(count)]
 
     def require_pool(self) -> Pool:
         if self.pool is None:

@@ -193,3 +193,14 @@ class SetStateFlow(Flow):
     def stamp(self) -> str:
         self.state["ports"] = {"Brest", "Vigo"}
         return "stamped"
+
+
+class ForEachFlow(Flow):
+    """One method kicks the crew off for several inputs (``kickoff_for_each``)."""
+
+    @start()
+    def survey(self) -> list[str]:
+        inputs = [{"topic": t} for t in ("tides", "winds")]
+        crew = CREWS.get("seq")
+        made = crew_apps.sequential_crew() if crew is None else crew
+        return [output.raw for output in made.kickoff_for_each(inputs)]

@@ -87,6 +87,21 @@ async def test_crews_inside_methods_run_on_workers_and_equal_plain_crewais(pool:
     assert {c["workflow_id"] for c in calls} == {"cf-1/research.0/seq.0", "cf-1/follow_up.0/seq.0"}
 
 
+async def test_kickoff_for_each_inside_a_method_gets_run_ids_derived_from_it(pool: Pool) -> None:
+    expected, _ = await plain_run(flow_apps.ForEachFlow)
+    crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
+    await pool.serve(crew)
+    flow_apps.CREWS["seq"] = crew
+    crew_fakes.CALLS.clear()
+    flows = distribute_flow(flow_apps.ForEachFlow, pool=pool, name="survey")
+
+    assert await flows.kickoff_async(run_id="fe-1") == expected
+    assert {c["workflow_id"] for c in crew_fakes.calls()} == {
+        "fe-1/survey.0/seq.0",
+        "fe-1/survey.0/seq.1",
+    }
+
+
 async def test_queued_flow_runs_and_kickoffs_are_run_by_a_process_taking_queued_runs(
     pool: Pool,
 ) -> None:
