@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crewai import CrewOutput
+from crewai.types.streaming import CrewStreamingOutput
 
 from nervenet import Backoff, Handler, Pool, RunHandle
 from nervenet.errors import ConfigurationError
@@ -127,32 +128,36 @@ class DistributedCrew:
 
     def kickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
+    ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.kickoff``. A ``run_id`` makes the kickoff resumable: kicked off again
         with the same id and inputs, tasks that finished before are not run again."""
         return self.run(inputs, run_id=run_id).kickoff()
 
     async def kickoff_async(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
+    ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here. Cancelling
         the call stops the run at its next dispatch (a thread cannot be interrupted)."""
         started: list[CrewRun] = []
 
-        def kickoff() -> CrewOutput:
-            # Built on the thread too: building a crew takes CrewAI's store lock, which must not
-            # hold up the event loop the pool runs on.
+        def build() -> CrewRun:
+            # On a thread: building a crew takes CrewAI's store lock, which must not hold up
+            # the event loop the pool runs on.
             run = self.run(inputs, run_id=run_id)
             started.append(run)
-            return run.kickoff()
+            return run
 
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         try:
-            return await loop.run_in_executor(self._executor(), context.run, kickoff)
+            run = await loop.run_in_executor(self._executor(), context.run, build)
+            if run.streams:
+                # As plain kickoff_async: CrewAI's async-iterable stream.
+                return await run.kickoff_streaming_async()
+            return await loop.run_in_executor(self._executor(), context.run, run.kickoff)
         except asyncio.CancelledError:
-            for run in started:
-                run.stop()
+            for started_run in started:
+                started_run.stop()
             raise
 
     async def asubmit(
@@ -178,7 +183,7 @@ class DistributedCrew:
 
     async def akickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
+    ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run."""
         return await self.run(inputs, run_id=run_id).akickoff()
 
@@ -222,7 +227,7 @@ class DistributedCrew:
         """
         kickoff = self.akickoff if native else self.kickoff_async
 
-        async def one(values: dict[str, Any], run_id: str) -> CrewOutput:
+        async def one(values: dict[str, Any], run_id: str) -> Any:
             return await kickoff(values, run_id=run_id)
 
         return await kickoff_each(

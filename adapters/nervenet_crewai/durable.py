@@ -112,6 +112,11 @@ async def run(crew: DistributedCrew, inputs: dict[str, Any] | None, run_id: str)
     while True:
         try:
             output = await crew.kickoff_async(inputs, run_id=run_id)
+            if not isinstance(output, CrewOutput):  # a stream=True crew's stream
+                raise ConfigurationError(
+                    f"crew {crew.name!r} streams (stream=True): its chunks go to whoever "
+                    "iterates the kickoff, so it cannot be a durable run; use kickoff_async()"
+                )
             return dump(crew, inputs, output)
         except TRANSIENT_REDIS_ERRORS as exc:
             outages += 1

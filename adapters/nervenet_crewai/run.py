@@ -17,12 +17,14 @@ import asyncio
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 from crewai import Crew, CrewOutput, Task
 from crewai.tasks.llm_guardrail import LLMGuardrail
+from crewai.types.streaming import CrewStreamingOutput
 from pydantic import BaseModel
 
 from nervenet import Backoff, Pool
@@ -84,6 +86,8 @@ class CrewRun:
         self.inputs = _json_values(inputs, "kickoff inputs")
         self.crew = blueprint.build(inputs)
         _refuse_unsupported(self.crew)
+        # Recorded now: CrewAI's streaming kickoff turns crew.stream off while it runs.
+        self.streams = bool(self.crew.stream)
         self.crew_key = self.crew.key
         if is_hierarchical(self.crew):
             # CrewAI would build the manager inside kickoff, out of our reach; built now (by
@@ -104,12 +108,16 @@ class CrewRun:
         self._stopped = True
 
     # --- kickoff ----------------------------------------------------------------------------
-    def kickoff(self) -> CrewOutput:
+    def kickoff(self) -> CrewOutput | CrewStreamingOutput:
         """CrewAI's synchronous kickoff (async tasks on threads); call from any thread but the
-        pool's event loop."""
+        pool's event loop. A ``stream=True`` crew returns CrewAI's streaming output."""
         return _crew_output(self.crew.kickoff(inputs=self.inputs))
 
-    async def akickoff(self) -> CrewOutput:
+    async def kickoff_streaming_async(self) -> CrewStreamingOutput:
+        """CrewAI's ``kickoff_async`` of a ``stream=True`` crew: an async-iterable stream."""
+        return _streaming_output(await self.crew.kickoff_async(inputs=self.inputs))
+
+    async def akickoff(self) -> CrewOutput | CrewStreamingOutput:
         """CrewAI's native async kickoff: the whole run is coroutines on the running loop."""
         guardrails = [t for t in self.crew.tasks if _llm_guardrails(t)]
         if guardrails:
@@ -132,11 +140,17 @@ class CrewRun:
         )
         return call.model_copy(update={"call": self._count(call)})
 
-    async def dispatch_agent_task(self, call: AgentTaskCall, task: Task) -> AgentTaskResult:
+    async def dispatch_agent_task(
+        self,
+        call: AgentTaskCall,
+        task: Task,
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> AgentTaskResult:
         try:
             role = agents_by_place(self.crew)[call.agent].role
             task_type = self.routes.for_agent(role)
-            return await self._dispatch(task_type, f"t{call.task_index}", call, AgentTaskResult)
+            step = f"t{call.task_index}"
+            return await self._dispatch(task_type, step, call, AgentTaskResult, on_frame)
         except DispatchError as exc:
             label = task.name or task.description.strip().splitlines()[0][:60]
             raise_as_plain(
@@ -185,7 +199,14 @@ class CrewRun:
         return result.output
 
     # --- plumbing ---------------------------------------------------------------------------
-    async def _dispatch(self, task_type: str, step: str, call: BaseModel, answer: type[R]) -> R:
+    async def _dispatch(
+        self,
+        task_type: str,
+        step: str,
+        call: BaseModel,
+        answer: type[R],
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> R:
         if self._stopped:
             raise asyncio.CancelledError(f"run {self.run_id!r} was stopped")
         # A durable kickoff whose process missed its lease renewals (stopped, cut off) may
@@ -202,6 +223,7 @@ class CrewRun:
             escalate_errors=policy.retry_errors,
             backoff=policy.backoff,
             wait_for_worker=policy.wait_for_worker,
+            on_frame=on_frame,
             queue=self.routes.queue_of(task_type),
         )
         return answer.model_validate_json(raw)
@@ -245,8 +267,6 @@ def _llm_guardrails(task: Task) -> list[LLMGuardrail]:
 
 
 def _refuse_unsupported(crew: Crew) -> None:
-    if crew.stream:
-        raise ConfigurationError("stream=True crews cannot be distributed yet; set stream=False")
     if crew.planning:
         raise ConfigurationError(
             "planning=True crews cannot be distributed yet: CrewAI runs its planner agent "
@@ -261,9 +281,15 @@ def _refuse_unsupported(crew: Crew) -> None:
         )
 
 
-def _crew_output(output: Any) -> CrewOutput:
-    if not isinstance(output, CrewOutput):
+def _crew_output(output: Any) -> CrewOutput | CrewStreamingOutput:
+    if not isinstance(output, CrewOutput | CrewStreamingOutput):
         raise TypeError(f"kickoff returned {type(output).__name__}, expected CrewOutput")
+    return output
+
+
+def _streaming_output(output: Any) -> CrewStreamingOutput:
+    if not isinstance(output, CrewStreamingOutput):
+        raise TypeError(f"kickoff returned {type(output).__name__}, expected a stream")
     return output
 
 

@@ -176,6 +176,13 @@ def failing_crew() -> Crew:
     return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
 
 
+def streaming_crew() -> Crew:
+    """The sequential crew with ``stream=True``: its models stream their answers in chunks."""
+    made = sequential_crew()
+    made.stream = True
+    return made
+
+
 def down_crew() -> Crew:
     """An agent whose model is down, with CrewAI's default ``max_retry_limit`` (2)."""
     broken = Agent(role="Broken", goal="g", backstory="b", llm=ScriptedLLM(model="down", fail=True))

@@ -69,8 +69,8 @@ async def test_inputs_that_are_not_json_are_refused_before_anything_is_sent(pool
         await crew.kickoff_async(inputs={"topic": object()})
 
 
-@pytest.mark.parametrize("option", ["planning", "stream", "human_input"])
-def test_planning_streaming_and_human_input_crews_are_refused_with_the_reason(option: str) -> None:
+@pytest.mark.parametrize("option", ["planning", "human_input"])
+def test_planning_and_human_input_crews_are_refused_with_the_reason(option: str) -> None:
     def make() -> Crew:
         made = crew_apps.sequential_crew()
         setattr(made.tasks[1] if option == "human_input" else made, option, True)
