@@ -237,7 +237,8 @@ class DistributedFlow(Generic[F]):
         # events), and a process taking over hundreds of runs must keep its loop renewing.
         flow = await asyncio.to_thread(self.flow_class)
         journal = MethodJournal(self.require_pool(), run_id)
-        _Journaled(self, flow, journal, run_id).install()
+        replaying = not await journal.is_empty()
+        _Journaled(self, flow, journal, run_id, replaying=replaying).install()
         output = await flow.kickoff_async(inputs={**(record.inputs or {}), "id": record.state_id})
         where = f"flow {self.name!r} (run {run_id!r})"
         result = FlowResult(
@@ -250,12 +251,21 @@ class _Journaled:
     """Every method of one flow instance, answered from the journal when it had finished."""
 
     def __init__(
-        self, flows: DistributedFlow[Any], flow: Flow[Any], journal: MethodJournal, run_id: str
+        self,
+        flows: DistributedFlow[Any],
+        flow: Flow[Any],
+        journal: MethodJournal,
+        run_id: str,
+        *,
+        replaying: bool,
     ) -> None:
         self.flows = flows
         self.flow = flow
         self.journal = journal
         self.run_id = run_id
+        self.replaying = replaying
+        """Whether the journal holds entries (a run taken over or run again): else no method
+        can be answered from it, and asking would cost a round trip per method."""
         self.calls: dict[str, int] = {}
         definition = flow._definition
         self.routers = {n for n, m in definition.methods.items() if m.router}
@@ -277,7 +287,7 @@ class _Journaled:
         async def journaled(*args: Any, **kwargs: Any) -> Any:
             call = self.calls.get(name, 0)
             self.calls[name] = call + 1
-            entry = await self.journal.get(name, call)
+            entry = await self.journal.get(name, call) if self.replaying else None
             if entry is not None:
                 self._apply(entry)
                 return self.flows.codec.decode(entry.result)

@@ -58,6 +58,11 @@ class MethodJournal:
         self.pool = pool
         self.key = journal_key(run_id)
 
+    async def is_empty(self) -> bool:
+        """No method finished yet: a fresh run needs no lookup per method."""
+        redis = self.pool.transport.redis
+        return not await self.pool.on_home(lambda: redis.exists(self.key))
+
     async def get(self, method: str, call: int) -> JournalEntry | None:
         redis = self.pool.transport.redis
         raw = await self.pool.on_home(lambda: redis.hget(self.key, f"{method}#{call}"))
