@@ -12,6 +12,7 @@ from typing import Any
 
 import crew_apps
 from crewai import CrewOutput
+from crewai.flow.async_feedback.types import HumanFeedbackPending
 from crewai.flow.flow import Flow, and_, listen, or_, router, start
 from crewai.flow.human_feedback import human_feedback
 from crewai.flow.persistence import persist
@@ -204,3 +205,28 @@ class ForEachFlow(Flow):
         crew = CREWS.get("seq")
         made = crew_apps.sequential_crew() if crew is None else crew
         return [output.raw for output in made.kickoff_for_each(inputs)]
+
+
+class FeedbackLater:
+    """A feedback provider that pauses the flow (as a web or chat integration would)."""
+
+    def request_feedback(self, context: Any, flow: Any) -> str:
+        raise HumanFeedbackPending(context=context)
+
+
+def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
+    """A plain flow paused for human feedback, persisted by ``persistence``."""
+
+    @persist(persistence)
+    class ReviewLater(Flow):
+        @start()
+        @human_feedback(message="Approve the draft?", provider=FeedbackLater())
+        def draft(self) -> str:
+            self.state["draft"] = "v1"
+            return "v1"
+
+        @listen(draft)
+        def publish(self, review: Any) -> str:
+            return f"published {self.state['draft']} after {review.feedback!r}"
+
+    return ReviewLater

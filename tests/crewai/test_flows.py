@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -203,6 +205,38 @@ async def test_persist_on_redis_is_shared_by_processes_and_restores_as_crewai_do
     assert stored == state.model_dump(mode="json")
     assert (restored, restored_state.rounds) == (22, 22)  # plain CrewAI went on from 11
     assert restored_state.id == state.id
+
+
+PAUSING_PROCESS = """
+import sys
+from nervenet_crewai.offline import go_offline
+go_offline()
+import flow_apps
+from nervenet_crewai import RedisFlowPersistence
+flow = flow_apps.review_later_flow(RedisFlowPersistence(url=sys.argv[1]))
+print("pending", flow().kickoff().context.flow_id, flush=True)
+"""
+
+
+@pytest.mark.redis
+def test_a_flow_paused_for_feedback_in_one_process_is_resumed_in_another(
+    redis_url: str, crew_env: dict[str, str]
+) -> None:
+    paused = subprocess.run(
+        [sys.executable, "-c", PAUSING_PROCESS, redis_url],
+        env=crew_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert paused.returncode == 0, paused.stderr[-3000:]
+    flow_id = paused.stdout.split("pending ", 1)[1].split()[0]
+
+    persistence = RedisFlowPersistence(url=redis_url)  # this process's own client
+    flow = flow_apps.review_later_flow(persistence).from_pending(flow_id, persistence)
+
+    assert flow.resume("looks good") == "published v1 after 'looks good'"
+    assert persistence.load_pending_feedback(flow_id) is None  # CrewAI cleared it
 
 
 async def test_a_router_naming_no_listener_fails_naming_flow_router_and_label(pool: Pool) -> None:
