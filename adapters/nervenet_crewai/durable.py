@@ -113,6 +113,7 @@ async def run(crew: DistributedCrew, inputs: dict[str, Any] | None, run_id: str)
         try:
             output = await crew.kickoff_async(inputs, run_id=run_id)
             if not isinstance(output, CrewOutput):  # a stream=True crew's stream
+                await output.aclose()  # never iterated: let CrewAI drop its chunk handler
                 raise ConfigurationError(
                     f"crew {crew.name!r} streams (stream=True): its chunks go to whoever "
                     "iterates the kickoff, so it cannot be a durable run; use kickoff_async()"
