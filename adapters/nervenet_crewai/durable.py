@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nervenet.crewai.durable")
 
-TRANSIENT_REDIS_ERRORS = (*TRANSIENT_ERRORS, ConnectionError)
+TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ConnectionError)
 MAX_OUTAGES = 20
 
 

@@ -87,8 +87,8 @@ class ValueCodec:
         self.models = {model_name(m): m for m in models}
 
     @classmethod
-    def declared(cls, methods: Iterable[Callable[..., Any]], extra: Iterable[type]) -> ValueCodec:
-        """The models ``extra`` and the return annotations of ``methods`` name."""
+    def declared(cls, methods: Iterable[Callable[..., Any]], extra: Iterable[Any]) -> ValueCodec:
+        """The models among ``extra`` and the return annotations of ``methods``."""
         candidates: list[Any] = list(extra)
         for method in methods:
             try:

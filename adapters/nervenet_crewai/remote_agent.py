@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from crewai import Task
 from crewai.agents.agent_builder.base_agent import BaseAgent
 from crewai.events.event_bus import crewai_event_bus
-from crewai.events.types.llm_events import LLMCallType, LLMStreamChunkEvent
+from crewai.events.types.llm_events import LLMCallType, LLMStreamChunkEvent, ToolCall
 from crewai.tools.tool_failure import ToolFailureRecord, active_tool_failures
 
 from .layout import task_index
@@ -84,7 +84,7 @@ class RemoteExecution:
             chunk = StreamChunkFrame.model_validate_json(frame)
             event = LLMStreamChunkEvent(
                 chunk=chunk.chunk,
-                tool_call=chunk.tool_call,
+                tool_call=ToolCall.model_validate(chunk.tool_call) if chunk.tool_call else None,
                 call_type=LLMCallType(chunk.call_type) if chunk.call_type else None,
                 response_id=chunk.response_id,
                 call_id=chunk.call_id,

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 from crewai import Crew
 from crewai.crews.utils import enable_agent_streaming
+from crewai.events.base_events import BaseEvent
 from crewai.events.event_bus import crewai_event_bus
 from crewai.events.types.llm_events import LLMStreamChunkEvent
 from crewai.tasks.llm_guardrail import LLMGuardrailResult
@@ -134,9 +135,9 @@ def _relay_stream_chunks() -> None:
         _relaying = True
 
 
-def _send_chunk(source: Any, event: LLMStreamChunkEvent) -> None:
+def _send_chunk(source: Any, event: BaseEvent) -> None:
     task = _current.get()
-    if task is None or not _streaming.get():
+    if task is None or not _streaming.get() or not isinstance(event, LLMStreamChunkEvent):
         return
     frame = StreamChunkFrame(
         chunk=event.chunk,
