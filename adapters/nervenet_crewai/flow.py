@@ -38,8 +38,10 @@ import asyncio
 import contextvars
 import functools
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -122,6 +124,7 @@ class DistributedFlow(Generic[F]):
         pool: Pool | None = None,
         models: Iterable[type[BaseModel]] = (),
         strict_routes: bool = True,
+        threads: int = 256,
     ) -> None:
         if not (isinstance(flow_class, type) and issubclass(flow_class, Flow)):
             raise ConfigurationError(
@@ -131,6 +134,9 @@ class DistributedFlow(Generic[F]):
         self.flow_class = flow_class
         self.name = name
         self.strict_routes = strict_routes
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         sample = flow_class()  # fails here, not in a coordinator, if the class cannot be built
         _refuse_unsupported(sample, name)
         # The declared model, and the subclass CrewAI derives from it when it lacks an id.
@@ -158,6 +164,24 @@ class DistributedFlow(Generic[F]):
                 "distribute_flow(..., pool=Pool.from_url(...))"
             )
         return self._pool
+
+    def method_threads(self) -> ThreadPoolExecutor:
+        """Threads for sync methods. Not asyncio's default executor, as plain CrewAI uses: its
+        few threads (``min(32, CPUs + 4)``) would let only that many runs of a process be in a
+        sync method at once, e.g. waiting for a crew."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.threads, thread_name_prefix=f"nervenet-flow-{self.name}"
+                )
+            return self._executor
+
+    def close(self) -> None:
+        """Let the method threads go."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def nervenet_pool(self) -> Pool:
         """The pool whose flow runs ``nervenet serve app:flows`` coordinates."""
@@ -235,7 +259,8 @@ class DistributedFlow(Generic[F]):
     async def _run_once(self, run_id: str, record: FlowRecord) -> bytes:
         # Built on a thread: a Flow instance costs milliseconds of CPU (pydantic, its memory,
         # events), and a process taking over hundreds of runs must keep its loop renewing.
-        flow = await asyncio.to_thread(self.flow_class)
+        loop = asyncio.get_running_loop()
+        flow = await loop.run_in_executor(self.method_threads(), self.flow_class)
         journal = MethodJournal(self.require_pool(), run_id)
         replaying = not await journal.is_empty()
         _Journaled(self, flow, journal, run_id, replaying=replaying).install()
@@ -298,7 +323,9 @@ class _Journaled:
                     result = await method(*args, **kwargs)
                 else:  # as CrewAI runs a sync method: on a thread, in a copy of the context
                     context = contextvars.copy_context()
-                    result = await asyncio.to_thread(context.run, method, *args, **kwargs)
+                    call_method = functools.partial(context.run, method, *args, **kwargs)
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self.flows.method_threads(), call_method)
                 if asyncio.iscoroutine(result):
                     result = await result
             finally:
@@ -380,14 +407,22 @@ def distribute_flow(
     pool: Pool | None = None,
     models: Iterable[type[BaseModel]] = (),
     strict_routes: bool = True,
+    threads: int = 256,
 ) -> DistributedFlow[F]:
     """Register ``flow_class`` (a ``crewai.flow.Flow`` subclass) under ``name``.
 
     ``models``: pydantic classes the flow's methods return (or hold in a returned
     ``CrewOutput``) that are not their return annotations or the state model, so another
     process can revive them. ``strict_routes``: a router returning a label no method listens
-    to raises (plain CrewAI ends the flow silently, which hides a typo).
+    to raises (plain CrewAI ends the flow silently, which hides a typo). ``threads`` bounds the
+    sync methods running at once in a coordinator process (each holds a thread while it runs,
+    e.g. while its crew works).
     """
     return DistributedFlow(
-        flow_class, name=name, pool=pool, models=models, strict_routes=strict_routes
+        flow_class,
+        name=name,
+        pool=pool,
+        models=models,
+        strict_routes=strict_routes,
+        threads=threads,
     )

@@ -7,6 +7,7 @@ else the plain crew: the flow's own code is the same both ways.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -230,3 +231,15 @@ def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
             return f"published {self.state['draft']} after {review.feedback!r}"
 
     return ReviewLater
+
+
+GATHERING = threading.Barrier(12, timeout=20)
+"""Passed only when 12 runs are inside ``WaitingFlow.wait`` at once."""
+
+
+class WaitingFlow(Flow):
+    """A sync method that blocks (as one waiting for its crew does)."""
+
+    @start()
+    def wait(self) -> int:
+        return GATHERING.wait()

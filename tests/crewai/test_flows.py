@@ -104,6 +104,17 @@ async def test_kickoff_for_each_inside_a_method_gets_run_ids_derived_from_it(poo
     }
 
 
+async def test_sync_methods_of_many_runs_block_at_once_beyond_asyncios_few_threads(
+    pool: Pool,
+) -> None:
+    flow_apps.GATHERING.reset()
+    flows = distribute_flow(flow_apps.WaitingFlow, pool=pool, name="waiting")
+
+    outputs = await asyncio.gather(*(flows.kickoff_async() for _ in range(12)))
+
+    assert sorted(outputs) == list(range(12))  # all 12 met at the barrier
+
+
 async def test_queued_flow_runs_and_kickoffs_are_run_by_a_process_taking_queued_runs(
     pool: Pool,
 ) -> None:
