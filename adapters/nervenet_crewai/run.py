@@ -32,6 +32,7 @@ from nervenet.errors import ConfigurationError, DispatchError
 
 from .app_errors import raise_as_plain
 from .blueprint import Blueprint
+from .flow_scope import current_method
 from .layout import agents_by_place, is_hierarchical, llm_places, set_llm, task_index
 from .remote_agent import RemoteExecution
 from .remote_llm import RemoteLLM
@@ -83,6 +84,10 @@ class CrewRun:
         self.pool = pool
         self.policy = policy
         self.run_id = run_id
+        # The durable run whose lease covers this kickoff: its own, or that of the flow run
+        # whose method kicks it off.
+        scope = current_method.get()
+        self.leased_run = scope.run_id if scope is not None else run_id
         self.inputs = _json_values(inputs, "kickoff inputs")
         self.crew = blueprint.build(inputs)
         _refuse_unsupported(self.crew)
@@ -211,7 +216,7 @@ class CrewRun:
             raise asyncio.CancelledError(f"run {self.run_id!r} was stopped")
         # A durable kickoff whose process missed its lease renewals (stopped, cut off) may
         # have been taken over: stop here rather than race the new owner.
-        self.pool.workflows.check_owned(self.run_id)
+        self.pool.workflows.check_owned(self.leased_run)
         policy = self.policy
         number = getattr(call, "call", 0)
         raw = await self.coordinator.dispatch(

@@ -150,10 +150,12 @@ go_offline()
 import crew_apps, flow_apps
 from nervenet import Pool, PoolSettings
 from nervenet_crewai import distribute_crew, distribute_flow
-FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0, block_ms=200)
+# 3 s leases: a loaded machine stalling this process for a 1 s lease would hand its run over
+# while it lives, before the kill this test is about.
+STEADY = PoolSettings(heartbeat_interval=0.5, visibility_timeout=3.0, lease_ttl=3.0)
 
 async def main():
-    pool = Pool.from_url(sys.argv[1], settings=FAST)
+    pool = Pool.from_url(sys.argv[1], settings=STEADY)
     flow_apps.CREWS["seq"] = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
     flows = distribute_flow(flow_apps.CrewFlow, pool=pool, name="crewflow")
     run = await flows.asubmit(run_id="doomed-flow")
