@@ -6,12 +6,15 @@
   ``NERVENET_UPSTREAM_ALL_BACKENDS=1`` keeps the SQLite variants too.
 * With ``NERVENET_UPSTREAM_EXCLUDE=1`` (set by ``run.py`` for the distributed run only) the tests
   listed in ``EXCLUDED.md`` are deselected: they inspect in-process internals, not behaviour.
+* With ``NERVENET_UPSTREAM_FUNCTIONAL=1`` (``run.py --functional``) only the tests of LangGraph's
+  functional API run: those whose source uses ``entrypoint`` or ``task`` from ``langgraph.func``.
 * With ``NERVENET_UPSTREAM_RESULTS=path.json`` each test's outcome (passed, failed, error,
   skipped, xfailed, xpassed) and a short failure text are written there for ``run.py`` to compare.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -45,13 +48,31 @@ def _in_memory_variant(item: pytest.Item) -> bool:
     return True
 
 
+_FUNCTIONAL_API = re.compile(r"@entrypoint\b|\bentrypoint\(|@task\b|\btask\(")
+
+
+def uses_functional_api(item: pytest.Item) -> bool:
+    """Whether the test's own source uses ``@entrypoint`` or ``@task``."""
+    func = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(func) if func is not None else ""
+    except (OSError, TypeError):
+        return False
+    return bool(_FUNCTIONAL_API.search(source))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep_all = os.environ.get("NERVENET_UPSTREAM_ALL_BACKENDS") == "1"
     excluded = excluded_tests() if os.environ.get("NERVENET_UPSTREAM_EXCLUDE") == "1" else {}
+    functional = os.environ.get("NERVENET_UPSTREAM_FUNCTIONAL") == "1"
     selected, deselected = [], []
     for item in items:
         base_id = item.nodeid.split("[", 1)[0]
-        if (excluded and base_id in excluded) or (not keep_all and not _in_memory_variant(item)):
+        if (
+            (excluded and base_id in excluded)
+            or (not keep_all and not _in_memory_variant(item))
+            or (functional and not uses_functional_api(item))
+        ):
             deselected.append(item)
         else:
             selected.append(item)

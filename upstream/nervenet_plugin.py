@@ -1,4 +1,5 @@
-"""pytest plugin: every ``StateGraph.compile`` in LangGraph's own tests returns a distributed graph.
+"""pytest plugin: every ``StateGraph.compile`` in LangGraph's own tests returns a distributed graph,
+and every ``@entrypoint`` a distributed workflow (its ``@task`` calls served by the same worker).
 
 Load it with ``-p nervenet_plugin`` (``upstream/run.py`` puts this folder on ``PYTHONPATH``).
 
@@ -39,6 +40,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from langgraph.func import entrypoint
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
 from nervenet_langgraph import DistributedGraph, distribute
@@ -46,6 +48,7 @@ from nervenet_langgraph import DistributedGraph, distribute
 from nervenet import Pool, PoolSettings
 
 _original_compile = StateGraph.compile
+_original_entrypoint = entrypoint.__call__
 _original_get_subgraphs = Pregel.get_subgraphs
 _original_aget_subgraphs = Pregel.aget_subgraphs
 # Captured before any test can mock ``uuid.uuid4`` (the ``deterministic_uuids`` fixture does).
@@ -116,7 +119,7 @@ _plain_of: weakref.WeakKeyDictionary[DistributedGraph, CompiledStateGraph[Any, A
 # id(plain compiled graph) -> the distributed graph the test was handed for it. The plain graph
 # lives as long as its distributed graph (which holds it), so an id is never reused meanwhile.
 _distributed_of: weakref.WeakValueDictionary[int, DistributedGraph] = weakref.WeakValueDictionary()
-stats = {"compiled": 0, "distributed": 0}
+stats = {"compiled": 0, "distributed": 0, "entrypoints": 0}
 close_errors: list[str] = []
 
 
@@ -150,7 +153,7 @@ def _as_compiled_by_test(graph: Any) -> Any:
     return _distributed_of.get(id(getattr(graph, "original", graph)), graph)
 
 
-def _serve(pool: Pool, graph: DistributedGraph) -> None:
+def _serve(pool: Pool, graph: Any) -> None:
     if not graph.nervenet_handlers():
         return  # nothing but __start__: no task types to serve
     home = pool.portal.loop
@@ -185,6 +188,20 @@ def _distributed_compile(self: StateGraph[Any], *args: Any, **kwargs: Any) -> An
     return graph
 
 
+def _distributed_entrypoint(self: entrypoint[Any], func: Any) -> Any:
+    """``@entrypoint(...)``: LangGraph builds the workflow, then it is distributed and served
+    (its body runs in the test, each ``@task`` call on the in-process worker)."""
+    workflow = _original_entrypoint(self, func)
+    holder = _current or _session
+    with _uuid_unmocked():
+        pool = holder.get()
+        graph = distribute(workflow, pool=pool, name=f"e{next(_names)}")
+        _serve(pool, graph)
+    holder.graphs += 1
+    stats["entrypoints"] += 1
+    return graph
+
+
 class _uuid_unmocked:
     """Pools and workers draw ids from ``uuid.uuid4``; keep them off a test's mocked sequence."""
 
@@ -198,6 +215,7 @@ class _uuid_unmocked:
 
 def pytest_configure(config: pytest.Config) -> None:
     StateGraph.compile = _distributed_compile  # type: ignore[method-assign]
+    entrypoint.__call__ = _distributed_entrypoint  # type: ignore[method-assign]
     if _NESTED == "unwrap":
         Pregel.get_subgraphs = _get_subgraphs  # type: ignore[method-assign]
         Pregel.aget_subgraphs = _aget_subgraphs  # type: ignore[method-assign]
@@ -206,6 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     StateGraph.compile = _original_compile  # type: ignore[method-assign]
+    entrypoint.__call__ = _original_entrypoint  # type: ignore[method-assign]
     Pregel.get_subgraphs = _original_get_subgraphs  # type: ignore[method-assign]
     Pregel.aget_subgraphs = _original_aget_subgraphs  # type: ignore[method-assign]
     if problem := _session.close():
@@ -213,7 +232,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return "nervenet: every StateGraph.compile is distributed on a per-test Pool.local()"
+    return (
+        "nervenet: every StateGraph.compile and @entrypoint is distributed on a per-test "
+        "Pool.local()"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -238,7 +260,8 @@ def _nervenet_pool(request: pytest.FixtureRequest) -> Iterator[None]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(
         f"nervenet: {stats['distributed']} graphs distributed "
-        f"({stats['compiled']} StateGraph.compile calls)"
+        f"({stats['compiled']} StateGraph.compile calls), "
+        f"{stats['entrypoints']} @entrypoint workflows distributed"
     )
     for line in close_errors:
         terminalreporter.write_line(f"nervenet teardown problem: {line}")

@@ -18,6 +18,7 @@ Examples::
     python upstream/run.py                          # full suite, both runs (~1.5 + ~6 min)
     python upstream/run.py --quick                  # ~390 tests, every failure group (~3 min)
     python upstream/run.py -k interrupt             # a subset by keyword
+    python upstream/run.py --functional             # functional-API tests only (~380)
     python upstream/run.py tests/test_retry.py tests/test_runtime.py
     python upstream/run.py --only distributed tests/test_pregel.py -- -x --tb=long
     python upstream/run.py --reuse-plain            # distributed only, vs the last plain results
@@ -193,6 +194,7 @@ def run_suite(args: argparse.Namespace, root: Path, label: str) -> subprocess.Po
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     env["NERVENET_UPSTREAM_RESULTS"] = str(out / f"{label}.json")
     env["NERVENET_UPSTREAM_EXCLUDE"] = "1" if distributed else "0"
+    env["NERVENET_UPSTREAM_FUNCTIONAL"] = "1" if args.functional else "0"
     env.setdefault("LANGSMITH_TRACING", "false")
     (out / f"{label}.json").unlink(missing_ok=True)
     log = open(out / f"{label}.log", "wb")  # noqa: SIM115 (closed by the caller's wait)
@@ -287,6 +289,11 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="test files or ids (tests/...); default: tests")
     parser.add_argument("-k", help="pytest -k expression")
     parser.add_argument("--quick", action="store_true", help="representative subset (CI)")
+    parser.add_argument(
+        "--functional",
+        action="store_true",
+        help="only tests of the functional API (@entrypoint / @task)",
+    )
     parser.add_argument("--only", choices=["plain", "distributed"], help="run one side only")
     parser.add_argument(
         "--reuse-plain",

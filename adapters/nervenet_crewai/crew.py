@@ -32,7 +32,11 @@ from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 from nervenet.routing import TaskOptions
 
-from . import durable, locks
+from . import (
+    _compat,  # noqa: F401  (first: checks the CrewAI names the modules below use)
+    durable,
+    locks,
+)
 from .blueprint import Blueprint, CrewFactory
 from .durable import KickoffHandle
 from .flow_scope import crew_run_id, current_method

@@ -38,13 +38,16 @@ from langchain_core.outputs import (
     RunInfo,
 )
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
 from langchain_core.tracers.langchain import LangChainTracer
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.pregel._messages import StreamMessagesHandler
-from langgraph.pregel._tools import StreamToolCallHandler
 from langsmith.run_helpers import get_current_run_tree, tracing_context
 
+from ._compat import (
+    StreamMessagesHandler,
+    StreamToolCallHandler,
+    _StreamingCallbackHandler,
+    _V2StreamingCallbackHandler,
+)
 from .wire import qualified_name, revive_exception
 
 Emit = Callable[[tuple[Any, ...]], None]

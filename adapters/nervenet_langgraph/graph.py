@@ -21,19 +21,17 @@ from urllib.parse import quote
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.graph import Graph
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
-from langgraph.pregel._read import PregelNode
 
 from nervenet import ConfigurationError, Handler, Pool, TaskContext
 from nervenet.handlers import validate_task_type
 from nervenet.routing import DEFAULT_QUEUE, TaskOptions
 
 from . import runs
+from ._compat import CONF, CONFIG_KEY_THREAD_ID, PregelNode, RunnableCallable
 from .checkpoint import RedisSaver
 from .node_runner import run_node
 from .remote_node import remote_runnable
@@ -41,6 +39,8 @@ from .runs import GraphRun
 from .serde import graph_schemas, strict_serializer
 
 _LOCAL_NODES = ("__start__",)
+
+AnyPregel = Pregel[Any, Any, Any, Any]
 
 
 @dataclass
@@ -57,7 +57,9 @@ class Distribution:
     """Wait for a worker to register instead of failing fast when none serves a node."""
     durable: bool = False
     """``ainvoke`` with a thread id goes through :meth:`DistributedGraph.asubmit`."""
-    local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel]] = field(default_factory=dict)
+    local_nodes: dict[str, tuple[Runnable[Any, Any], Pregel[Any, Any, Any, Any]]] = field(
+        default_factory=dict
+    )
     """Task type -> (the node's original function, the (sub)graph that owns it)."""
     options: dict[str, TaskOptions] = field(default_factory=dict)
     """Task type -> its queue and limit, from the node's ``metadata={"nervenet": {...}}`` and
@@ -86,14 +88,15 @@ class Distribution:
         return handle
 
 
-class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
-    """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
+class DistributedRuns(Pregel[Any, Any, Any, Any]):
+    """What every distributed LangGraph object adds to its LangGraph class: the pool it uses,
+    the handlers its workers serve, and durable runs. A ``Pregel`` subclass (not a plain mixin)
+    so its subclasses keep Pregel's object layout: ``distribute`` switches a compiled graph's
+    class in place."""
 
     nervenet: Distribution
-    original: CompiledStateGraph  # type: ignore[type-arg]
-    """The graph as compiled, before its nodes were replaced: what ``get_graph`` draws."""
 
-    def copy(self, update: dict[str, Any] | None = None) -> DistributedGraph:
+    def copy(self, update: dict[str, Any] | None = None) -> Any:
         # Pregel.copy rebuilds through __init__, which silently drops what it does not take
         # (our attributes, the mappers StateGraph.compile sets afterwards): carry them over.
         new = super().copy(update)
@@ -101,16 +104,8 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
             new.__dict__.setdefault(key, value)
         return new
 
-    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
-        return self.original.get_graph(config, xray=xray)
-
-    async def aget_graph(
-        self, config: RunnableConfig | None = None, *, xray: int | bool = False
-    ) -> Graph:
-        return await self.original.aget_graph(config, xray=xray)
-
     def nervenet_handlers(self) -> Mapping[str, Handler]:
-        """What ``nervenet worker app:graph`` serves: one handler per node task type."""
+        """What ``nervenet worker app:graph`` serves: one handler per node (or task) type."""
         return self.nervenet.handlers()
 
     def nervenet_task_options(self) -> Mapping[str, TaskOptions]:
@@ -159,8 +154,23 @@ class DistributedGraph(CompiledStateGraph):  # type: ignore[type-arg]
         return await super().ainvoke(input, config, **kwargs)
 
 
+class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[type-arg]
+    """A compiled StateGraph whose nodes run on a nervenet pool. Made by :func:`distribute`."""
+
+    original: CompiledStateGraph  # type: ignore[type-arg]
+    """The graph as compiled, before its nodes were replaced: what ``get_graph`` draws."""
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        return self.original.get_graph(config, xray=xray)
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Graph:
+        return await self.original.aget_graph(config, xray=xray)
+
+
 def distribute(
-    graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any],
+    graph: StateGraph[Any] | CompiledStateGraph[Any, Any, Any, Any] | Pregel[Any, Any, Any, Any],
     *,
     pool: Pool,
     name: str,
@@ -169,6 +179,7 @@ def distribute(
     durable: bool | None = None,
     graph_name: str | None = None,
     nodes: Mapping[str, Mapping[str, Any]] | None = None,
+    tasks: Iterable[Any] = (),
     **compile_kwargs: Any,
 ) -> DistributedGraph:
     """Compile ``graph`` (if it is a builder) so that every node runs on ``pool``.
@@ -183,12 +194,24 @@ def distribute(
     Per-node options (``queue``, ``max_concurrency``, ``rate_limit``, ``limit_key``, ``burst``)
     come from ``builder.add_node(name, fn, metadata={"nervenet": {...}})`` and from
     ``nodes={"name": {...}}`` here, which wins key by key.
+
+    ``graph`` may also be an ``@entrypoint`` workflow (LangGraph's functional API): its body runs
+    here, each ``@task`` call on the pool (see :mod:`nervenet_langgraph.functional`); ``nodes``
+    then holds per-task options by task name, and ``tasks`` lists tasks the entrypoint reaches
+    other than by name in its code (through an object, a registry).
     """
+    from .functional import distribute_entrypoint, is_entrypoint  # it builds on this module
+
     validate_task_type(name)
     if "name" in compile_kwargs:
         raise ConfigurationError(
             "`name` is the registration name workers find the graph by; pass LangGraph's own "
             "compiled-graph name as graph_name=..."
+        )
+    if tasks and not is_entrypoint(graph):
+        raise ConfigurationError(
+            "distribute(tasks=...) lists the tasks of an @entrypoint workflow; a graph's nodes "
+            "that call tasks are found from their code"
         )
     if isinstance(graph, StateGraph):
         if graph_name is not None:
@@ -198,9 +221,23 @@ def distribute(
         if compile_kwargs or graph_name:
             raise ConfigurationError("compile options apply to a StateGraph builder only")
         compiled = graph
+    elif is_entrypoint(graph):
+        if compile_kwargs or graph_name:
+            raise ConfigurationError("compile options apply to a StateGraph builder only")
+        return distribute_entrypoint(  # type: ignore[return-value]
+            graph,
+            pool=pool,
+            name=name,
+            tasks=tasks,
+            allowed_types=allowed_types,
+            wait_for_worker=wait_for_worker,
+            durable=durable,
+            options=nodes,
+        )
     else:
         raise ConfigurationError(
-            f"distribute() takes a langgraph StateGraph or its compiled graph, not "
+            f"distribute() takes a langgraph StateGraph, its compiled graph or an @entrypoint "
+            f"workflow, not "
             f"{type(graph).__name__}"
         )
     serde = strict_serializer(_all_schemas(compiled), allowed_types)
@@ -227,12 +264,33 @@ def _distributed_copy(
     prefix: str,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DistributedGraph:
+    from .functional import TaskDispatch, find_tasks  # it builds on this module
+
     nodes: dict[str, PregelNode] = {}
+    tasks: TaskDispatch | None = None
     for node_name, node in compiled.nodes.items():
         if node_name in _LOCAL_NODES:
             nodes[node_name] = node
             continue
+        called = find_tasks(func) if (func := _node_function(node.bound)) else {}
+        if called:
+            # A node that calls @task functions orchestrates them, like an entrypoint body: it
+            # runs here, in the run's loop, so each call is a push task of the run
+            # (checkpointed, retried by the task's own policy, streamed) that runs on the pool.
+            if tasks is None:
+                tasks = TaskDispatch(distribution, f"{prefix}/@task", f"graph {prefix!r}", compiled)
+            tasks.add(called.values())
+            nodes[node_name] = node.copy({"bound": tasks.hook.wrap(node.bound)})
+            continue
         task_type = validate_task_type(f"{prefix}/{_task_type_segment(node_name)}")
+        if isinstance(node.bound, DistributedRuns):
+            # Already distributed by the user: keep that very object, as plain LangGraph keeps
+            # the compiled subgraph it was given (get_subgraphs yields it, resume addresses it);
+            # this graph's workers serve its nodes too.
+            distribution.local_nodes.update(node.bound.nervenet.local_nodes)
+            distribution.options.update(node.bound.nervenet.options)
+            nodes[node_name] = node
+            continue
         if isinstance(node.bound, CompiledStateGraph):
             # A subgraph's own loop stays on the coordinator; its nodes go to the pool.
             subgraph = _distributed_copy(node.bound, distribution, task_type)
@@ -260,8 +318,37 @@ def _distributed_copy(
     distributed.__dict__.pop("__orig_class__", None)
     distributed.nodes = nodes
     distributed.nervenet = distribution  # type: ignore[attr-defined]
-    distributed.original = getattr(compiled, "original", compiled)  # type: ignore[attr-defined]
+    distributed.original = _drawn(getattr(compiled, "original", compiled))  # type: ignore[attr-defined]
     return distributed  # type: ignore[return-value]
+
+
+def _drawn(
+    compiled: CompiledStateGraph[Any, Any, Any, Any],
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """What ``get_graph`` draws: the graph with any subgraph the user had distributed shown as
+    the plain graph it distributes, as if it had been added plain."""
+    plain = {
+        name: node.copy(
+            {
+                "bound": node.bound.original,
+                "subgraphs": [node.bound.original] if node.subgraphs else [],
+            }
+        )
+        for name, node in compiled.nodes.items()
+        if isinstance(node.bound, DistributedGraph)
+    }
+    if not plain:
+        return compiled
+    drawn = copy.copy(compiled)
+    drawn.nodes = {**compiled.nodes, **plain}
+    return drawn
+
+
+def _node_function(bound: Any) -> Any:
+    """The user function of a plain node (a sync node's ``afunc`` is LangGraph's executor hop)."""
+    if not isinstance(bound, RunnableCallable):
+        return None
+    return bound.func if bound.func is not None else bound.afunc
 
 
 def _node_options(

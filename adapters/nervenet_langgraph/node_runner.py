@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph._internal._constants import (
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.errors import GraphInterrupt, NodeError, ParentCommand
+from langgraph.runtime import ExecutionInfo, Runtime, ServerInfo
+from langgraph.store.base import BaseStore
+
+from nervenet import TaskContext, TaskFailure
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_ID,
@@ -34,20 +43,16 @@ from langgraph._internal._constants import (
     CONFIG_KEY_SEND,
     CONFIG_KEY_STREAM,
     CONFIG_KEY_TASK_ID,
+    PregelScratchpad,
+    is_async_callable,
+    is_invalid_resume,
 )
-from langgraph._internal._runnable import is_async_callable
-from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.errors import GraphInterrupt, NodeError, ParentCommand, is_invalid_resume
-from langgraph.runtime import ExecutionInfo, Runtime, ServerInfo
-from langgraph.store.base import BaseStore
-
-from nervenet import TaskContext, TaskFailure
-
 from .callbacks import traced, worker_callbacks
+from .records import WIRE_VERSION, NodeCall, check_wire
 from .streams import WorkerStreams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
+
+log = logging.getLogger("nervenet.langgraph.node_runner")
 
 
 class _Counter:
@@ -94,14 +99,28 @@ def _read_unavailable(*_: Any, **__: Any) -> Any:
     )
 
 
+_INLINE_WARNED: set[str] = set()
+
+
 def _call_inline(
     func: Callable[..., Any], input: tuple[tuple[Any, ...], dict[str, Any]], **_: Any
 ) -> Any:
     """``@task`` functions called inside a node run right here, inline, on the worker.
 
     In-process LangGraph schedules them as tasks of the node's loop (checkpointed writes, their
-    own retry policy); a worker has no loop of the run, so they behave like plain calls.
+    own retry policy); a worker has no loop of the run, so they behave like plain calls. Nodes
+    whose code calls tasks run on the coordinator instead (``functional.TaskDispatch``): only a
+    task ``distribute`` could not see from the node's code lands here, and the worker says so.
     """
+    name = getattr(func, "__name__", repr(func))
+    if name not in _INLINE_WARNED:
+        _INLINE_WARNED.add(name)
+        log.warning(
+            "task %r called inside a node on a worker runs inline, without its retry policy or "
+            "checkpoint: distribute() did not find it in the node's code (reached through an "
+            "object?); call it by a name the node's code reads so the node orchestrates it",
+            name,
+        )
     args, kwargs = input
     if is_async_callable(func):
         return asyncio.ensure_future(func(*args, **kwargs))
@@ -122,7 +141,8 @@ async def run_node(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> bytes:
     """Run one node function for a coordinator; return its packed outcome or raise TaskFailure."""
-    call = unpack(serde, payload)
+    call: NodeCall = unpack(serde, payload)
+    check_wire(call, "coordinator")
     writes: list[tuple[str, Any]] = []
     null_resume = _NullResume(call["null_resume"])
     resume = list(call["resume"])
@@ -139,6 +159,7 @@ async def run_node(
 
     def outcome(**extra: Any) -> dict[str, Any]:
         return {
+            "wire": WIRE_VERSION,
             "writes": [list(w) for w in writes],
             "resume": resume,
             "null_consumed": null_resume.consumed,
@@ -178,7 +199,7 @@ def _fail(serde: SerializerProtocol, exc: BaseException, outcome: dict[str, Any]
 
 
 def _rebuild_config(
-    call: dict[str, Any],
+    call: NodeCall,
     writes: list[tuple[str, Any]],
     null_resume: _NullResume,
     resume: list[Any],
@@ -255,5 +276,5 @@ def _server_info(described: dict[str, Any] | None) -> ServerInfo | None:
     return ServerInfo(
         assistant_id=described["assistant_id"],
         graph_id=described["graph_id"],
-        user=_ServerUser(user) if user is not None else None,  # type: ignore[arg-type]
+        user=_ServerUser(user) if user is not None else None,
     )

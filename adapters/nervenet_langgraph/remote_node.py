@@ -15,11 +15,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from types import CodeType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import (
+from langgraph.errors import GraphInterrupt, ParentCommand
+from langgraph.types import Interrupt
+
+from nervenet import Coordinator, RemoteTaskError
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CHECKPOINT_MAP,
     CONFIG_KEY_CHECKPOINT_NS,
@@ -31,15 +36,12 @@ from langgraph._internal._constants import (
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
     CONFIG_KEY_THREAD_ID,
+    RunnableCallable,
+    _mark_invalid_resume,
+    peek_null_resume,
 )
-from langgraph._internal._runnable import RunnableCallable
-from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.errors import GraphInterrupt, ParentCommand, _mark_invalid_resume
-from langgraph.types import Interrupt
-
-from nervenet import Coordinator, RemoteTaskError
-
 from .callbacks import describe_observers
+from .records import WIRE_VERSION, NodeCall, check_wire
 from .runs import RUN_ID_KEY
 from .streams import FrameRelay, describe_streams
 from .wire import exception_args, pack, qualified_name, revive_exception, unpack
@@ -117,13 +119,14 @@ class RemoteNode:
         config: RunnableConfig,
         conf: dict[str, Any],
         observers: dict[str, Any] | None,
-    ) -> tuple[bytes, str]:
-        """The packed call and its task id. The call itself is not kept while the node runs:
-        with a thousand runs in flight, that is most of a KiB each."""
+    ) -> tuple[Callable[[], bytes], str]:
+        """What packs the call, and its task id. While the node runs, the call is kept (its
+        values are the task's own, alive anyway) and its packed bytes are not: with the state
+        as big as a document, they were most of a waiting run's memory."""
         call = describe_call(self.node, input, config, self.distribution.serde, observers)
-        return pack(self.distribution.serde, call), self._task_id(call, conf)
+        return functools.partial(pack, self.distribution.serde, call), self._task_id(call, conf)
 
-    def _task_id(self, call: dict[str, Any], conf: dict[str, Any]) -> str:
+    def _task_id(self, call: NodeCall, conf: dict[str, Any]) -> str:
         """Deterministic per LangGraph task (checkpoint, step, node) and the resume values it
         was given, so a resumed run is answered from the worker's result cache."""
         lg_task_id = conf.get(CONFIG_KEY_TASK_ID) or uuid.uuid4().hex
@@ -133,6 +136,7 @@ class RemoteNode:
 
     def _settle(self, outcome: dict[str, Any], config: RunnableConfig) -> Any:
         """Replay the worker's side effects on this task's real context, then return or raise."""
+        check_wire(outcome, "worker")  # type: ignore[arg-type]
         conf = config.get(CONF, {})
         writes = [tuple(w) for w in outcome.get("writes", ())]
         if writes:
@@ -184,13 +188,14 @@ def describe_call(
     config: RunnableConfig,
     serde: Any = None,
     observers: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> NodeCall:
     """The parts of a task's context a worker needs to rebuild it (no live objects)."""
     conf = config.get(CONF, {})
     scratchpad = conf.get(CONFIG_KEY_SCRATCHPAD)
     runtime = conf.get(CONFIG_KEY_RUNTIME)
     info = getattr(runtime, "execution_info", None)
     return {
+        "wire": WIRE_VERSION,
         "node": node,
         "input": input,
         "conf": _user_configurable(conf),
@@ -215,35 +220,6 @@ def describe_call(
         "streams": describe_streams(config),
         "observers": observers,
     }
-
-
-def peek_null_resume(scratchpad: PregelScratchpad) -> Any:
-    """The run-wide resume value (``Command(resume=...)`` with no interrupt id) if still unused.
-
-    LangGraph's getter returns its captured value even after another task consumed it (only
-    ``consume=True`` notices); in-process nobody peeks, so LangGraph never shows this. A peek
-    that ships a consumed value would answer a second ``interrupt()``, so read what the getter
-    closes over: its pending write, and whether it is still among the pending writes.
-    """
-    getter = scratchpad.get_null_resume
-    try:
-        cells = _closure_cells(getter.__code__)
-        closure = getter.__closure__ or ()
-        write = closure[cells["null_resume_write"]].cell_contents
-        if write is None:
-            parent_cell = cells.get("parent_scratchpad")
-            parent = closure[parent_cell].cell_contents if parent_cell is not None else None
-            return peek_null_resume(parent) if parent is not None else None
-        return write[2] if write in closure[cells["pending_writes"]].cell_contents else None
-    except (AttributeError, KeyError, IndexError, ValueError, TypeError):  # LangGraph changed
-        return getter(False)
-
-
-@functools.lru_cache(maxsize=8)
-def _closure_cells(code: CodeType) -> dict[str, int]:
-    """Where each variable the getter closes over sits in its closure (once per code object:
-    this runs for every dispatch)."""
-    return {name: index for index, name in enumerate(code.co_freevars)}
 
 
 def _user_configurable(conf: dict[str, Any]) -> dict[str, Any]:

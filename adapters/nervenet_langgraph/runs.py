@@ -15,19 +15,19 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONF, CONFIG_KEY_THREAD_ID
 
 from nervenet import ConfigurationError, RunHandle
 from nervenet.outages import TRANSIENT_ERRORS
 
+from ._compat import CONF, CONFIG_KEY_THREAD_ID
 from .wire import pack, unpack
 
 if TYPE_CHECKING:
-    from .graph import DistributedGraph
+    from .graph import DistributedRuns
 
 log = logging.getLogger("nervenet.langgraph.runs")
 
-TRANSIENT_REDIS_ERRORS = (*TRANSIENT_ERRORS, ConnectionError)
+TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ConnectionError)
 MAX_OUTAGES = 20
 
 #: Configurable key carrying the durable run id to the nodes (never shipped to workers).
@@ -39,7 +39,7 @@ _REPLAYABLE_KWARGS = ("context", "durability", "interrupt_before", "interrupt_af
 class GraphRun:
     """Handle of a submitted graph run; ``await run.result()`` from any process."""
 
-    def __init__(self, graph: DistributedGraph, handle: RunHandle) -> None:
+    def __init__(self, graph: DistributedRuns, handle: RunHandle) -> None:
         self._graph = graph
         self._handle = handle
 
@@ -54,7 +54,7 @@ class GraphRun:
 
 
 async def submit(
-    graph: DistributedGraph,
+    graph: DistributedRuns,
     input: Any,
     config: RunnableConfig | None,
     kwargs: dict[str, Any],
@@ -93,7 +93,7 @@ async def submit(
     return GraphRun(graph, handle)
 
 
-async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
+async def resume(graph: DistributedRuns, run_id: str, payload: bytes) -> bytes:
     """Continue a run a dead coordinator started, from its last checkpoint."""
     serde = graph.nervenet.serde
     record = unpack(serde, payload)
@@ -105,7 +105,7 @@ async def resume(graph: DistributedGraph, run_id: str, payload: bytes) -> bytes:
 
 
 async def _ainvoke_resiliently(
-    graph: DistributedGraph,
+    graph: DistributedRuns,
     run_id: str,
     input: Any,
     conf: dict[str, Any],

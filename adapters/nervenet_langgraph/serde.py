@@ -33,11 +33,11 @@ from typing import Any
 
 import ormsgpack
 import typing_extensions
-from langgraph.checkpoint.serde import _msgpack as lg_msgpack
-from langgraph.checkpoint.serde import jsonplus
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import SendProtocol
 from pydantic import BaseModel, TypeAdapter
+
+from ._compat import jsonplus, lg_msgpack
 
 _MAX_DEPTH = 8
 _EXT_TUPLE = 64  # beyond LangGraph's ext codes (0-7)
@@ -89,7 +89,13 @@ class StrictSerializer(JsonPlusSerializer):
         if own and isinstance(obj, BaseModel) and self._classes.get(_key(cls)) is cls:
             fields = {name: getattr(obj, name) for name in cls.model_fields}
             fields.update(obj.__pydantic_extra__ or {})
-            data = (cls.__module__, cls.__name__, fields, None, sorted(obj.model_fields_set))
+            data: tuple[Any, ...] = (
+                cls.__module__,
+                cls.__name__,
+                fields,
+                None,
+                sorted(obj.model_fields_set),
+            )
             return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, self._pack(data))
         if dataclasses.is_dataclass(obj) and not isinstance(obj, SendProtocol):
             fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -107,7 +113,7 @@ class StrictSerializer(JsonPlusSerializer):
         if code == _EXT_TUPLE:
             return tuple(self._unpack(data))
         if code == jsonplus.EXT_DELTA_SNAPSHOT:
-            return jsonplus._DeltaSnapshot(self._unpack(data))
+            return jsonplus._DeltaSnapshot(self._unpack(data))  # type: ignore[attr-defined]
         if code not in _CLASS_EXTS:
             return _LANGGRAPH_HOOK(code, data)
         record = self._unpack(data)
@@ -181,7 +187,7 @@ def _model(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -
             and not _is_instance(value, annotation)
         ):
             with contextlib.suppress(Exception):
-                values[name] = _adapter(annotation).validate_python(value)
+                values[name] = _adapter(annotation).validate_python(value)  # type: ignore[arg-type]
     return cls.model_construct(_fields_set=fields_set, **values)
 
 

@@ -26,17 +26,20 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph._internal._constants import (
+from langgraph.pregel.protocol import StreamProtocol
+from langgraph.runtime import RunControl, Runtime
+
+from ._compat import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_STREAM,
+    StreamMessagesHandler,
+    StreamMessagesHandlerV2,
+    StreamToolCallHandler,
+    _no_op_heartbeat,
+    _no_op_stream_writer,
 )
-from langgraph.pregel._messages import StreamMessagesHandler, StreamMessagesHandlerV2
-from langgraph.pregel._tools import StreamToolCallHandler
-from langgraph.pregel.protocol import StreamProtocol
-from langgraph.runtime import RunControl, Runtime, _no_op_heartbeat, _no_op_stream_writer
-
 from .callbacks import CallbackReplay, config_handlers
 
 Emit = Callable[[tuple[Any, ...]], None]
@@ -138,8 +141,8 @@ class WorkerStreams:
             handler = cls(
                 self._relay("messages", index), options["subgraphs"], parent_ns=_ns(options)
             )
-            handler.seen = _RelayedSeen(
-                lambda message_id, i=index: self.emit(("seen", i, message_id))
+            handler.seen = _RelayedSeen(  # type: ignore[assignment]
+                lambda message_id, i=index: self.emit(("seen", i, message_id))  # type: ignore[misc]
             )
             handlers.append(handler)
         for index, options in enumerate(self.described["tools"]):
@@ -209,7 +212,7 @@ class FrameRelay:
         elif kind == "tools":
             self.tools[frame[1]].stream((tuple(frame[2]), "tools", frame[3]))
         elif kind == "stream" and self.stream is not None:
-            self.stream((tuple(frame[1]), frame[2], frame[3]))
+            self.stream((tuple(frame[1]), frame[2], frame[3]))  # type: ignore[misc,call-arg]
         elif kind == "callback":
             if self._callbacks is None:
                 self._callbacks = CallbackReplay(self.config)

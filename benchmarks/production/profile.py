@@ -3,6 +3,7 @@
     python benchmarks/production/profile.py                      # nervenet then celery, closed 500
     python benchmarks/production/profile.py --systems nervenet --coordinators 2 --seconds 15
     python benchmarks/production/profile.py --digest DIR         # re-read the stacks of a run
+    python benchmarks/production/profile.py --systems nervenet,central --gc-probe [--gc default]
 
 Deploys a system the way ``run.py`` does (private ``redis-server``, 2 worker processes, K
 coordinator processes), holds a closed loop of ``--clients`` workflows, and over one window:
@@ -15,6 +16,8 @@ coordinator processes), holds a closed loop of ``--clients`` workflows, and over
 Each role's samples are split into the groups of ``GROUPS`` by the innermost frame that belongs to
 one of them (stdlib and pydantic frames count for the code that called them), then scaled to that
 role's measured CPU per workflow. Writes ``profile.json`` and ``profile.md`` to ``--out``.
+``--gc-probe`` also times every process's garbage collections (``gc_probe/``), and ``--gc default``
+runs nervenet's processes with CPython's collector settings instead of theirs, to compare.
 py-spy costs its target a little CPU and takes some of the 2 cores itself: throughput in a profile
 run is lower than in ``run.py``; the shares are what this script is for.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,18 @@ def profile_system(
     return row
 
 
+def _collector_shares(folder: Path) -> list[dict[str, Any]]:
+    """What ``gc_probe`` wrote for each process of a deployment (whole lifetime, start-up too)."""
+    records = [json.loads(path.read_text()) for path in sorted(folder.glob("gc-*.json"))]
+    for record in records:
+        record["share"] = record["gc_s"] / record["cpu_s"] if record["cpu_s"] else 0.0
+        console.print(
+            f"  gc {record['share']:6.1%} of {record['cpu_s']:6.2f} s CPU, "
+            f"{sum(record['collections'])} collections: {record['argv'][:90]}"
+        )
+    return records
+
+
 def write_markdown(rows: list[dict[str, Any]], out: Path) -> str:
     lines = ["# CPU per workflow by role and by group (closed loop, saturation)", ""]
     for row in rows:
@@ -85,6 +101,17 @@ def write_markdown(rows: list[dict[str, Any]], out: Path) -> str:
         total = sum(v for v in phase.values() if v)
         lines.append(f"| **all** | **{row['cpu_ms_total']:.2f}** | **{total:.2f}** | |")
         lines.append("")
+        if row.get("gc"):
+            lines += [
+                "| process (gc_probe, whole lifetime) | CPU s | in the collector | collections |",
+                "|---|---:|---:|---:|",
+            ]
+            for record in row["gc"]:
+                lines.append(
+                    f"| `{record['argv'][:70]}` | {record['cpu_s']:.2f} | {record['share']:.1%} "
+                    f"| {sum(record['collections'])} |"
+                )
+            lines.append("")
         for role, prof in row.get("profiles", {}).items():
             per_proc = row["cpu_ms"][role] or 0.0
             lines += [
@@ -118,6 +145,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--no-spy", dest="spy", action="store_false", help="CPU from /proc only")
+    parser.add_argument(
+        "--gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="nervenet's collector settings in its processes (NERVENET_GC; see owned_process)",
+    )
+    parser.add_argument(
+        "--gc-probe", action="store_true", help="time every process's collections (gc_probe/)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--digest", type=Path, help="re-digest the profile-*.txt files of DIR")
     args = parser.parse_args()
@@ -132,11 +168,20 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or HERE.parent / "results" / f"profile-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
+    os.environ["NERVENET_GC"] = args.gc  # every deployed process inherits it
+    if args.gc_probe:
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(HERE / "gc_probe"), os.environ.get("PYTHONPATH")])
+        )
     sampler = Sampler()
     rows = []
     try:
         for system in args.systems.split(","):
+            probes = out / f"gc-{system}"
+            probes.mkdir(exist_ok=True)
+            os.environ["NERVENET_GC_PROBE_DIR"] = str(probes)
             row = profile_system(system, args, sampler, out)
+            row["gc"] = _collector_shares(probes) if args.gc_probe else []
             for prof in row.get("profiles", {}).values():
                 prof.update(digest(out / prof["file"]))
             rows.append(row)

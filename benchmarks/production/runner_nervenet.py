@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any
 
-from nervenet_langgraph.wire import unpack
-
 import loadgen
 import nervenet_app
 import workload
+from nervenet_langgraph.wire import unpack
+
+from nervenet.owned_process import tune_collector
 
 DURABLE = "--durable" in sys.argv
 graph = nervenet_app.durable_graph if DURABLE else nervenet_app.graph
@@ -27,6 +28,8 @@ pool = graph.nervenet.pool
 
 async def setup() -> None:
     await pool.ensure_started()
+    # This process is a dedicated coordinator, as `nervenet serve` runs: it gets its settings.
+    tune_collector()
 
 
 async def invoke(wf: str) -> dict[str, Any]:

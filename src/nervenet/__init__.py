@@ -22,17 +22,19 @@ from .errors import (
     PoolConnectionError,
     RemoteTaskError,
     TaskEscalated,
+    TaskFailure,
     TaskTimeout,
+    WorkflowFailed,
 )
 from .escalations import Escalation
-from .handlers import Handler, Handlers, HandlerSource, TaskContext, TaskFailure
+from .handlers import Handler, Handlers, HandlerSource, TaskContext
 from .keys import Keys
 from .pool import Pool
 from .registry import WorkerInfo
 from .settings import PoolSettings
 from .status import PoolStatus, QueueStatus
 from .worker import Worker
-from .workflows import RunHandle, RunRecord, WorkflowFailed, Workflows
+from .workflows import RunHandle, RunRecord, Workflows
 
 __all__ = [
     "Backoff",

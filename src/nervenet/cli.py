@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import enum
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +28,8 @@ from rich.table import Table
 from .errors import ConfigurationError, NervenetError
 from .handlers import handlers_of
 from .loader import load_target
+from .owned_process import LoopChoice, loop_name, tune_collector
+from .owned_process import run as run_on_loop
 from .pool import Pool
 from .settings import PoolSettings
 from .worker import Worker
@@ -53,6 +57,21 @@ RedisOption = Annotated[
         "--redis", envvar="NERVENET_REDIS_URL", help="Redis URL (redis://, rediss://, unix://)."
     ),
 ]
+
+
+class Loop(enum.StrEnum):
+    auto = "auto"
+    asyncio = "asyncio"
+    uvloop = "uvloop"
+
+
+LoopOption = Annotated[
+    Loop,
+    typer.Option(
+        "--loop",
+        help="Event loop: uvloop if installed (auto: pip install 'nervenet\\[fast]') or asyncio.",
+    ),
+]
 NamespaceOption = Annotated[
     str, typer.Option("--namespace", help="Key namespace shared by the app's processes.")
 ]
@@ -73,9 +92,11 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None], loop: Loop = Loop.asyncio) -> None:
+    """Run a command's coroutine; ``loop`` is the event loop of a process nervenet owns."""
+    choice: LoopChoice = loop.value
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        run_on_loop(coro, choice)
     except NervenetError as exc:
         raise _fail(exc) from None
 
@@ -110,6 +131,7 @@ def worker(
             help="Comma-separated queues whose task types this worker runs (default: all).",
         ),
     ] = None,
+    loop: LoopOption = Loop.auto,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -140,7 +162,7 @@ def worker(
         )
     except NervenetError as exc:
         raise _fail(exc) from None
-    _run(_serve(pool, source, concurrency, grace, queues))
+    _run(_serve(pool, source, concurrency, grace, queues), loop)
 
 
 async def _serve(
@@ -148,17 +170,36 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    worker: Worker | None = None
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            if worker is not None:
+                console.print(
+                    f"stopping: {worker.load} task(s) in flight get {grace:g} s to finish; "
+                    "Ctrl-C again to hand them back to the pool now"
+                )
+        elif worker is not None:
+            console.print("handing unfinished tasks back to the pool now")
+            worker.hand_back_now()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     async with pool:
         worker = Worker.for_target(pool, source, concurrency=concurrency, queues=queues)
-        console.print(
-            f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
-            f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
-            f"on {pool.transport.description} (concurrency {concurrency}"
-            f"{', signed tasks only' if pool.signer else ''})"
-        )
-        await worker.run_until(stop, grace=grace)
+        tuned = tune_collector()  # everything it serves is built: freeze it
+        await worker.start()
+        try:  # said once registered: a coordinator can dispatch to it from now on
+            console.print(
+                f"worker [bold]{worker.worker_id}[/] serving {', '.join(sorted(worker.handlers))} "
+                f"{'(queues ' + ', '.join(sorted(worker.queues)) + ') ' if worker.queues else ''}"
+                f"on {pool.transport.description} (concurrency {concurrency}"
+                f"{', signed tasks only' if pool.signer else ''}; {_interpreter(tuned)})"
+            )
+            await stop.wait()
+        finally:
+            await worker.stop(grace)
         console.print(f"worker stopped after {worker.processed} task(s)")
 
 
@@ -168,6 +209,7 @@ def serve(
     coordinators: Annotated[
         int, typer.Option("--coordinators", "-k", min=1, help="Coordinator processes to run.")
     ] = 1,
+    loop: LoopOption = Loop.auto,
 ) -> None:
     """Coordinate the durable runs of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -197,11 +239,13 @@ def serve(
     parent = int(os.environ.pop(PARENT_VARIABLE, "0"))
     env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
     others = [
-        subprocess.Popen([sys.executable, "-m", "nervenet", "serve", target], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "nervenet", "serve", target, "--loop", loop.value], env=env
+        )
         for _ in range(coordinators - 1)
     ]
     try:
-        _run(_coordinate(pool, parent))
+        _run(_coordinate(pool, parent), loop)
     finally:
         for child in others:
             child.send_signal(signal.SIGTERM)
@@ -217,9 +261,10 @@ async def _coordinate(pool: Pool, parent: int) -> None:
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(parent, stop)) if parent else None
     pool.workflows.take_queued_runs()
     async with pool:
+        tuned = tune_collector()
         console.print(
             f"coordinator {pool.process_id[:8]} running {', '.join(pool.workflows.kinds)} runs "
-            f"on {pool.transport.description}"
+            f"on {pool.transport.description} ({_interpreter(tuned)})"
         )
         await stop.wait()
     if orphan_watch is not None:
@@ -228,6 +273,11 @@ async def _coordinate(pool: Pool, parent: int) -> None:
         f"coordinator stopped: {pool.workflows.queued_taken} queued run(s) started, "
         f"{pool.workflows.takeovers} taken over"
     )
+
+
+def _interpreter(collector_tuned: bool) -> str:
+    """What the banner says about the process's loop and collector (see owned_process)."""
+    return f"{loop_name()} loop, {'tuned' if collector_tuned else 'default'} gc"
 
 
 async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:

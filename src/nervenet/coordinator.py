@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .cancelling import outlast
@@ -29,7 +29,7 @@ from .outages import TRANSIENT_ERRORS, backoff
 from .transport import as_bytes
 
 if TYPE_CHECKING:
-    from .inbox import Waiter
+    from .inbox import PayloadSource, Waiter
     from .pool import Pool
 
 PUBLISH_ATTEMPTS = 8  # about 6 s of backoff in all
@@ -66,7 +66,7 @@ class Coordinator:
     async def dispatch(
         self,
         task_type: str,
-        payload: bytes,
+        payload: bytes | PayloadSource,
         *,
         task_id: str | None = None,
         timeout: float | None = None,
@@ -97,6 +97,11 @@ class Coordinator:
         same for a given ``task_id`` the caller knows was never dispatched before (a workflow step
         run for the first time, not resumed), saving the lookup's round trip. ``queue`` (the
         task type's, if the app routes it) only makes the error of a missing worker precise.
+
+        ``payload`` may be a function that builds the bytes: it is called for each publish (each
+        attempt, a republish after Redis lost data, an escalation), and no copy of the bytes is
+        kept while the task runs. Callers that hold what the payload is made of anyway (a graph
+        node's input) save a payload's worth of memory per waiting dispatch.
         """
         validate_task_type(task_type)
         if retries < 0:
@@ -106,22 +111,23 @@ class Coordinator:
             await self._require_worker(task_type, wait_for_worker, queue)
         fresh = first_run or not task_id
         task_id = task_id or uuid.uuid4().hex
+        source = payload if callable(payload) else _constant(payload)
         last_error: DispatchError | None = None
         envelope = None
         for attempt in range(1, retries + 2):
-            envelope = TaskEnvelope(
+            envelope = TaskEnvelope(  # its payload is made when it is published
                 task_id=task_id,
                 workflow_id=self.workflow_id,
                 task_type=task_type,
                 attempt=attempt,
                 deadline=time.time() + timeout if timeout else 0.0,
                 reply_to=self.pool.inbox.address_for(task_id),
-                payload=payload,
+                payload=b"",
                 trace=trace,
                 fresh=fresh,
             )
             try:
-                reply = await self._attempt(envelope, timeout, on_frame)
+                reply = await self._attempt(envelope, source, timeout, on_frame)
             except TaskTimeout as exc:
                 last_error = exc
             else:
@@ -135,19 +141,20 @@ class Coordinator:
                 await asyncio.sleep(backoff.pause(attempt))
         assert envelope is not None and last_error is not None
         reason = f"no result after {retries + 1} attempt(s): {last_error}"
-        await self.pool.escalate(envelope, reason, error=str(last_error))
+        await self.pool.escalate(replace(envelope, payload=source()), reason, error=str(last_error))
         raise TaskEscalated(task_id=task_id, task_type=task_type, reason=reason, cause=last_error)
 
     async def _attempt(
         self,
         envelope: TaskEnvelope,
+        payload: PayloadSource,
         timeout: float | None,
         on_frame: Callable[[bytes], None] | None,
     ) -> Reply:
         inbox = self.pool.inbox
         async with self.pool.in_flight:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
-            waiter.envelope = envelope
+            waiter.envelope, waiter.payload = envelope, payload
             try:
                 await self._publish(waiter)
                 if timeout is None:
@@ -206,7 +213,7 @@ class Coordinator:
         envelope = waiter.envelope
         assert envelope is not None
         for outage in range(PUBLISH_ATTEMPTS):
-            sent = self.pool.publish_soon(envelope)
+            sent = self.pool.publish_soon(waiter.publishable())
             try:
                 [entry_id] = await asyncio.shield(sent)
             except asyncio.CancelledError:
@@ -278,3 +285,8 @@ class Coordinator:
             traceback=reply.error.traceback,
             error_data=reply.error.data,
         )
+
+
+def _constant(payload: bytes) -> PayloadSource:
+    """A payload given as bytes: the caller holds them anyway, so keeping them costs nothing."""
+    return lambda: payload

@@ -11,7 +11,11 @@
     │   ├── TaskTimeout           no result within the attempt's timeout
     │   ├── RemoteTaskError       the handler raised; carries its type name, message, traceback
     │   └── TaskEscalated         retries exhausted; the task is on the escalation stream
-    └── LeaseLost                 another coordinator process took over this workflow run
+    ├── LeaseLost                 another coordinator process took over this workflow run
+    └── WorkflowFailed            a durable run ended with an error
+
+    TaskFailure                   raised *by* a handler (an adapter's) to describe its failure
+                                  exactly; the worker turns it into an error reply
 """
 
 from __future__ import annotations
@@ -118,3 +122,22 @@ class TaskEscalated(DispatchError):
 
 class LeaseLost(NervenetError):
     """This process no longer owns the workflow run; another coordinator resumed it."""
+
+
+class WorkflowFailed(NervenetError):
+    """A durable run ended with an error (seen from a process other than the one that ran it)."""
+
+
+class TaskFailure(Exception):
+    """Raised by a handler (usually an adapter's) to describe its failure exactly.
+
+    Not a :class:`NervenetError`: nervenet never raises it, handlers do. ``data`` travels back as
+    opaque bytes in the error reply, so an adapter can rebuild the original exception on the
+    coordinator side with its own safe deserializer.
+    """
+
+    def __init__(self, message: str, *, type_name: str, data: bytes = b"", traceback: str = ""):
+        super().__init__(message)
+        self.type_name = type_name
+        self.data = data
+        self.traceback = traceback

@@ -186,17 +186,3 @@ def handlers_of(target: object) -> Mapping[str, Handler]:
     for task_type in handlers:
         validate_task_type(task_type)
     return handlers
-
-
-class TaskFailure(Exception):
-    """Raised by a handler (usually an adapter's) to describe its failure exactly.
-
-    ``data`` travels back as opaque bytes in the error reply, so an adapter can rebuild the
-    original exception on the coordinator side with its own safe deserializer.
-    """
-
-    def __init__(self, message: str, *, type_name: str, data: bytes = b"", traceback: str = ""):
-        super().__init__(message)
-        self.type_name = type_name
-        self.data = data
-        self.traceback = traceback

@@ -14,6 +14,7 @@ accepted, since it is the same deterministic work and its result is already cach
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import zlib
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from .transport import StreamBatch, Transport
 log = logging.getLogger("nervenet.inbox")
 
 FrameCallback = Callable[[bytes], None]
+PayloadSource = Callable[[], bytes]
+"""Builds a task's payload each time it is published (see :meth:`Coordinator.dispatch`)."""
 
 
 @dataclass(eq=False)
@@ -39,7 +42,8 @@ class Waiter:
     future: asyncio.Future[Reply]
     on_frame: FrameCallback | None = None
     envelope: TaskEnvelope | None = None
-    """What was published, to publish again if Redis lost it (a restart without persistence)."""
+    """What was published, less its payload (``payload`` makes that again when needed)."""
+    payload: PayloadSource | None = None
     entry_id: bytes | None = None
     """The task stream entry of the published envelope, to withdraw it if the dispatch is
     cancelled."""
@@ -47,6 +51,14 @@ class Waiter:
     """Waits for the end of a withdrawn attempt: its worker's CANCELLED reply (or its result or
     error, if the handler finished first). Only such waiters take CANCELLED replies: a later
     dispatch of the same task id must not end on a stale one."""
+
+    def publishable(self) -> TaskEnvelope:
+        """The envelope to publish (again, if Redis lost it: a restart without persistence).
+
+        Waiting dispatches keep their payload's source, not its bytes: with thousands in
+        flight, the bytes were most of a coordinator's memory per waiting task."""
+        assert self.envelope is not None and self.payload is not None
+        return dataclasses.replace(self.envelope, payload=self.payload())
 
 
 class Inbox:

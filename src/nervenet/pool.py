@@ -20,7 +20,7 @@ from .envelope import CancelRequest, Signer, TaskEnvelope, cached_result
 from .errors import ConfigurationError
 from .escalations import Escalations, escalation_fields
 from .handlers import handlers_of
-from .inbox import Inbox
+from .inbox import Inbox, PayloadSource
 from .keys import WORKER_GROUP, Keys
 from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
@@ -259,7 +259,9 @@ class Pool:
         """A coordinator for one workflow run (cheap; make one per run)."""
         return Coordinator(self, workflow_id)
 
-    async def dispatch(self, task_type: str, payload: bytes, **options: Any) -> bytes:
+    async def dispatch(
+        self, task_type: str, payload: bytes | PayloadSource, **options: Any
+    ) -> bytes:
         """One-off dispatch outside any workflow (see :meth:`Coordinator.dispatch`)."""
         return await self.coordinator().dispatch(task_type, payload, **options)
 
@@ -437,7 +439,7 @@ class Pool:
             if result is not None:
                 self.inbox.resolve_from_cache(waiter.task_id, result)
             elif waiter.envelope is not None:
-                waiter.entry_id = await self.publish(waiter.envelope)
+                waiter.entry_id = await self.publish(waiter.publishable())
 
 
 def _log_lost_cancel(sent: asyncio.Future[list[Any]]) -> None:

@@ -35,6 +35,7 @@ import threading
 import time
 import traceback
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,9 +52,9 @@ from .envelope import (
     TaskEnvelope,
     cached_result,
 )
-from .errors import ConfigurationError, EnvelopeError
+from .errors import ConfigurationError, EnvelopeError, TaskFailure
 from .escalations import escalation_fields
-from .handlers import Handler, TaskContext, TaskFailure, handlers_of, validate_task_type
+from .handlers import Handler, TaskContext, handlers_of, validate_task_type
 from .keys import WORKER_GROUP
 from .limited_reads import PermitReads
 from .limits import TaskLimits, merged
@@ -62,7 +63,7 @@ from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .routing import TaskOptions, options_of, parse_queues
 from .tasks import cancel_and_wait
-from .threads import release_threads, reserve_threads
+from .threads import release_threads, reserve_threads, runs_in_a_thread
 from .transport import as_bytes
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class Worker:
         # streams written in the same millisecond both get "<ms>-0".
         self._in_flight: dict[tuple[str, bytes], _InFlight] = {}
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._readers: list[asyncio.Future[None]] = []
         self._cancellers: list[asyncio.Future[None]] = []
         self._beats: list[asyncio.Future[None]] = []
@@ -224,7 +226,13 @@ class Worker:
         ]
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop reading; let in-flight tasks finish for ``grace`` seconds, hand back the rest."""
+        """Stop reading; let in-flight tasks finish for ``grace`` seconds (or until
+        :meth:`hand_back_now`), hand back the rest.
+
+        A task whose handler is running synchronous code in a thread is waited for instead,
+        however long it takes: the thread cannot be interrupted, so a task handed back would run
+        twice, to completion here and again on the worker that takes it.
+        """
         self._stopping.set()
         heartbeat, reclaimer = self._beats or (None, None)
         for reader in self._readers:
@@ -232,7 +240,20 @@ class Worker:
         await cancel_and_wait(reclaimer)
         running = [f.task for f in self._in_flight.values() if f.task is not None]
         if running:
-            await asyncio.wait(running, timeout=grace)
+            finished = asyncio.ensure_future(asyncio.wait(running))  # cancelling it cancels none
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait([finished, hurry], timeout=grace, return_when=FIRST_COMPLETED)
+            finished.cancel()
+            hurry.cancel()
+        in_threads = [t for t in running if not t.done() and runs_in_a_thread(t)]
+        if in_threads:
+            log.warning(
+                "worker %s: %d task(s) run synchronous code, which cannot be interrupted; "
+                "waiting for them to finish rather than handing them back to run twice",
+                self.worker_id,
+                len(in_threads),
+            )
+            await asyncio.wait(in_threads)
         await self._hand_back_unfinished()
         for canceller in self._cancellers:
             await cancel_and_wait(canceller)
@@ -242,6 +263,11 @@ class Worker:
         if self._threads_reserved:
             release_threads(self.concurrency)
             self._threads_reserved = False
+
+    def hand_back_now(self) -> None:
+        """Cut a stopping worker's grace short: unfinished tasks go back to the pool at once
+        (those running synchronous code in a thread are still waited for)."""
+        self._hurry.set()
 
     async def run_until(self, stop: asyncio.Event, grace: float = 30.0) -> None:
         await self.start()

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from redis.exceptions import WatchError
 
-from .errors import LeaseLost, NervenetError
+from .errors import LeaseLost, WorkflowFailed
 from .outages import TRANSIENT_ERRORS
 from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
@@ -71,10 +71,6 @@ class RunSource(Protocol):
     def nervenet_pool(self) -> Pool:
         """The pool whose durable runs of the source's kinds this process runs."""
         ...
-
-
-class WorkflowFailed(NervenetError):
-    """A durable run ended with an error (seen from a process other than the one that ran it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from typing import Any
 
 import orjson
@@ -70,6 +71,14 @@ async def slow(value: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Sleeps ``first`` seconds on its first execution and ``then`` seconds on later ones."""
     run = await _record_start(value["key"], ctx)
     await asyncio.sleep(value["first"] if run == 1 else value.get("then", 0.0))
+    return {"key": value["key"], "run": run, "pid": os.getpid()}
+
+
+@handlers.task("core/slow-sync")
+def slow_sync(value: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """``core/slow`` as a plain ``def``: it runs in a thread, which nothing can interrupt."""
+    run = ctx.pool.call_sync(lambda: _record_start(value["key"], ctx))
+    time.sleep(value["first"] if run == 1 else value.get("then", 0.0))
     return {"key": value["key"], "run": run, "pid": os.getpid()}
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from core_support import FAST, NERVENET, child_env, run_cli, wait_until
+from core_support import FAST, NERVENET, WorkerProcess, child_env, run_cli, wait_until
 from redis_server import free_port
 
 from nervenet import Handlers, Pool, TaskEnvelope, TaskEscalated
@@ -154,3 +154,41 @@ async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_o
     reasons = [e.reason for e in await signed.escalations.list()]
     assert "unsigned envelope (signing is required)" in reasons
     assert "signed tasks only" in worker.output()
+
+
+async def said(worker: WorkerProcess, text: str) -> bool:
+    return text in worker.output()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
+    pools, redis_url, worker_processes, loop
+):
+    pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
+    worker = worker_processes.cli(redis_url, options=["--loop", loop])
+    await worker.registered(pool)
+
+    assert await pool.dispatch("core/echo", b'"hi"', timeout=10) == b'{"echo":"hi"}'
+    await wait_until(lambda: said(worker, f"{loop} loop, tuned gc"), what="the banner")
+
+
+@pytest.mark.redis
+async def test_nervenet_gc_default_keeps_cpythons_collector(pools, redis_url, worker_processes):
+    pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
+    worker = worker_processes.cli(redis_url, env={"NERVENET_GC": "default"})
+    await worker.registered(pool)
+
+    await wait_until(lambda: said(worker, "loop, default gc"), what="the banner")
+
+
+def test_tuning_the_collector_freezes_start_up_and_raises_the_young_threshold():
+    check = (
+        "import gc\n"
+        "from nervenet.owned_process import YOUNG_THRESHOLD, tune_collector\n"
+        "before = gc.get_threshold()\n"
+        "assert tune_collector()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:]), gc.get_threshold()\n"
+    )
+    subprocess.run([sys.executable, "-c", check], timeout=60, check=True)

@@ -104,6 +104,31 @@ async def test_a_handler_error_is_retried_then_escalated_with_the_error_as_cause
     assert caught.value.__cause__.error_type == "builtins.KeyError"
 
 
+async def test_a_payload_function_is_called_for_each_publish_and_the_escalation(pool, serve):
+    received: list[Any] = []
+    handlers = Handlers()
+
+    @handlers.task("core/fail")
+    async def fail_on_purpose(value: Any, ctx: TaskContext) -> None:
+        received.append(value)
+        raise KeyError("missing")
+
+    await serve(pool, handlers)
+    built: list[int] = []
+
+    def payload() -> bytes:
+        built.append(len(built) + 1)
+        return dumps({"build": len(built)})
+
+    with pytest.raises(TaskEscalated):
+        await pool.dispatch("core/fail", payload, timeout=10, retries=1, backoff=Backoff(0.01))
+
+    assert received == [{"build": 1}, {"build": 2}]  # each attempt got the payload made for it
+    assert built == [1, 2, 3]  # the third is the escalation's, so it can be replayed
+    [escalated] = await pool.escalations.list()
+    assert orjson.loads(escalated.fields["task.payload"]) == {"build": 3}
+
+
 async def test_a_task_whose_result_is_cached_is_answered_without_running_again(pool, serve):
     runs: list[TaskContext] = []
     worker = await serve(pool, echo_handlers(runs))

@@ -42,6 +42,10 @@ def slow(key: str, first: float, then: float = 0.05) -> bytes:
     return orjson.dumps({"key": key, "first": first, "then": then})
 
 
+async def said(process: WorkerProcess, text: str) -> bool:
+    return text in process.output()
+
+
 def by_pid(processes: WorkerProcesses, pid: int) -> WorkerProcess:
     return next(p for p in processes.started if p.pid == pid)
 
@@ -159,6 +163,57 @@ async def test_sigterm_lets_the_in_flight_task_finish_and_the_worker_exit_zero(
     assert "worker stopped after 1 task(s)" in process.output()
     assert worker_id not in {w.worker_id for w in await redis_pool.workers()}
     await assert_stream_settled(redis_pool, "core/slow")
+
+
+async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs_once(
+    redis_pool, redis_url, worker_processes
+):
+    for process in [
+        worker_processes.cli(redis_url, grace=0.3, fast=False),
+        worker_processes.cli(redis_url, grace=0.3, fast=False),
+    ]:
+        await process.registered(redis_pool)
+    dispatch = asyncio.ensure_future(
+        redis_pool.dispatch("core/slow-sync", slow("in-a-thread", first=2.0), timeout=30)
+    )
+    first = await next_start(redis_pool)
+    stopping = by_pid(worker_processes, first["pid"])
+
+    stopping.send(signal.SIGTERM)
+
+    result = orjson.loads(await asyncio.wait_for(dispatch, 30))
+    assert (result["run"], result["pid"]) == (1, first["pid"])  # finished where it started
+    assert await stopping.exit_code() == 0, stopping.output()
+    assert "cannot be interrupted" in stopping.output()
+    assert "handed back task entry" not in stopping.output()
+    await asyncio.sleep(0.5)  # a handed-back copy would have started by now
+    assert await runs(redis_pool, "in-a-thread") == 1
+    await assert_stream_settled(redis_pool, "core/slow-sync")
+
+
+async def test_a_second_ctrl_c_hands_unfinished_tasks_back_at_once(
+    redis_pool, redis_url, worker_processes
+):
+    for process in [
+        worker_processes.cli(redis_url, grace=60, fast=False),
+        worker_processes.cli(redis_url, grace=60, fast=False),
+    ]:
+        await process.registered(redis_pool)
+    dispatch = asyncio.ensure_future(
+        redis_pool.dispatch("core/slow", slow("hurried", first=60), timeout=30, retries=0)
+    )
+    first = await next_start(redis_pool)
+    stopping = by_pid(worker_processes, first["pid"])
+
+    stopping.send(signal.SIGINT)
+    await wait_until(lambda: said(stopping, "Ctrl-C again"), what="the stopping notice")
+    assert "1 task(s) in flight get 60 s to finish" in stopping.output()
+    stopping.send(signal.SIGINT)
+
+    assert await stopping.exit_code() == 0, stopping.output()
+    assert "handed back task entry" in stopping.output()
+    result = orjson.loads(await asyncio.wait_for(dispatch, 30))
+    assert result["run"] == 2 and result["pid"] != first["pid"]
 
 
 async def test_sigterm_hands_back_a_task_that_outlasts_the_grace_period(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
 import time
@@ -34,11 +35,25 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 async def test_runs_survive_killing_a_coordinator_and_a_worker(
     processes: ChildProcesses, redis_url: str
 ) -> None:
-    runs, per_coordinator = 200, 100
+    await _kill_and_recover(processes, redis_url, "durable_app", runs=200)
+
+
+async def test_functional_api_runs_survive_killing_a_coordinator_and_a_worker(
+    processes: ChildProcesses, redis_url: str
+) -> None:
+    """The same pipeline as an ``@entrypoint`` whose ``@task`` calls run on the workers: a
+    survivor resumes the entrypoint, and tasks that had finished are not run again."""
+    await _kill_and_recover(processes, redis_url, "functional_app", runs=40)
+
+
+async def _kill_and_recover(
+    processes: ChildProcesses, redis_url: str, app: str, runs: int
+) -> None:
+    per_coordinator = runs // 2
     fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
-    workers = [processes.worker("durable_app:graph", redis_url, *fast) for _ in range(2)]
+    workers = [processes.worker(f"{app}:graph", redis_url, *fast) for _ in range(2)]
     coordinators = [
-        processes.python("durable_app.py", str(first), str(per_coordinator))
+        processes.python(f"{app}.py", str(first), str(per_coordinator))
         for first in (0, per_coordinator)
     ]
     for coordinator in coordinators:
@@ -54,9 +69,8 @@ async def test_runs_survive_killing_a_coordinator_and_a_worker(
         )
     recovered_in = time.monotonic() - killed_at
 
-    from durable_app import graph
-
-    outputs = [graph.nervenet.serde and _decode(graph, raw) for raw in results]
+    graph = importlib.import_module(app).graph
+    outputs = [_decode(graph, raw) for raw in results]
     assert outputs == [expected_output(n) for n in range(runs)]
     counts = sync_client(redis_url)
     executions = sum(
@@ -65,10 +79,10 @@ async def test_runs_survive_killing_a_coordinator_and_a_worker(
     counts.close()
     extra = executions - runs * len(NODES)
     print(
-        f"\n{runs} runs finished {recovered_in:.1f} s after the kills; "
-        f"{executions} node executions, {extra} beyond one per node"
+        f"\n{runs} runs of {app} finished {recovered_in:.1f} s after the kills; "
+        f"{executions} executions, {extra} beyond one per node or task"
     )
-    # Only work in flight at the kill can run twice: at most one node per run.
+    # Only work in flight at the kill can run twice: at most one node (task) per run.
     assert 0 <= extra <= runs
 
 

@@ -75,6 +75,10 @@ graph = make_graph(os.environ.get("NERVENET_REDIS_URL", "redis://localhost:6379/
 
 
 async def coordinate(first: int, count: int) -> None:
+    await coordinate_with(graph, first, count)
+
+
+async def coordinate_with(graph: Any, first: int, count: int) -> None:
     pool = graph.nervenet.pool
     async with pool:
         for n in range(first, first + count):
