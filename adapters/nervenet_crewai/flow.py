@@ -46,13 +46,13 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from crewai.flow.flow import Flow
-from crewai.flow.runtime import _iter_condition_events
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nervenet import Handler, Pool, RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 
+from ._compat import _iter_condition_events
 from .durable import MAX_OUTAGES, TRANSIENT_REDIS_ERRORS
 from .flow_journal import JournalEntry, MethodJournal, ValueCodec
 from .flow_scope import MethodScope, current_method
