@@ -25,6 +25,10 @@ _CREW_METHODS = (
 )
 _CREW_PRIVATE = ("_inputs", "_task_output_handler")
 _TASK_PRIVATE = ("_guardrail", "_guardrails")
+# Distributed flows (flow.py): the method table they wrap, the definition they read routes
+# from, and CrewAI's own state dump and restore they journal with.
+_FLOW_METHODS = ("_restore_state", "_copy_and_serialize_state")
+_FLOW_PRIVATE = ("_methods", "_definition")
 
 
 class CrewAIVersionError(ConfigurationError):
@@ -46,6 +50,8 @@ def _incompatible(what: str, cause: BaseException | None = None) -> CrewAIVersio
 try:
     from crewai import Crew, Task
     from crewai.crews.utils import _resolve_crew_skills
+    from crewai.flow.flow import Flow
+    from crewai.flow.runtime import _iter_condition_events
     from crewai.tasks.llm_guardrail import LLMGuardrail, LLMGuardrailResult
     from crewai.tools.tool_failure import (
         ToolFailureRecord,
@@ -61,6 +67,7 @@ __all__ = [
     "LLMGuardrail",
     "LLMGuardrailResult",
     "ToolFailureRecord",
+    "_iter_condition_events",
     "_resolve_crew_skills",
     "active_tool_failures",
     "tool_failure_collector",
@@ -69,7 +76,8 @@ __all__ = [
 
 def _check() -> None:
     missing = [f"Crew.{m}()" for m in _CREW_METHODS if not callable(getattr(Crew, m, None))]
-    for cls, names in ((Crew, _CREW_PRIVATE), (Task, _TASK_PRIVATE)):
+    missing += [f"Flow.{m}()" for m in _FLOW_METHODS if not callable(getattr(Flow, m, None))]
+    for cls, names in ((Crew, _CREW_PRIVATE), (Task, _TASK_PRIVATE), (Flow, _FLOW_PRIVATE)):
         # pydantic keeps private attributes apart from fields: either kind will do.
         known = set(getattr(cls, "__private_attributes__", {})) | set(
             getattr(cls, "model_fields", {})

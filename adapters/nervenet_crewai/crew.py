@@ -25,17 +25,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crewai import CrewOutput
+from crewai.types.streaming import CrewStreamingOutput
 
-from nervenet import Backoff, Handler, Pool
+from nervenet import Backoff, Handler, Pool, RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import validate_task_type
 from nervenet.routing import TaskOptions
 
 from . import (
     _compat,  # noqa: F401  (first: checks the CrewAI names the modules below use)
+    durable,
     locks,
 )
 from .blueprint import Blueprint, CrewFactory
+from .durable import KickoffHandle
+from .flow_scope import crew_run_id, current_method
 from .for_each import kickoff_each
 from .routes import CrewRoutes
 from .run import CrewRun, DispatchPolicy
@@ -68,6 +72,7 @@ class DistributedCrew:
             validate_task_type(f"{name}/{kind}")
         self.name = name
         self.routes = routes or CrewRoutes(name)
+        self._pool: Pool | None = None
         self.pool = pool
         self.policy = policy or DispatchPolicy()
         self.blueprint = Blueprint(factory)
@@ -76,6 +81,24 @@ class DistributedCrew:
         self.fast_locks = fast_locks
         self._kickoff_executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> Pool | None:
+        """The pool kickoffs run on; a process with one resumes the crew's durable kickoffs
+        (:meth:`asubmit`) that a dead coordinator process left behind."""
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: Pool | None) -> None:
+        self._pool = pool
+        if pool is not None:
+            pool.workflows.register(
+                self.name, lambda run_id, payload: durable.resume(self, run_id, payload)
+            )
+
+    def nervenet_pool(self) -> Pool:
+        """The pool whose durable kickoffs ``nervenet serve app:crew`` coordinates."""
+        return self.require_pool()
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -95,48 +118,101 @@ class DistributedCrew:
     # --- kickoffs ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None) -> CrewRun:
         """A run ready to kick off (its crew is built and wired, nothing is dispatched yet)."""
-        if self.pool is None:
-            raise ConfigurationError(
-                f"crew {self.name!r} has no pool to kick off on; pass "
-                "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
-            )
+        pool = self.require_pool()
         self._use_fast_locks()
         return CrewRun(
             self.name,
             self.blueprint,
-            self.pool,
+            pool,
             self.policy,
             inputs,
-            run_id or uuid.uuid4().hex,
+            run_id or crew_run_id(self.name) or uuid.uuid4().hex,
             routes=self.routes,
         )
 
     def kickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
+    ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.kickoff``. A ``run_id`` makes the kickoff resumable: kicked off again
         with the same id and inputs, tasks that finished before are not run again."""
         return self.run(inputs, run_id=run_id).kickoff()
 
     async def kickoff_async(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
-        """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here."""
+    ) -> CrewOutput | CrewStreamingOutput:
+        """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here. Cancelling
+        the call stops the run at its next dispatch (a thread cannot be interrupted)."""
+        started: list[CrewRun] = []
 
-        def kickoff() -> CrewOutput:
-            # Built on the thread too: building a crew takes CrewAI's store lock, which must not
-            # hold up the event loop the pool runs on.
-            return self.run(inputs, run_id=run_id).kickoff()
+        def build() -> CrewRun:
+            # On a thread: building a crew takes CrewAI's store lock, which must not hold up
+            # the event loop the pool runs on.
+            run = self.run(inputs, run_id=run_id)
+            started.append(run)
+            return run
 
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor(), context.run, kickoff)
+        try:
+            run = await loop.run_in_executor(self._executor(), context.run, build)
+            if run.streams:
+                # As plain kickoff_async: CrewAI's async-iterable stream.
+                return await run.kickoff_streaming_async()
+            return await loop.run_in_executor(self._executor(), context.run, run.kickoff)
+        except asyncio.CancelledError:
+            for started_run in started:
+                started_run.stop()
+            raise
+
+    async def asubmit(
+        self,
+        inputs: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        run_here: bool = True,
+    ) -> KickoffHandle:
+        """Start a durable kickoff leased to this process; if the process dies, another with
+        this crew on the pool takes it over and finishes it (tasks that finished are answered
+        from the workers' result cache). ``await handle.result()`` gives its ``CrewOutput``.
+
+        With ``run_here=False`` it is queued for the crew's coordinator processes instead
+        (``nervenet serve app:crew``)."""
+        run_id = run_id or crew_run_id(self.name) or uuid.uuid4().hex
+        return await durable.submit(self, inputs, run_id, run_here=run_here)
+
+    def handle(self, run_id: str) -> KickoffHandle:
+        """The handle of a durable kickoff submitted anywhere, to await its result here."""
+        pool = self.require_pool()
+        return KickoffHandle(self, RunHandle(pool.workflows, run_id))
 
     async def akickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
-    ) -> CrewOutput:
+    ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run."""
         return await self.run(inputs, run_id=run_id).akickoff()
+
+    def kickoff_for_each(
+        self,
+        inputs: Sequence[dict[str, Any]],
+        *,
+        run_ids: Sequence[str] | None = None,
+        max_concurrency: int = 32,
+    ) -> list[CrewOutput]:
+        """Like ``Crew.kickoff_for_each``: one ``CrewOutput`` per input, in order, or the error
+        of the first input whose run failed. Unlike it, the runs go on concurrently (at most
+        ``max_concurrency``), so the error is raised once the runs in flight ended."""
+        pool = self.require_pool()
+        # Derived here: the coroutine below runs on the pool's loop, outside this context.
+        ids = self._flow_run_ids(len(inputs)) if run_ids is None else run_ids
+        results = pool.call_sync(
+            lambda: self.kickoff_for_each_async(
+                inputs, run_ids=ids, max_concurrency=max_concurrency, progress=False
+            )
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [r for r in results if isinstance(r, CrewOutput)]
 
     async def kickoff_for_each_async(
         self,
@@ -155,13 +231,13 @@ class DistributedCrew:
         """
         kickoff = self.akickoff if native else self.kickoff_async
 
-        async def one(values: dict[str, Any], run_id: str) -> CrewOutput:
+        async def one(values: dict[str, Any], run_id: str) -> Any:
             return await kickoff(values, run_id=run_id)
 
         return await kickoff_each(
             one,
             inputs,
-            run_ids=run_ids,
+            run_ids=self._flow_run_ids(len(inputs)) if run_ids is None else run_ids,
             max_concurrency=max_concurrency,
             progress=progress,
             label=self.name,
@@ -173,6 +249,21 @@ class DistributedCrew:
             executor, self._kickoff_executor = self._kickoff_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+
+    def _flow_run_ids(self, count: int) -> list[str] | None:
+        """Inside a durable flow's method, run ids that are the same when the method runs
+        again after a takeover (see :mod:`nervenet_crewai.flow_scope`); else None."""
+        if current_method.get() is None:
+            return None
+        return [crew_run_id(self.name) or "" for _ in range(count)]
+
+    def require_pool(self) -> Pool:
+        if self.pool is None:
+            raise ConfigurationError(
+                f"crew {self.name!r} has no pool to kick off on; pass "
+                "distribute_crew(..., pool=Pool.from_url(...)) (workers need none)"
+            )
+        return self.pool
 
     def _use_fast_locks(self) -> None:
         if self.fast_locks:
@@ -195,6 +286,7 @@ def distribute_crew(
     name: str,
     pool: Pool | None = None,
     retries: int = 2,
+    retry_errors: bool = False,
     task_timeout: float | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     wait_for_worker: bool = False,
@@ -208,7 +300,9 @@ def distribute_crew(
     ``@CrewBase`` class) under ``name``.
 
     ``retries``/``task_timeout``/``backoff`` govern each agent task's dispatch (after the retries
-    the task is escalated and the kickoff raises ``TaskEscalated``); ``worker_threads`` caps
+    the task is escalated and the kickoff raises ``TaskEscalated``). An agent's own error (its
+    LLM failing after CrewAI's ``max_retry_limit``) fails the kickoff at once, as in plain
+    CrewAI, unless ``retry_errors=True`` retries it too; ``worker_threads`` caps
     the threads running agent work in a worker process (default: as many as the worker's
     concurrency); ``kickoff_threads`` bounds concurrent
     ``kickoff_async`` runs in a coordinator process. ``fast_locks`` swaps CrewAI's polled file
@@ -218,7 +312,11 @@ def distribute_crew(
     :mod:`nervenet_crewai.routes`).
     """
     policy = DispatchPolicy(
-        retries=retries, timeout=task_timeout, backoff=backoff, wait_for_worker=wait_for_worker
+        retries=retries,
+        retry_errors=retry_errors,
+        timeout=task_timeout,
+        backoff=backoff,
+        wait_for_worker=wait_for_worker,
     )
     return DistributedCrew(
         factory,

@@ -14,14 +14,18 @@ distributed run, including the worker's own, are untouched.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crewai import Task
 from crewai.agents.agent_builder.base_agent import BaseAgent
+from crewai.events.event_bus import crewai_event_bus
+from crewai.events.types.llm_events import LLMCallType, LLMStreamChunkEvent, ToolCall
 from crewai.tools.tool_failure import ToolFailureRecord, active_tool_failures
 
 from .layout import task_index
-from .wire import AgentTaskResult
+from .wire import AgentTaskResult, StreamChunkFrame
 
 if TYPE_CHECKING:
     from .run import CrewRun
@@ -52,15 +56,44 @@ class RemoteExecution:
         self, task: Task, context: str | None = None, tools: list[Any] | None = None
     ) -> Any:
         call = self.run.agent_task_call(self.place, task, context)
-        result = self.run.pool.call_sync(lambda: self.run.dispatch_agent_task(call, task))
+        relay = self._chunk_relay(task)
+        result = self.run.pool.call_sync(lambda: self.run.dispatch_agent_task(call, task, relay))
         return self._settle(task, result)
 
     async def aexecute_task(
         self, task: Task, context: str | None = None, tools: list[Any] | None = None
     ) -> Any:
         call = self.run.agent_task_call(self.place, task, context)
-        result = await self.run.pool.on_home(lambda: self.run.dispatch_agent_task(call, task))
+        relay = self._chunk_relay(task)
+        result = await self.run.pool.on_home(
+            lambda: self.run.dispatch_agent_task(call, task, relay)
+        )
         return self._settle(task, result)
+
+    def _chunk_relay(self, task: Task) -> Callable[[bytes], None] | None:
+        """For a ``stream=True`` crew: re-emit each chunk the worker streamed as CrewAI's own
+        event, in the context of this execution (frames arrive on the pool's loop). CrewAI's
+        stream handler keeps only the events of its own kickoff's context, so concurrent
+        kickoffs never see each other's chunks."""
+        if not self.run.streams:
+            return None
+        context = contextvars.copy_context()
+        llm = getattr(self.agent, "llm", None)
+
+        def relay(frame: bytes) -> None:
+            chunk = StreamChunkFrame.model_validate_json(frame)
+            event = LLMStreamChunkEvent(
+                chunk=chunk.chunk,
+                tool_call=ToolCall.model_validate(chunk.tool_call) if chunk.tool_call else None,
+                call_type=LLMCallType(chunk.call_type) if chunk.call_type else None,
+                response_id=chunk.response_id,
+                call_id=chunk.call_id,
+                from_task=task,
+                from_agent=self.agent,
+            )
+            context.run(crewai_event_bus.emit, llm, event)
+
+        return relay
 
     def _settle(self, task: Task, result: AgentTaskResult) -> Any:
         """Leave on the coordinator what the execution would have left here, then answer."""

@@ -13,21 +13,26 @@ without running them again; only unfinished work runs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 from crewai import Crew, CrewOutput, Task
 from crewai.tasks.llm_guardrail import LLMGuardrail
+from crewai.types.streaming import CrewStreamingOutput
 from pydantic import BaseModel
 
 from nervenet import Backoff, Pool
 from nervenet.errors import ConfigurationError, DispatchError
 
+from .app_errors import raise_as_plain
 from .blueprint import Blueprint
+from .flow_scope import current_method
 from .layout import agents_by_place, is_hierarchical, llm_places, set_llm, task_index
 from .remote_agent import RemoteExecution
 from .remote_llm import RemoteLLM
@@ -46,8 +51,12 @@ class DispatchPolicy:
     """How a run dispatches its tasks (see :meth:`nervenet.Coordinator.dispatch`)."""
 
     retries: int = 2
-    """Further attempts after a worker error or timeout; then the task is escalated. CrewAI's own
-    retries of a failing LLM call (``max_retry_limit``) happen inside each attempt."""
+    """Further attempts after a timeout (or, with ``retry_errors``, an agent's error); then the
+    task is escalated and the kickoff raises ``TaskEscalated``. A worker that died mid-task is
+    not an attempt: its task is redelivered by the pool."""
+    retry_errors: bool = False
+    """Also retry a task whose agent raised. Off, as plain CrewAI: it already retried the
+    failing LLM call inside the agent (``max_retry_limit``), and the kickoff raises its error."""
     timeout: float | None = None
     """Seconds per attempt, or None: a dead worker's task is redelivered anyway, so a timeout
     is only needed to bound a hung one."""
@@ -75,9 +84,15 @@ class CrewRun:
         self.pool = pool
         self.policy = policy
         self.run_id = run_id
+        # The durable run whose lease covers this kickoff: its own, or that of the flow run
+        # whose method kicks it off.
+        scope = current_method.get()
+        self.leased_run = scope.run_id if scope is not None else run_id
         self.inputs = _json_values(inputs, "kickoff inputs")
         self.crew = blueprint.build(inputs)
         _refuse_unsupported(self.crew)
+        # Recorded now: CrewAI's streaming kickoff turns crew.stream off while it runs.
+        self.streams = bool(self.crew.stream)
         self.crew_key = self.crew.key
         if is_hierarchical(self.crew):
             # CrewAI would build the manager inside kickoff, out of our reach; built now (by
@@ -90,14 +105,24 @@ class CrewRun:
         self.coordinator = pool.coordinator(run_id)
         self._calls_seen: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Dispatch nothing more (the kickoff was cancelled, or its lease lost): the thread
+        running CrewAI's kickoff cannot be interrupted, its next dispatch raises instead."""
+        self._stopped = True
 
     # --- kickoff ----------------------------------------------------------------------------
-    def kickoff(self) -> CrewOutput:
+    def kickoff(self) -> CrewOutput | CrewStreamingOutput:
         """CrewAI's synchronous kickoff (async tasks on threads); call from any thread but the
-        pool's event loop."""
+        pool's event loop. A ``stream=True`` crew returns CrewAI's streaming output."""
         return _crew_output(self.crew.kickoff(inputs=self.inputs))
 
-    async def akickoff(self) -> CrewOutput:
+    async def kickoff_streaming_async(self) -> CrewStreamingOutput:
+        """CrewAI's ``kickoff_async`` of a ``stream=True`` crew: an async-iterable stream."""
+        return _streaming_output(await self.crew.kickoff_async(inputs=self.inputs))
+
+    async def akickoff(self) -> CrewOutput | CrewStreamingOutput:
         """CrewAI's native async kickoff: the whole run is coroutines on the running loop."""
         guardrails = [t for t in self.crew.tasks if _llm_guardrails(t)]
         if guardrails:
@@ -120,18 +145,24 @@ class CrewRun:
         )
         return call.model_copy(update={"call": self._count(call)})
 
-    async def dispatch_agent_task(self, call: AgentTaskCall, task: Task) -> AgentTaskResult:
+    async def dispatch_agent_task(
+        self,
+        call: AgentTaskCall,
+        task: Task,
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> AgentTaskResult:
         try:
             role = agents_by_place(self.crew)[call.agent].role
             task_type = self.routes.for_agent(role)
-            return await self._dispatch(task_type, f"t{call.task_index}", call, AgentTaskResult)
+            step = f"t{call.task_index}"
+            return await self._dispatch(task_type, step, call, AgentTaskResult, on_frame)
         except DispatchError as exc:
             label = task.name or task.description.strip().splitlines()[0][:60]
-            exc.add_note(
+            raise_as_plain(
+                exc,
                 f"crew {self.name!r}, run {self.run_id!r}: task {call.task_index} ({label!r}) "
-                f"executed by {call.agent}"
+                f"executed by {call.agent}",
             )
-            raise
 
     def add_usage(self, usage: dict[str, Usage]) -> None:
         for place, spent in usage.items():
@@ -163,14 +194,29 @@ class CrewRun:
             call=0,
         )
         call = call.model_copy(update={"call": self._count(call)})
-        result = await self._dispatch(self.routes.for_llm(llm.model), "llm", call, LLMResult)
+        try:
+            result = await self._dispatch(self.routes.for_llm(llm.model), "llm", call, LLMResult)
+        except DispatchError as exc:
+            raise_as_plain(exc, f"crew {self.name!r}, run {self.run_id!r}: LLM at {llm.place}")
         llm.add_usage(result.usage)
         if result.structured and response_model is not None:
             return response_model.model_validate_json(result.output)
         return result.output
 
     # --- plumbing ---------------------------------------------------------------------------
-    async def _dispatch(self, task_type: str, step: str, call: BaseModel, answer: type[R]) -> R:
+    async def _dispatch(
+        self,
+        task_type: str,
+        step: str,
+        call: BaseModel,
+        answer: type[R],
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> R:
+        if self._stopped:
+            raise asyncio.CancelledError(f"run {self.run_id!r} was stopped")
+        # A durable kickoff whose process missed its lease renewals (stopped, cut off) may
+        # have been taken over: stop here rather than race the new owner.
+        self.pool.workflows.check_owned(self.leased_run)
         policy = self.policy
         number = getattr(call, "call", 0)
         raw = await self.coordinator.dispatch(
@@ -179,8 +225,10 @@ class CrewRun:
             task_id=f"{self.name}:{_short(self.run_id)}:{step}.{number}:{digest(call)}",
             timeout=policy.timeout,
             retries=policy.retries,
+            escalate_errors=policy.retry_errors,
             backoff=policy.backoff,
             wait_for_worker=policy.wait_for_worker,
+            on_frame=on_frame,
             queue=self.routes.queue_of(task_type),
         )
         return answer.model_validate_json(raw)
@@ -224,18 +272,29 @@ def _llm_guardrails(task: Task) -> list[LLMGuardrail]:
 
 
 def _refuse_unsupported(crew: Crew) -> None:
-    if crew.stream:
-        raise ConfigurationError("stream=True crews cannot be distributed yet; set stream=False")
     if crew.planning:
         raise ConfigurationError(
             "planning=True crews cannot be distributed yet: CrewAI runs its planner agent "
             "inside kickoff, on the coordinator; plan in a first task of the crew instead"
         )
+    asking = [task_index(crew, t) for t in crew.tasks if t.human_input]
+    if asking:
+        raise ConfigurationError(
+            f"human_input=True tasks ({', '.join(map(str, asking))}) cannot be distributed: "
+            "CrewAI would prompt for the input on a worker's terminal; ask in a Flow method "
+            "instead, or kick this crew off plainly"
+        )
 
 
-def _crew_output(output: Any) -> CrewOutput:
-    if not isinstance(output, CrewOutput):
+def _crew_output(output: Any) -> CrewOutput | CrewStreamingOutput:
+    if not isinstance(output, CrewOutput | CrewStreamingOutput):
         raise TypeError(f"kickoff returned {type(output).__name__}, expected CrewOutput")
+    return output
+
+
+def _streaming_output(output: Any) -> CrewStreamingOutput:
+    if not isinstance(output, CrewStreamingOutput):
+        raise TypeError(f"kickoff returned {type(output).__name__}, expected a stream")
     return output
 
 

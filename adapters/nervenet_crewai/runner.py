@@ -20,6 +20,10 @@ from typing import Any, TypeVar
 
 import orjson
 from crewai import Crew
+from crewai.crews.utils import enable_agent_streaming
+from crewai.events.base_events import BaseEvent
+from crewai.events.event_bus import crewai_event_bus
+from crewai.events.types.llm_events import LLMStreamChunkEvent
 from crewai.tasks.llm_guardrail import LLMGuardrailResult
 from crewai.tools.tool_failure import tool_failure_collector
 from pydantic import BaseModel
@@ -29,11 +33,14 @@ from nervenet.errors import ConfigurationError
 
 from .blueprint import Blueprint
 from .layout import distinct_llms, resolve_agent, snapshot, spent_since
-from .wire import AgentTaskCall, AgentTaskResult, LLMCall, LLMResult
+from .wire import AgentTaskCall, AgentTaskResult, LLMCall, LLMResult, StreamChunkFrame
 
 T = TypeVar("T")
 
 _current: ContextVar[TaskContext | None] = ContextVar("nervenet_crewai_task", default=None)
+_streaming: ContextVar[bool] = ContextVar("nervenet_crewai_streaming", default=False)
+_relay_lock = threading.Lock()
+_relaying = False
 
 
 def current_task() -> TaskContext | None:
@@ -94,6 +101,11 @@ def execute_agent_task(blueprint: Blueprint, call: AgentTaskCall) -> AgentTaskRe
     task.agent = agent
     task.prompt_context = call.context
     tools = crew._prepare_tools(agent, task, task.tools or agent.tools or [])
+    if crew.stream:
+        # What CrewAI's streaming kickoff does to the agents; the chunks go back as frames.
+        enable_agent_streaming([agent])
+        _relay_stream_chunks()
+        _streaming.set(True)  # this thread's context only: concurrent tasks stay apart
     llms = distinct_llms(crew)
     before = snapshot(llms)
     with tool_failure_collector() as failures:
@@ -106,6 +118,35 @@ def execute_agent_task(blueprint: Blueprint, call: AgentTaskCall) -> AgentTaskRe
         messages=_plain(getattr(agent, "last_messages", [])),
         tool_failures=[record.model_dump(mode="json") for record in failures],
     )
+
+
+def _relay_stream_chunks() -> None:
+    """Register (once per process) the handler sending streamed chunks to the coordinator.
+
+    CrewAI emits stream chunk events synchronously in the thread of the LLM call, so the
+    handler sees that task's context variables: each chunk goes to its own task's coordinator,
+    never to another kickoff's.
+    """
+    global _relaying
+    with _relay_lock:
+        if _relaying:
+            return
+        crewai_event_bus.register_handler(LLMStreamChunkEvent, _send_chunk)
+        _relaying = True
+
+
+def _send_chunk(source: Any, event: BaseEvent) -> None:
+    task = _current.get()
+    if task is None or not _streaming.get() or not isinstance(event, LLMStreamChunkEvent):
+        return
+    frame = StreamChunkFrame(
+        chunk=event.chunk,
+        tool_call=event.tool_call.model_dump(mode="json") if event.tool_call else None,
+        call_type=event.call_type.value if event.call_type else None,
+        response_id=event.response_id,
+        call_id=event.call_id,
+    )
+    task.emit(frame.model_dump_json().encode())
 
 
 def call_llm(blueprint: Blueprint, call: LLMCall) -> LLMResult:

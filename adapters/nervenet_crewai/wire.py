@@ -114,6 +114,22 @@ class LLMResult(_Record):
     """Tokens this call spent."""
 
 
+class StreamChunkFrame(_Record):
+    """Worker -> coordinator, while an agent task of a ``stream=True`` crew runs: one chunk an
+    LLM streamed (a nervenet frame), re-emitted on the coordinator as CrewAI's own event."""
+
+    chunk: str
+    """The text of the chunk."""
+    tool_call: dict[str, Any] | None = None
+    """A streamed tool call (CrewAI's ``ToolCall`` as JSON), if the chunk is one."""
+    call_type: str | None = None
+    """``llm_call`` or ``tool_call`` (CrewAI's ``LLMCallType``)."""
+    response_id: str | None = None
+    """The provider's response id: chunks of one answer share it."""
+    call_id: str
+    """CrewAI's id of the LLM call the chunk belongs to."""
+
+
 def digest(record: BaseModel) -> str:
     """Stable content hash of a record, for deterministic task ids (key order does not count:
     a resumed kickoff may build its inputs dict in another order)."""

@@ -4,10 +4,9 @@ plan -> Send x 3 enrich (merged with operator.add) -> summarize. A node's writes
 would show up as duplicates in ``facts``, so the final state also checks "no duplicated effects".
 Workers: ``nervenet worker chaos_app:handlers``; coordinators:
 ``python chaos_app.py --runs FIRST:COUNT --kickoffs FIRST:COUNT`` (``--runs 0:0``: a restarted
-coordinator that takes over abandoned graph runs). Graph runs are durable (leased, taken over by
-a surviving coordinator). Crew kickoffs are not: the adapter has no leases, so the test resubmits
-a killed coordinator's kickoffs to its replacement (``--resubmit``), with the same run ids, and
-each output is stored under ``chaos:crew-output:<k>`` for the test to compare with a clean run.
+coordinator that takes over abandoned runs). Graph runs, crew kickoffs and flow runs (one per
+kickoff, the same crew inside) are all durable (``asubmit``: leased, taken over by a surviving
+coordinator); the test awaits each one's result from the pool and compares it with a clean run's.
 """
 
 from __future__ import annotations
@@ -144,6 +143,7 @@ if os.environ.get("CHAOS_CREW") == "1":
     import chaos_crew
 
     crew = chaos_crew.distribute(graph.nervenet.pool)
+    flows = chaos_crew.distribute_flows(crew, graph.nervenet.pool)
     handlers.update(crew.nervenet_handlers())
 
 log = logging.getLogger("chaos")
@@ -151,7 +151,7 @@ GO = "chaos:go"
 """Set by the test once every process is up: coordinators start their work then."""
 
 
-async def coordinate(runs: range, kickoffs: range, resubmit: bool) -> None:
+async def coordinate(runs: range, kickoffs: range) -> None:
     pool = graph.nervenet.pool
     async with pool:
         print("ready", flush=True)
@@ -162,28 +162,12 @@ async def coordinate(runs: range, kickoffs: range, resubmit: bool) -> None:
         for n in runs:
             config = {"configurable": {"thread_id": f"doc-{n}", "__nervenet_run_id": f"doc-{n}"}}
             await graph.asubmit({"n": n, "facts": [], "summary": ""}, config)
-        started = [asyncio.ensure_future(kick_off(k, resubmit)) for k in kickoffs]
+        for k in kickoffs:
+            await crew.asubmit(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.run_id(k))
+            await flows.asubmit(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.flow_run_id(k))
         print("submitted", flush=True)
-        await asyncio.gather(*started)
         while True:
             await asyncio.sleep(3600)
-
-
-async def kick_off(k: int, resubmit: bool) -> None:
-    """One crew kickoff; its output (or error) lands in Redis for the test."""
-    redis = graph.nervenet.pool.transport.redis
-    if await _riding_out_outages(lambda: redis.exists(f"chaos:crew-output:{k}")):
-        return  # finished before this coordinator's predecessor was killed
-    if resubmit:
-        print(f"resubmitted kickoff {k}", flush=True)
-    try:
-        output = await crew.kickoff_async(chaos_crew.kickoff_inputs(k), run_id=chaos_crew.run_id(k))
-    except Exception as exc:
-        log.exception("kickoff %d failed", k)
-        key, value = f"chaos:crew-error:{k}", f"{type(exc).__name__}: {exc}"
-    else:
-        key, value = f"chaos:crew-output:{k}", output.model_dump_json()
-    await _riding_out_outages(lambda: redis.set(key, value))
 
 
 async def _riding_out_outages(command: Any) -> Any:
@@ -206,10 +190,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=_span, default=range(0))
     parser.add_argument("--kickoffs", type=_span, default=range(0))
-    parser.add_argument("--resubmit", action="store_true")
     args = parser.parse_args()
     if os.environ.get("CHAOS_LOG") == "1":  # timestamps and levels, for the cluster test
         logging.basicConfig(
             level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    asyncio.run(coordinate(args.runs, args.kickoffs, args.resubmit))
+    asyncio.run(coordinate(args.runs, args.kickoffs))

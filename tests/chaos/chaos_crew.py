@@ -1,4 +1,5 @@
-"""The crew the chaos run kicks off: intake -> triage -> reply, a deterministic fake model.
+"""The crew the chaos run kicks off (intake -> triage -> reply, a deterministic fake model), and
+the flow it runs (the crew, then a router: urgent or routine).
 
 Each agent's answer is its role plus a hash of its whole prompt, and each prompt carries the
 answers before it (task context): the final output of a kickoff equals a clean run's only if
@@ -23,8 +24,16 @@ from typing import Any  # noqa: E402
 
 import redis  # noqa: E402
 from crewai import Agent, Crew, Task  # noqa: E402
+from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
 from crewai.llms.base_llm import BaseLLM  # noqa: E402
-from nervenet_crewai import DistributedCrew, current_task, distribute_crew  # noqa: E402
+from nervenet_crewai import (  # noqa: E402
+    DistributedCrew,
+    DistributedFlow,
+    current_task,
+    distribute_crew,
+    distribute_flow,
+)
+from pydantic import BaseModel  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
 
@@ -127,6 +136,55 @@ def clean_output(k: int) -> str:
     return support_crew().kickoff(inputs=kickoff_inputs(k)).model_dump_json()
 
 
+class Ticket(BaseModel):
+    id: str = ""
+    ticket: str = ""
+    text: str = ""
+    reply: str = ""
+
+
+DISTRIBUTED: list[DistributedCrew] = []
+"""The distributed crew the flow kicks off, once ``distribute_flows`` made it; else plain."""
+
+
+class SupportFlow(Flow[Ticket]):
+    @start()
+    def answer(self) -> str:
+        inputs = {"ticket": self.state.ticket, "text": self.state.text}
+        if DISTRIBUTED:
+            output = DISTRIBUTED[0].kickoff(inputs=inputs)
+        else:
+            output = support_crew().kickoff(inputs=inputs)
+        self.state.reply = output.raw
+        return output.raw
+
+    @router(answer)
+    def triage(self) -> str:
+        return "urgent" if "damaged" in self.state.text else "routine"
+
+    @listen("urgent")
+    def escalate(self) -> dict[str, str]:
+        return {"ticket": self.state.ticket, "reply": self.state.reply, "path": "urgent"}
+
+    @listen("routine")
+    def file(self) -> dict[str, str]:
+        return {"ticket": self.state.ticket, "reply": self.state.reply, "path": "routine"}
+
+
+def flow_run_id(k: int) -> str:
+    return f"flowrun-{k}"
+
+
+def distribute_flows(crew: DistributedCrew, pool: Pool | None = None) -> DistributedFlow[Any]:
+    DISTRIBUTED[:] = [crew]
+    return distribute_flow(SupportFlow, pool=pool, name="chaos-flow")
+
+
+def clean_flow_output(k: int) -> Any:
+    """What a plain CrewAI flow run returns."""
+    return SupportFlow().kickoff(inputs=kickoff_inputs(k))
+
+
 if __name__ == "__main__":
     import json
     import sys
@@ -134,4 +192,5 @@ if __name__ == "__main__":
     # ``python chaos_crew.py FIRST COUNT``: clean outputs, one JSON line each, for the test.
     first, count = int(sys.argv[1]), int(sys.argv[2])
     for k in range(first, first + count):
-        print(json.dumps({"k": k, "output": clean_output(k)}), flush=True)
+        flow = clean_flow_output(k)
+        print(json.dumps({"k": k, "output": clean_output(k), "flow": flow}), flush=True)

@@ -1,14 +1,14 @@
 """Chaos with real processes: kills, stopped "zombies", a Redis restart; nothing lost.
 
 A seeded schedule hits 3 coordinator processes and 4 worker processes while durable runs of
-``chaos_app``'s graph and kickoffs of ``chaos_crew`` are in flight: SIGKILL (then restart) of
-workers and coordinators, SIGSTOP of a coordinator and of a worker for longer than lease and
-visibility timeout (their work is taken over; when they wake they must not corrupt it), and one
-restart of an appendonly redis-server. At the end every graph run and every kickoff has exactly
-the output of a clean run, no entry is left pending, nothing was escalated, and no process is
-left behind. Graph runs of a killed coordinator are taken over by the survivors (leases); crew
-kickoffs have no leases, so the test resubmits them to the killed coordinator's replacement,
-with the same run ids (the adapter's resume: finished tasks come from the result cache).
+``chaos_app``'s graph, kickoffs of ``chaos_crew``'s crew and runs of its flow are in flight:
+SIGKILL (then restart) of workers and coordinators, SIGSTOP of a coordinator and of a worker for
+longer than lease and visibility timeout (their work is taken over; when they wake they must not
+corrupt it), and one restart of an appendonly redis-server. At the end every graph run, kickoff and
+flow run has exactly the output of a clean run, no entry is left pending, nothing was escalated,
+and no process is left behind. The runs of a killed coordinator are taken over by the survivors
+(leases); a taken-over kickoff's finished agent tasks come from the result cache, a flow run's
+finished methods from its journal.
 
 CI runs the bounded mix; ``pytest -m slow`` adds the 1,000-workflow soak.
 """
@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -59,7 +60,8 @@ class Mix:
     runs: int
     """Durable graph runs (5 node tasks each)."""
     kickoffs: int
-    """Crew kickoffs (3 agent tasks each); 0 without CrewAI."""
+    """Crew kickoffs (3 agent tasks each), and as many flow runs (each kicks the crew off
+    once); 0 without CrewAI."""
     events: dict[str, int]
     """How many of each event the seeded schedule holds (shuffled)."""
     gap: tuple[float, float]
@@ -152,11 +154,8 @@ async def run_chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, seed:
         elif event == "kill-coordinator":
             i = rng.randrange(len(coordinators))
             coordinators[i].send_signal(signal.SIGKILL)
-            # The replacement takes over abandoned graph runs (leases) by itself; the killed
-            # process's crew kickoffs are resubmitted to it by us.
-            coordinators[i] = procs.python(
-                "chaos_app.py", "--kickoffs", kick_spans[i], "--resubmit"
-            )
+            # The survivors (and the replacement) take over its runs and kickoffs by themselves.
+            coordinators[i] = procs.python("chaos_app.py")
         elif event.startswith("zombie"):
             group = coordinators if event == "zombie-coordinator" else workers
             zombie = group[rng.randrange(len(group))]
@@ -211,41 +210,55 @@ async def graph_losses(url: str, runs: int, budget: float) -> list[str]:
 
 
 async def crew_losses(url: str, kickoffs: int, budget: float) -> list[str]:
-    """Kickoffs without a clean run's output within ``budget``, and why."""
+    """Kickoffs and flow runs (one of each per ``k``) without a clean run's output within
+    ``budget``, and why (compared as JSON: CrewAI stays out of the test process)."""
     if not kickoffs:
         return []
     clean = asyncio.create_task(asyncio.to_thread(clean_crew_outputs, kickoffs))
-    client = redis.asyncio.Redis.from_url(url)
-    deadline = time.monotonic() + budget
-    try:
-        while True:
-            outputs = await client.mget([f"chaos:crew-output:{k}" for k in range(kickoffs)])
-            errors = await client.mget([f"chaos:crew-error:{k}" for k in range(kickoffs)])
-            settled = all(
-                o is not None or e is not None for o, e in zip(outputs, errors, strict=True)
-            )
-            if settled or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await client.aclose()
+
+    async def outcome(pool: Pool, run_id: str) -> Any:
+        """The run's output as JSON values, or why there is none."""
+        try:
+            raw = await pool.workflows.wait(run_id)
+        except Exception as exc:
+            return Lost(f"{run_id}: {type(exc).__name__}: {exc}")
+        output = json.loads(raw)["output"]
+        # nervenet_crewai.durable's record holds a CrewOutput dump; flow.py's a JSON value.
+        return output["output"] if run_id.startswith("crew-") else output["json"]
+
+    # chaos_crew.run_id(k) and chaos_crew.flow_run_id(k)
+    run_ids = [f"{kind}-{k}" for k in range(kickoffs) for kind in ("crew", "flowrun")]
+    async with Pool.from_url(url) as pool:
+        waits = [asyncio.ensure_future(outcome(pool, run_id)) for run_id in run_ids]
+        done, late = await asyncio.wait(waits, timeout=budget)
+        for wait in late:
+            wait.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
     try:
         expected = await clean
     except subprocess.CalledProcessError as exc:
         return [f"no clean outputs to compare with: {exc.stderr.decode()[-2000:]}"]
     losses = []
-    for k in range(kickoffs):
-        if errors[k] is not None:
-            losses.append(f"kickoff {k}: {errors[k].decode()}")
-        elif outputs[k] is None:
-            losses.append(f"kickoff {k}: no output after {budget:g} s")
-        elif json.loads(outputs[k]) != json.loads(expected[k]):
-            losses.append(f"kickoff {k}: output differs from a clean run's")
-    return losses
+    for run_id, wait in zip(run_ids, waits, strict=True):
+        found = wait.result() if wait in done else None
+        kind, k = run_id.rsplit("-", 1)
+        clean_output = expected[int(k)]["output" if kind == "crew" else "flow"]
+        if isinstance(found, Lost):
+            losses.append(str(found))
+        elif found is not None and found != clean_output:
+            losses.append(f"{run_id}: output differs from a clean run's")
+    return losses + [f"{len(late)} kickoffs or flow runs unfinished after {budget:g} s"] * bool(
+        late
+    )
 
 
-def clean_crew_outputs(kickoffs: int) -> list[str]:
-    """Plain CrewAI kickoffs (no pool), in a subprocess: CrewAI stays out of the test process."""
+class Lost(str):
+    """Why a run has no output."""
+
+
+def clean_crew_outputs(kickoffs: int) -> list[dict[str, Any]]:
+    """Plain CrewAI kickoffs and flow runs (no pool), in a subprocess: CrewAI stays out of the
+    test process. Each line: ``output`` (the CrewOutput, JSON) and ``flow`` (the flow's output)."""
     done = subprocess.run(
         [sys.executable, str(APP / "chaos_crew.py"), "0", str(kickoffs)],
         capture_output=True,
@@ -254,7 +267,7 @@ def clean_crew_outputs(kickoffs: int) -> list[str]:
     )
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith(b"{")]
     assert [line["k"] for line in lines] == list(range(kickoffs))
-    return [line["output"] for line in lines]
+    return [{"output": json.loads(line["output"]), "flow": line["flow"]} for line in lines]
 
 
 def leftovers(url: str, mix: Mix) -> dict[str, int]:
@@ -276,7 +289,8 @@ def leftovers(url: str, mix: Mix) -> dict[str, int]:
         "pending": pending,
         "escalations": escalations,
         "node re-executions": node_runs - mix.runs * NODE_COUNT,
-        "agent re-executions": agent_runs - mix.kickoffs * AGENT_TASKS,
+        # Each k is a kickoff and a flow run that kicks the same crew off once.
+        "agent re-executions": agent_runs - 2 * mix.kickoffs * AGENT_TASKS,
     }
 
 
@@ -360,17 +374,17 @@ async def chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, budget: f
     elapsed = time.monotonic() - started
     left = leftovers(server.url, mix)
     report = {
-        "workflows": mix.runs + mix.kickoffs,
+        "workflows": mix.runs + 2 * mix.kickoffs,
         "graph runs": mix.runs,
         "crew kickoffs": mix.kickoffs,
+        "flow runs": mix.kickoffs,
         "seconds": round(elapsed, 1),
         "events": len(schedule),
         "process restarts": sum(mix.events[e] for e in ("kill-worker", "kill-coordinator")),
         "lost": len(graph_lost) + len(crew_lost),
         **left,
-        "graph runs taken over": procs.count("taking over run"),
+        "runs and kickoffs taken over": procs.count("taking over run"),
         "leases lost by a live process": procs.count("lost the lease"),
-        "kickoffs resubmitted": procs.count("resubmitted kickoff"),
         "worker reclaims": procs.count("abandoned task(s)"),
         "longest stretch without a registered worker (s)": round(monitor.longest_without_worker, 1),
         "worker heartbeat gaps > 2 s": len(monitor.heartbeat_gaps),
@@ -381,7 +395,7 @@ async def chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, budget: f
     assert left["pending"] == 0
     assert left["escalations"] == 0
     assert 0 <= left["node re-executions"] <= mix.runs * 2
-    assert 0 <= left["agent re-executions"] <= mix.kickoffs * 2
+    assert 0 <= left["agent re-executions"] <= 2 * mix.kickoffs * 2
 
 
 @pytest.mark.timeout(600)

@@ -176,6 +176,19 @@ def failing_crew() -> Crew:
     return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
 
 
+def streaming_crew() -> Crew:
+    """The sequential crew with ``stream=True``: its models stream their answers in chunks."""
+    made = sequential_crew()
+    made.stream = True
+    return made
+
+
+def down_crew() -> Crew:
+    """An agent whose model is down, with CrewAI's default ``max_retry_limit`` (2)."""
+    broken = Agent(role="Broken", goal="g", backstory="b", llm=ScriptedLLM(model="down", fail=True))
+    return Crew(agents=[broken], tasks=[Task(description="Try", expected_output="x", agent=broken)])
+
+
 sequential = distribute_crew(sequential_crew, name="seq")
 parallel = distribute_crew(parallel_crew, name="par")
 

@@ -122,6 +122,11 @@ class ScriptedLLM(BaseLLM):
             if observed:
                 answer = f"{answer} (tool said {observed})"
             out = f"Thought: I now know the final answer\nFinal Answer: {answer}"
+        if self.stream:  # as a provider's streaming API would: the answer in pieces
+            for start in range(0, len(out), 16):
+                self._emit_stream_chunk_event(
+                    out[start : start + 16], from_task=from_task, from_agent=from_agent
+                )
         _record({**entry, "phase": "end", "answer": out[-40:]})
         self._track_token_usage_internal(
             {

@@ -1,5 +1,6 @@
-"""Failures: a dead worker's task is redelivered; an agent that keeps failing is escalated;
-a crashed or failed kickoff resumed with its run id re-runs only the unfinished tasks."""
+"""Failures: an agent's error fails the kickoff as in plain CrewAI, at the same cost (escalated
+only when the crew asks for retries); a dead worker's task is redelivered; a crashed or failed
+kickoff resumed with its run id re-runs only the unfinished tasks."""
 
 from __future__ import annotations
 
@@ -37,8 +38,39 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_agent_that_keeps_failing_is_escalated_and_kickoff_raises(pool: Pool) -> None:
-    crew = distribute_crew(crew_apps.failing_crew, pool=pool, name="fail", retries=1, backoff=QUICK)
+@pytest.mark.parametrize("factory", [crew_apps.down_crew, crew_apps.failing_crew])
+async def test_an_agents_error_fails_as_in_plain_crewai_with_as_many_llm_calls(
+    pool: Pool, factory
+) -> None:
+    with pytest.raises(Exception) as plain:
+        await plain_kickoff(factory)
+    plain_calls = len(crew_fakes.calls("down", phase="failed"))
+    crew_fakes.CALLS.clear()
+    crew = distribute_crew(factory, pool=pool, name="fail")
+    await pool.serve(crew)
+
+    with pytest.raises(Exception) as distributed:
+        await crew.kickoff_async(run_id="doomed")
+
+    assert type(distributed.value) is type(plain.value) is RuntimeError
+    assert str(distributed.value) == str(plain.value) == "fake model down is down"
+    assert len(crew_fakes.calls("down", phase="failed")) == plain_calls  # 3, then 1
+    assert any("crew 'fail', run 'doomed': task 0" in n for n in distributed.value.__notes__)
+    assert "Traceback" in distributed.value.__cause__.remote_traceback
+    assert await pool.escalations.list() == []
+
+
+async def test_agent_that_keeps_failing_is_escalated_when_retries_are_asked_for(
+    pool: Pool,
+) -> None:
+    crew = distribute_crew(
+        crew_apps.failing_crew,
+        pool=pool,
+        name="fail",
+        retries=1,
+        retry_errors=True,
+        backoff=QUICK,
+    )
     await pool.serve(crew)
 
     with pytest.raises(TaskEscalated) as raised:
@@ -62,12 +94,11 @@ async def test_one_failing_kickoff_in_a_batch_leaves_the_others_alone(pool: Pool
 
     assert [type(r).__name__ for r in results] == [
         "CrewOutput",
-        "TaskEscalated",
+        "RuntimeError",
         "CrewOutput",
         "CrewOutput",
     ]
     assert any("input 1" in note for note in results[1].__notes__)
-    assert len(await pool.escalations.list()) == 1
 
 
 async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
@@ -77,7 +108,7 @@ async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
     crew_fakes.CALLS.clear()
     crew_fakes.FAILING.add("w")  # the third task's model is down
 
-    with pytest.raises(TaskEscalated):
+    with pytest.raises(RuntimeError):
         await crew.kickoff_async(inputs=INPUTS, run_id="resume-me")
     assert len(crew_fakes.calls("seq")) == 2
     crew_fakes.FAILING.clear()
@@ -113,33 +144,74 @@ async def test_worker_killed_mid_task_its_task_is_redelivered_and_kickoff_comple
 
 
 COORDINATOR = """
-import sys
+import asyncio, sys
 from nervenet_crewai.offline import go_offline
 go_offline()
 import crew_apps
-from nervenet import Pool
+from nervenet import Pool, PoolSettings
 from nervenet_crewai import distribute_crew
-crew = distribute_crew(crew_apps.sequential_crew, pool=Pool.from_url(sys.argv[1]), name="seq")
-crew.kickoff(inputs={"topic": "tides"}, run_id="crashing")
+FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0, block_ms=200)
+
+async def main():
+    pool = Pool.from_url(sys.argv[1], settings=FAST)
+    crew = distribute_crew(crew_apps.structured_crew, pool=pool, name="desk")
+    handle = await crew.asubmit(inputs={"update": "S1 late"}, run_id="crashing")
+    await handle.result()
+
+asyncio.run(main())
 """
 
 
 @pytest.mark.redis
-async def test_coordinator_killed_mid_run_resumes_without_rerunning_finished_tasks(
+async def test_a_killed_coordinators_durable_kickoff_is_taken_over_without_rerunning_tasks(
     redis_pool: Pool, processes: Processes, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CREW_TEST_LATENCY", "0.3")
-    crew = distribute_crew(crew_apps.sequential_crew, pool=redis_pool, name="seq")
-    await redis_pool.serve(crew)
-    expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
+    expected = await plain_kickoff(crew_apps.structured_crew, {"update": "S1 late"})
     crew_fakes.CALLS.clear()
+    crew = distribute_crew(crew_apps.structured_crew, pool=redis_pool, name="desk")
+    await redis_pool.serve(crew)  # this process also serves the crew's agent work
 
     coordinator = processes.python("-c", COORDINATOR, redis_url)
-    await wait_for(lambda: len(crew_fakes.calls("seq")) == 2)  # tasks 1 and 2 are done
+    await wait_for(lambda: len(crew_fakes.calls("parser")) == 1)  # the first task is done
     coordinator.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
     coordinator.wait(timeout=10)
+    await wait_for(lambda: redis_pool.workflows.takeovers == 1, timeout=10)
+    taken_over = time.monotonic() - killed
 
-    output = await crew.kickoff_async(inputs=INPUTS, run_id="crashing")
+    output = await crew.handle("crashing").result(timeout=30)
 
     assert output.model_dump() == expected.model_dump()
-    assert len(crew_fakes.calls("seq")) == 2  # not run again
+    assert isinstance(output.tasks_output[0].pydantic, crew_apps.Shipment)
+    assert len(crew_fakes.calls("parser")) == 1  # answered from the result cache
+    assert taken_over < 2.5  # lease 1 s, heartbeat 0.2 s
+
+
+async def test_a_durable_kickoffs_output_is_awaitable_by_run_id_with_models_revived(
+    pool: Pool,
+) -> None:
+    crew = distribute_crew(crew_apps.structured_crew, pool=pool, name="desk")
+    await pool.serve(crew)
+    expected = await plain_kickoff(crew_apps.structured_crew, {"update": "S1 late"})
+
+    submitted = await crew.asubmit(inputs={"update": "S1 late"}, run_id="order-7")
+    output = await crew.handle("order-7").result(timeout=30)
+
+    assert submitted.run_id == "order-7"
+    assert output.model_dump() == expected.model_dump()
+    assert output.pydantic is None  # the last task has no model; the first one's is revived
+    assert output.tasks_output[0].pydantic == crew_apps.Shipment(
+        id="S1", status="in transit", delayed=True
+    )
+    assert (await submitted.result()).model_dump() == expected.model_dump()
+
+
+async def test_a_failed_durable_kickoff_raises_from_any_handle(pool: Pool) -> None:
+    crew = distribute_crew(crew_apps.failing_crew, pool=pool, name="fail")
+    await pool.serve(crew)
+
+    submitted = await crew.asubmit(run_id="doomed")
+
+    with pytest.raises(RuntimeError, match="is down"):
+        await submitted.result(timeout=30)

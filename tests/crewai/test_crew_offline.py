@@ -50,9 +50,7 @@ def verbose_crew() -> Crew:
 
 def probe(mode: str) -> str:
     # CI=true also stops CrewAI's version check, so the "online" probe runs without it.
-    env = {
-        k: v for k, v in __import__("os").environ.items() if k not in OFFLINE_ENV and k != "CI"
-    }
+    env = {k: v for k, v in __import__("os").environ.items() if k not in OFFLINE_ENV and k != "CI"}
     env["PYTHONPATH"] = str(HERE)
     done = subprocess.run(
         [sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, timeout=120

@@ -16,7 +16,7 @@ from crewai import Agent, Crew, Task
 from nervenet_crewai import distribute_crew
 from nervenet_crewai.locks import QueuedFileLocks, install, lock_path
 
-from nervenet import Backoff, Pool, TaskEscalated
+from nervenet import Backoff, Pool, RemoteTaskError
 from nervenet.errors import ConfigurationError
 
 pytestmark = pytest.mark.crewai
@@ -57,7 +57,7 @@ async def test_a_worker_running_other_code_refuses_instead_of_running_another_cr
     )
     await pool.serve(distribute_crew(crew_apps.other_crew, name="skew"))
 
-    with pytest.raises(TaskEscalated, match="deploy the same code"):
+    with pytest.raises(RemoteTaskError, match="deploy the same code"):
         await coordinator.kickoff_async(inputs={"topic": "tides"})
     assert crew_fakes.calls() == []
 
@@ -69,11 +69,11 @@ async def test_inputs_that_are_not_json_are_refused_before_anything_is_sent(pool
         await crew.kickoff_async(inputs={"topic": object()})
 
 
-@pytest.mark.parametrize("option", ["planning", "stream"])
-def test_planning_and_streaming_crews_are_refused_with_the_reason(option: str) -> None:
+@pytest.mark.parametrize("option", ["planning", "human_input"])
+def test_planning_and_human_input_crews_are_refused_with_the_reason(option: str) -> None:
     def make() -> Crew:
         made = crew_apps.sequential_crew()
-        setattr(made, option, True)
+        setattr(made.tasks[1] if option == "human_input" else made, option, True)
         return made
 
     crew = distribute_crew(make, pool=Pool.local(), name="refused")

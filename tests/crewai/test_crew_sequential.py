@@ -61,6 +61,30 @@ def test_sync_kickoff_from_plain_code_equals_the_plain_crews() -> None:
     assert output.model_dump() == expected.model_dump()
 
 
+def test_sync_kickoff_for_each_equals_the_plain_crews_and_raises_the_first_failure() -> None:
+    inputs = [{"topic": t} for t in ("tides", "winds", "swell")]
+    expected = crew_apps.sequential_crew().kickoff_for_each(inputs=inputs)
+    # Plain kickoff_for_each's copies share their LLMs, so its token usage is a running total
+    # (5, 10, 15 requests); each distributed run reports its own, as one plain kickoff does.
+    own_usage = [crew_apps.sequential_crew().kickoff(inputs=i).token_usage for i in inputs]
+    crew = distribute_crew(crew_apps.sequential_crew, name="seq")
+    pool = Pool.local(crew, workers=1)
+    crew.pool = pool
+    try:
+        outputs = crew.kickoff_for_each(inputs)
+        crew_fakes.FAILING_WORDS.add("winds")
+        with pytest.raises(RuntimeError, match="is down") as raised:
+            crew.kickoff_for_each(inputs)
+    finally:
+        pool.close()
+
+    assert [o.model_dump(exclude={"token_usage"}) for o in outputs] == [
+        e.model_dump(exclude={"token_usage"}) for e in expected
+    ]
+    assert [o.token_usage for o in outputs] == own_usage
+    assert any("input 1" in note for note in raised.value.__notes__)
+
+
 async def test_inputs_reach_worker_prompts_so_different_inputs_give_different_outputs(
     pool: Pool,
 ) -> None:

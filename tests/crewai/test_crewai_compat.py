@@ -17,6 +17,7 @@ pytestmark = pytest.mark.crewai
     [
         ("from crewai import Crew; del Crew._prepare_tools", "Crew._prepare_tools()"),
         ("import crewai.crews.utils as m; del m._resolve_crew_skills", "_resolve_crew_skills"),
+        ("from crewai.flow.runtime import Flow; del Flow._restore_state", "Flow._restore_state()"),
     ],
 )
 def test_a_crewai_without_what_the_adapter_needs_is_refused_naming_the_tested_range(

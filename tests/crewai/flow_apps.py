@@ -1,0 +1,245 @@
+"""Flows used by the tests: the same classes run plainly and distributed (``flow_apps:...``).
+
+A method that kicks off a crew uses ``CREWS[name]`` when a test put a distributed crew there,
+else the plain crew: the flow's own code is the same both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import crew_apps
+from crewai import CrewOutput
+from crewai.flow.async_feedback.types import HumanFeedbackPending
+from crewai.flow.flow import Flow, and_, listen, or_, router, start
+from crewai.flow.human_feedback import human_feedback
+from crewai.flow.persistence import persist
+from crewai.flow.persistence.base import FlowPersistence
+from pydantic import BaseModel
+
+CREWS: dict[str, Any] = {}
+"""Distributed crews by name, set by tests; empty: plain CrewAI crews."""
+METHOD_RUNS: list[str] = []
+"""Methods that ran (not answered from the journal), in this process."""
+
+
+def kickoff_sequential(topic: str) -> CrewOutput:
+    crew = CREWS.get("seq")
+    if crew is None:
+        return crew_apps.sequential_crew().kickoff(inputs={"topic": topic})
+    return crew.kickoff(inputs={"topic": topic})
+
+
+class Tally(BaseModel):
+    id: str = ""
+    topic: str = "tides"
+    rounds: int = 0
+    notes: list[str] = []
+
+
+class LoopFlow(Flow[Tally]):
+    """A router sends the flow round a loop until three rounds are done (typed state)."""
+
+    @start()
+    def begin(self) -> str:
+        METHOD_RUNS.append("begin")
+        self.state.notes.append(f"begin {self.state.topic}")
+        return "begun"
+
+    @listen(or_(begin, "again"))
+    def step(self) -> int:
+        METHOD_RUNS.append("step")
+        time.sleep(float(os.environ.get("FLOW_STEP_SECONDS", "0")))
+        self.state.rounds += 1
+        self.state.notes.append(f"round {self.state.rounds}")
+        return self.state.rounds
+
+    @router(step)
+    def check(self) -> str:
+        METHOD_RUNS.append("check")
+        return "again" if self.state.rounds < 3 else "finished"
+
+    @listen("finished")
+    def wrap_up(self) -> dict[str, Any]:
+        METHOD_RUNS.append("wrap_up")
+        return {"rounds": self.state.rounds, "notes": list(self.state.notes)}
+
+
+class JoinFlow(Flow):
+    """``and_`` and ``or_`` joins over two parallel branches (unstructured state)."""
+
+    @start()
+    def fork(self) -> str:
+        self.state["forked"] = True
+        return "fork"
+
+    @listen(fork)
+    async def north(self, value: str) -> str:
+        self.state["north"] = f"{value}-north"
+        return "north"
+
+    @listen(fork)
+    def south(self) -> str:
+        self.state["south"] = "south"
+        return "south"
+
+    @listen(or_(north, south))
+    def first(self) -> str:
+        self.state.setdefault("firsts", 0)
+        self.state["firsts"] += 1
+        return "first"
+
+    @listen(and_(north, south))
+    def joined(self) -> str:
+        return f"{self.state['north']}+{self.state['south']}"
+
+
+class Article(BaseModel):
+    topic: str
+    body: str
+
+
+class CrewFlow(Flow[Tally]):
+    """Crews inside methods: a research crew, then another kickoff on what it found."""
+
+    @start()
+    def research(self) -> str:
+        METHOD_RUNS.append("research")
+        return kickoff_sequential(self.state.topic).raw
+
+    @listen(research)
+    def follow_up(self, found: str) -> Article:
+        METHOD_RUNS.append("follow_up")
+        output = kickoff_sequential(f"{self.state.topic} after {found}")
+        self.state.notes.append(output.raw)
+        return Article(topic=self.state.topic, body=output.raw)
+
+
+def persisted_flow(persistence: FlowPersistence) -> type[Flow[Tally]]:
+    """A flow class with class-level ``@persist(persistence)`` (CrewAI resolves the backend
+    when the decorator runs, so a test that knows its Redis URL defines the class then)."""
+
+    @persist(persistence)
+    class PersistedFlow(Flow[Tally]):
+        @start()
+        def one(self) -> int:
+            self.state.rounds += 1
+            return self.state.rounds
+
+        @listen(one)
+        def two(self) -> int:
+            self.state.rounds += 10
+            return self.state.rounds
+
+    return PersistedFlow
+
+
+class TypoFlow(Flow):
+    """A router naming a label nobody listens to (``"aprove"``)."""
+
+    @start()
+    def decide(self) -> str:
+        return "go"
+
+    @router(decide)
+    def route(self) -> str:
+        return "aprove"
+
+    @listen("approve")
+    def approved(self) -> str:
+        return "approved"
+
+
+class Opaque:
+    """Not JSON, not a model: a durable flow cannot store it."""
+
+
+class OpaqueFlow(Flow):
+    @start()
+    def make(self) -> str:
+        self.state["ok"] = 1
+        return "made"
+
+    @listen(make)
+    def leak(self) -> Any:
+        return Opaque()
+
+
+class CrashFlow(Flow):
+    @start()
+    def fine(self) -> str:
+        self.state["fine"] = True
+        return "fine"
+
+    @listen(fine)
+    def crash(self) -> str:
+        raise ValueError("the ledger is locked")
+
+
+class ReviewFlow(Flow):
+    """A method that asks a human (``@human_feedback``)."""
+
+    @start()
+    @human_feedback(message="Approve the draft?")
+    def draft(self) -> str:
+        return "a draft"
+
+
+class SetStateFlow(Flow):
+    """A method that puts a value JSON cannot hold (a set) into the state."""
+
+    @start()
+    def stamp(self) -> str:
+        self.state["ports"] = {"Brest", "Vigo"}
+        return "stamped"
+
+
+class ForEachFlow(Flow):
+    """One method kicks the crew off for several inputs (``kickoff_for_each``)."""
+
+    @start()
+    def survey(self) -> list[str]:
+        inputs = [{"topic": t} for t in ("tides", "winds")]
+        crew = CREWS.get("seq")
+        made = crew_apps.sequential_crew() if crew is None else crew
+        return [output.raw for output in made.kickoff_for_each(inputs)]
+
+
+class FeedbackLater:
+    """A feedback provider that pauses the flow (as a web or chat integration would)."""
+
+    def request_feedback(self, context: Any, flow: Any) -> str:
+        raise HumanFeedbackPending(context=context)
+
+
+def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
+    """A plain flow paused for human feedback, persisted by ``persistence``."""
+
+    @persist(persistence)
+    class ReviewLater(Flow):
+        @start()
+        @human_feedback(message="Approve the draft?", provider=FeedbackLater())
+        def draft(self) -> str:
+            self.state["draft"] = "v1"
+            return "v1"
+
+        @listen(draft)
+        def publish(self, review: Any) -> str:
+            return f"published {self.state['draft']} after {review.feedback!r}"
+
+    return ReviewLater
+
+
+GATHERING = threading.Barrier(12, timeout=20)
+"""Passed only when 12 runs are inside ``WaitingFlow.wait`` at once."""
+
+
+class WaitingFlow(Flow):
+    """A sync method that blocks (as one waiting for its crew does)."""
+
+    @start()
+    def wait(self) -> int:
+        return GATHERING.wait()
