@@ -7,8 +7,10 @@ import go_offline`` is safe to put at the very top of an app.
 
 What each switch stops (measured with CrewAI 1.15.30, see ``tests/crewai/test_crew_offline.py``):
 
-* ``CREWAI_DISABLE_TELEMETRY`` / ``OTEL_SDK_DISABLED`` / ``CREWAI_DISABLE_TRACKING``: the
-  anonymous telemetry exporter, which resolves a remote host on every kickoff;
+* ``CREWAI_DISABLE_TELEMETRY`` / ``CREWAI_DISABLE_TRACKING``: the anonymous telemetry exporter,
+  which resolves a remote host on every kickoff. Not ``OTEL_SDK_DISABLED``, which CrewAI also
+  honours: it switches off the OpenTelemetry SDK for the whole process, the app's own traces
+  (and nervenet's spans) included;
 * ``CREWAI_TRACING_ENABLED=false``: the trace batch upload to CrewAI's platform;
 * ``CREWAI_DISABLE_VERSION_CHECK``: the PyPI version check a ``verbose=True`` crew makes;
 * ``CREWAI_TESTING``: the "last run" file CrewAI writes into the working directory.
@@ -23,7 +25,6 @@ from nervenet.errors import ConfigurationError
 
 OFFLINE_ENV: dict[str, str] = {
     "CREWAI_DISABLE_TELEMETRY": "true",
-    "OTEL_SDK_DISABLED": "true",
     "CREWAI_DISABLE_TRACKING": "true",
     "CREWAI_TRACING_ENABLED": "false",
     "CREWAI_DISABLE_VERSION_CHECK": "true",

@@ -159,6 +159,15 @@ class Coordinator:
     ) -> Reply:
         if self.pool.tracer is not None and not envelope.trace:
             return await self._traced_attempt(envelope, payload, timeout, on_frame)
+        return await self._publish_and_wait(envelope, payload, timeout, on_frame)
+
+    async def _publish_and_wait(
+        self,
+        envelope: TaskEnvelope,
+        payload: PayloadSource,
+        timeout: float | None,
+        on_frame: Callable[[bytes], None] | None,
+    ) -> Reply:
         inbox = self.pool.inbox
         async with self.pool.in_flight:
             waiter = inbox.expect(envelope.task_id, envelope.attempt, on_frame)
@@ -208,7 +217,9 @@ class Coordinator:
         )
         try:
             traced = replace(envelope, trace=traceparent)
-            reply = await self._attempt(traced, payload, timeout, on_frame)
+            # Straight to the attempt: a tracer that makes no context (no traceparent) must
+            # not send it round again.
+            reply = await self._publish_and_wait(traced, payload, timeout, on_frame)
             if reply.error is not None:
                 tracing.failed(span, f"{reply.error.type_name}: {reply.error.message}")
             return reply

@@ -94,6 +94,21 @@ def test_go_offline_after_crewai_was_imported_with_telemetry_on_is_refused(
         go_offline()
 
 
+def test_going_offline_leaves_the_apps_own_opentelemetry_on() -> None:
+    code = (
+        "import os\n"
+        "for name in ('CREWAI_DISABLE_TELEMETRY', 'OTEL_SDK_DISABLED', 'CREWAI_DISABLE_TRACKING'):\n"
+        "    os.environ.pop(name, None)\n"
+        "from nervenet_crewai.offline import go_offline\n"
+        "go_offline()\n"
+        "import crewai\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "span = TracerProvider().get_tracer('app').start_span('request')\n"
+        "assert span.get_span_context().is_valid, 'the OpenTelemetry SDK was switched off'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_importing_the_offline_switches_does_not_import_crewai() -> None:
     code = (
         "import sys, nervenet_crewai.offline, nervenet_crewai;"
