@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_cluster import RedisClusterServers, require_cluster_binaries  # noqa: E402
-from redis_server import RedisServer, redis_required  # noqa: E402
+from redis_cluster import RedisClusterServers, require_cluster_binaries
+from redis_server import RedisServer, redis_required
 
 
 @pytest.fixture(scope="session")

@@ -47,14 +47,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich help gives every flag, --help included, a "<bool>" metavar.
+    rich_markup_mode=None,
 )
 escalations_app = typer.Typer(
-    help="Inspect and replay the escalation (dead-letter) stream.", no_args_is_help=True
+    help="Inspect and replay the escalation (dead-letter) stream.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(escalations_app, name="escalations")
 runs_app = typer.Typer(
     help="List, inspect and cancel recorded runs (graph runs started with submit).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(runs_app, name="runs")
 console = Console()
@@ -62,7 +67,10 @@ console = Console()
 RedisOption = Annotated[
     str,
     typer.Option(
-        "--redis", envvar="NERVENET_REDIS_URL", help="Redis URL (redis://, rediss://, unix://)."
+        "--redis",
+        envvar="NERVENET_REDIS_URL",
+        metavar="URL",
+        help="Redis URL (redis://, rediss://, unix://).",
     ),
 ]
 
@@ -77,17 +85,21 @@ LoopOption = Annotated[
     Loop,
     typer.Option(
         "--loop",
-        help="Event loop: uvloop if installed (auto: pip install 'nervenet\\[fast]') or asyncio.",
+        help="Event loop: uvloop if installed (auto: pip install 'nervenet[fast]') or asyncio.",
     ),
 ]
 NamespaceOption = Annotated[
-    str, typer.Option("--namespace", help="Key namespace shared by the app's processes.")
+    str,
+    typer.Option(
+        "--namespace", metavar="NAME", help="Key namespace shared by the app's processes."
+    ),
 ]
 SigningSecretOption = Annotated[
     str | None,
     typer.Option(
         "--signing-secret",
         envvar="NERVENET_SIGNING_SECRET",
+        metavar="SECRET",
         show_default=False,
         help="Shared HMAC secret (16+ bytes) of a pool whose tasks are signed; prefer the "
         "environment variable, a command line is visible to every user of the machine.",
@@ -111,7 +123,7 @@ def _run(coro: Coroutine[Any, Any, None], loop: Loop = Loop.asyncio) -> None:
 
 @app.command()
 def worker(
-    target: Annotated[str, typer.Argument(help="MODULE:ATTR of what to serve.")],
+    target: Annotated[str, typer.Argument(metavar="MODULE:ATTR", help="What to serve.")],
     redis: RedisOption = DEFAULT_URL,
     namespace: NamespaceOption = "nn",
     concurrency: Annotated[
@@ -156,14 +168,11 @@ def worker(
 
     Examples:
 
+    \b
         nervenet worker examples.document_pipeline:graph --redis redis://localhost:6379/0
-
         nervenet worker app:graph --queues gpu            # only the nodes on queue "gpu"
-
         NERVENET_REDIS_URL=rediss://:secret@cache:6380/0 nervenet worker app:handlers -c 128
-
         NERVENET_SIGNING_SECRET=$(cat /run/secrets/nervenet) nervenet worker app:graph
-
         nervenet worker app:graph --metrics-port 9108      # Prometheus scrapes :9108/metrics
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -243,7 +252,7 @@ async def _serve(
 
 @app.command()
 def serve(
-    target: Annotated[str, typer.Argument(help="MODULE:ATTR of a distributed graph.")],
+    target: Annotated[str, typer.Argument(metavar="MODULE:ATTR", help="A distributed graph.")],
     coordinators: Annotated[
         int, typer.Option("--coordinators", "-k", min=1, help="Coordinator processes to run.")
     ] = 1,
@@ -258,8 +267,8 @@ def serve(
 
     Examples:
 
+    \b
         nervenet serve myapp:graph
-
         NERVENET_REDIS_URL=redis://cache:6379/0 nervenet serve myapp:graph --coordinators 4
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -565,8 +574,8 @@ def runs_list(
 
     Examples:
 
+    \b
         nervenet runs list --status running
-
         nervenet runs list --graph support --newer-than 2h --limit 200
     """
     if status is not None and status not in {s.value for s in RunStatus}:
@@ -666,8 +675,8 @@ def runs_cancel(
 
     Examples:
 
+    \b
         nervenet runs cancel 3f2a9c1e-...
-
         nervenet runs cancel 3f2a9c1e-... --action rollback
     """
 
@@ -718,8 +727,8 @@ def dashboard(
 
     Examples:
 
+    \b
         nervenet dashboard --redis redis://localhost:6379/0     # http://127.0.0.1:8321
-
         NERVENET_DASHBOARD_TOKEN=$(openssl rand -hex 16) nervenet dashboard --host 0.0.0.0
     """
     from .dashboard import INSTALL_HINT, create_app
@@ -764,8 +773,8 @@ def demo(
 
     Examples:
 
+    \b
         nervenet demo
-
         nervenet demo --redis redis://localhost:6379/0 --workflows 1000
     """
     from .demo import find_workload, run_demo

@@ -1,5 +1,6 @@
 """What a coordinator process keeps per dispatch in flight: the payload a retry needs (none when the
-payload is given as the function that builds it), and little else. On the real server only, where task entries live outside this process."""
+payload is given as the function that builds it), and little else. On the real server only, where
+task entries live outside this process."""
 
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ async def test_a_pending_dispatch_holds_at_most_its_payload_and_a_few_kib_more(
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         dispatches = [
-            asyncio.ensure_future(pool.dispatch("core/silent", payload()))
-            for _ in range(count)
+            asyncio.ensure_future(pool.dispatch("core/silent", payload())) for _ in range(count)
         ]
         await wait_until(lambda: published(count), timeout=60, what="every task published")
         gc.collect()

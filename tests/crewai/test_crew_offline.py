@@ -97,7 +97,8 @@ def test_go_offline_after_crewai_was_imported_with_telemetry_on_is_refused(
 def test_going_offline_leaves_the_apps_own_opentelemetry_on() -> None:
     code = (
         "import os\n"
-        "for name in ('CREWAI_DISABLE_TELEMETRY', 'OTEL_SDK_DISABLED', 'CREWAI_DISABLE_TRACKING'):\n"
+        "for name in ('CREWAI_DISABLE_TELEMETRY', 'OTEL_SDK_DISABLED',\n"
+        "             'CREWAI_DISABLE_TRACKING'):\n"
         "    os.environ.pop(name, None)\n"
         "from nervenet_crewai.offline import go_offline\n"
         "go_offline()\n"

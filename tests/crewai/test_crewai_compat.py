@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nervenet_crewai import _compat
 
 pytestmark = pytest.mark.crewai

@@ -9,17 +9,16 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import ChildProcesses  # noqa: E402
-from fast_settings import FAST  # noqa: E402
-from nervenet import Pool  # noqa: E402
-from nervenet_langgraph import DistributedGraph, distribute  # noqa: E402
+from child_processes import ChildProcesses
+from fast_settings import FAST
+from nervenet_langgraph import DistributedGraph, distribute
+
+from nervenet import Pool
 
 _names = itertools.count()
 
 
-@pytest.fixture(
-    params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)]
-)
+@pytest.fixture(params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
     """An embedded pool, one on the private real redis-server, one on the private cluster."""
     if request.param == "embedded":

@@ -9,9 +9,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.types import Command, interrupt
-from typing_extensions import TypedDict
-
 from nervenet_langgraph import _compat
+from typing_extensions import TypedDict
 
 pytestmark = pytest.mark.langgraph
 

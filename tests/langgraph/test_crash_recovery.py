@@ -46,9 +46,7 @@ async def test_functional_api_runs_survive_killing_a_coordinator_and_a_worker(
     await _kill_and_recover(processes, redis_url, "functional_app", runs=40)
 
 
-async def _kill_and_recover(
-    processes: ChildProcesses, redis_url: str, app: str, runs: int
-) -> None:
+async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str, runs: int) -> None:
     per_coordinator = runs // 2
     fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
     workers = [processes.worker(f"{app}:graph", redis_url, *fast) for _ in range(2)]
@@ -121,8 +119,6 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
     shared.send_signal(signal.SIGTERM)  # and its child coordinator with it
     assert shared.wait(timeout=30) == 0
 
-    assert [_decode(client, raw) for raw in results] == [
-        expected_output(n) for n in range(runs)
-    ]
+    assert [_decode(client, raw) for raw in results] == [expected_output(n) for n in range(runs)]
     assert status.coordinators >= 3  # the client's own pool can resume runs too
     assert status.queued_workflows < runs  # the coordinators were taking them

@@ -23,11 +23,11 @@ from langgraph.config import get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy, Command, Interrupt, RetryPolicy, interrupt
+from nervenet_langgraph import distribute
+from nervenet_langgraph.functional import DistributedEntrypoint
 from typing_extensions import TypedDict
 
 from nervenet import ConfigurationError, Pool, RemoteTaskError
-from nervenet_langgraph import distribute
-from nervenet_langgraph.functional import DistributedEntrypoint
 
 pytestmark = pytest.mark.langgraph
 

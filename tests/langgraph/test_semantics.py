@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from fast_settings import FAST
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -23,12 +24,10 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command, RetryPolicy, Send, StreamWriter, interrupt
+from nervenet_langgraph import distribute
 from pydantic import BaseModel
 
 from nervenet import Pool
-from nervenet_langgraph import distribute
-
-from fast_settings import FAST
 
 pytestmark = pytest.mark.langgraph
 

@@ -9,10 +9,10 @@ from typing import Annotated, Any, TypedDict
 import ormsgpack
 import pytest
 from langgraph.graph import START, StateGraph
-
-from nervenet import Pool
 from nervenet_langgraph import distribute, strict_serializer
 from nervenet_langgraph.wire import unpack
+
+from nervenet import Pool
 
 pytestmark = pytest.mark.langgraph
 

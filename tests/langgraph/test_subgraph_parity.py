@@ -9,10 +9,10 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.types import Command, interrupt
+from nervenet_langgraph import distribute
 from typing_extensions import TypedDict
 
 from nervenet import Pool
-from nervenet_langgraph import distribute
 
 pytestmark = pytest.mark.langgraph
 

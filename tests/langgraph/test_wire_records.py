@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from langgraph.graph import START, StateGraph
+from nervenet_langgraph import distribute, node_runner, remote_node
+from nervenet_langgraph.records import WIRE_VERSION, WireVersionError
 from typing_extensions import TypedDict
 
 from nervenet import Pool, RemoteTaskError
-from nervenet_langgraph import distribute, node_runner, remote_node
-from nervenet_langgraph.records import WIRE_VERSION, WireVersionError
 
 pytestmark = pytest.mark.langgraph
 

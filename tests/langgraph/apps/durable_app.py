@@ -16,10 +16,10 @@ import sys
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import START, StateGraph
+from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool, PoolSettings
 from nervenet.cluster import sync_client
-from nervenet_langgraph import RedisSaver, distribute
 
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
 STEP_SECONDS = 0.3

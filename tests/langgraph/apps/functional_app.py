@@ -13,9 +13,9 @@ from typing import Any
 
 from durable_app import FAST, NODES, STEP_SECONDS, _counter, coordinate_with
 from langgraph.func import entrypoint, task
+from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool
-from nervenet_langgraph import RedisSaver, distribute
 
 
 async def _step(name: str, n: int) -> str:

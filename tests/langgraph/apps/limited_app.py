@@ -17,9 +17,9 @@ from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 from langgraph.graph import START, StateGraph
+from nervenet_langgraph import RedisSaver, distribute
 
 from nervenet import Pool, PoolSettings
-from nervenet_langgraph import RedisSaver, distribute
 
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
 CAP = 5
