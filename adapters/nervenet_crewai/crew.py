@@ -27,9 +27,9 @@ from typing import Any
 from crewai import CrewOutput
 from crewai.types.streaming import CrewStreamingOutput
 
-from nervenet import Backoff, Handler, Pool, RunHandle
+from nervenet import Backoff, Pool, RunHandle
 from nervenet.errors import ConfigurationError
-from nervenet.handlers import validate_task_type
+from nervenet.handlers import Handler, validate_task_type
 from nervenet.routing import TaskOptions
 
 from . import (

@@ -48,9 +48,9 @@ import orjson
 from crewai.flow.flow import Flow
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from nervenet import Handler, Pool, RunHandle
+from nervenet import Pool, RunHandle
 from nervenet.errors import ConfigurationError
-from nervenet.handlers import validate_task_type
+from nervenet.handlers import Handler, validate_task_type
 
 from ._compat import _iter_condition_events
 from .durable import MAX_OUTAGES, TRANSIENT_REDIS_ERRORS

@@ -28,8 +28,9 @@ from crewai.tasks.llm_guardrail import LLMGuardrailResult
 from crewai.tools.tool_failure import tool_failure_collector
 from pydantic import BaseModel
 
-from nervenet import Handler, TaskContext
+from nervenet import TaskContext
 from nervenet.errors import ConfigurationError
+from nervenet.handlers import Handler
 
 from .blueprint import Blueprint
 from .layout import distinct_llms, resolve_agent, snapshot, spent_since

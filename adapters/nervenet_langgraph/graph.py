@@ -26,8 +26,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 from langgraph.pregel import Pregel
 
-from nervenet import ConfigurationError, Handler, Pool, TaskContext
-from nervenet.handlers import validate_task_type
+from nervenet import ConfigurationError, Pool, TaskContext
+from nervenet.handlers import Handler, validate_task_type
 from nervenet.routing import DEFAULT_QUEUE, TaskOptions
 
 from . import runs

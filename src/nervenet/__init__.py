@@ -8,10 +8,14 @@
 
 Workers serve handlers with ``nervenet worker MODULE:ATTR``. The core imports neither LangGraph
 nor CrewAI; their adapters are ``nervenet_langgraph`` and ``nervenet_crewai``.
+
+This top level is what an app uses: the pool and its settings, coordinators, handlers and workers,
+a durable run's handle, and the exception tree (``errors.py``). What the pool's methods return
+(``status``, ``escalations``, ``runs``) lives in those modules, and what crosses the wire (task
+envelopes and replies) in ``nervenet.envelope``.
 """
 
 from .coordinator import Backoff, Coordinator
-from .envelope import RemoteError, Reply, TaskEnvelope
 from .errors import (
     ConfigurationError,
     DispatchError,
@@ -28,16 +32,12 @@ from .errors import (
     ThreadBusy,
     WorkflowFailed,
 )
-from .escalations import Escalation
-from .handlers import Handler, Handlers, HandlerSource, TaskContext
-from .keys import Keys
+from .handlers import Handlers, TaskContext
 from .pool import Pool
-from .registry import WorkerInfo
-from .runs import NodeRun, RunInfo, RunStatus
+from .runs import RunStatus
 from .settings import PoolSettings
-from .status import PoolStatus, QueueStatus
 from .worker import Worker
-from .workflows import RunHandle, RunRecord, Workflows
+from .workflows import RunHandle
 
 __all__ = [
     "Backoff",
@@ -45,36 +45,22 @@ __all__ = [
     "Coordinator",
     "DispatchError",
     "EnvelopeError",
-    "Escalation",
-    "Handler",
-    "HandlerSource",
     "Handlers",
-    "Keys",
     "LeaseLost",
     "NervenetError",
     "NoLiveWorker",
-    "NodeRun",
     "Pool",
     "PoolConnectionError",
     "PoolSettings",
-    "PoolStatus",
-    "QueueStatus",
-    "RemoteError",
     "RemoteTaskError",
-    "Reply",
     "RunCancelled",
     "RunHandle",
-    "RunInfo",
-    "RunRecord",
     "RunStatus",
     "TaskContext",
-    "TaskEnvelope",
     "TaskEscalated",
     "TaskFailure",
     "TaskTimeout",
     "ThreadBusy",
     "Worker",
-    "WorkerInfo",
     "WorkflowFailed",
-    "Workflows",
 ]

@@ -180,7 +180,7 @@ class ReplyKind(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteError:
+class ReplyError:
     """An exception raised by a handler, as text: nothing on the way back can execute code."""
 
     type_name: str
@@ -205,7 +205,7 @@ class Reply:
     """A final result, a final error, or an intermediate frame (streamed output)."""
     body: bytes = b""
     """Result bytes (RESULT) or frame bytes (FRAME)."""
-    error: RemoteError | None = field(default=None)
+    error: ReplyError | None = field(default=None)
     """Set for ERROR replies."""
 
     def to_fields(self, signer: Signer | None = None) -> dict[bytes, bytes]:
@@ -234,7 +234,7 @@ class Reply:
             raise EnvelopeError(f"unknown reply kind {fields.get(b'kind')!r:.40}") from None
         error = None
         if kind is ReplyKind.ERROR:
-            error = RemoteError(
+            error = ReplyError(
                 type_name=_text(fields, b"etype", 300),
                 message=_decode(fields.get(b"emsg", b""), b"emsg"),
                 traceback=_decode(fields.get(b"etb", b""), b"etb"),

@@ -46,8 +46,8 @@ from . import tracing
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
     CancelRequest,
-    RemoteError,
     Reply,
+    ReplyError,
     ReplyKind,
     ReplyRoute,
     TaskEnvelope,
@@ -702,7 +702,7 @@ class Worker:
         def commands(pipe: Pipeline) -> None:
             self.pool.add_escalation(pipe, fields)
             if route is not None:
-                error = RemoteError(ESCALATED_BY_WORKER, reason, "")
+                error = ReplyError(ESCALATED_BY_WORKER, reason, "")
                 reply = Reply(route.task_id, route.attempt, ReplyKind.ERROR, error=error)
                 self._add_reply(pipe, route.reply_to, reply)
             _ack(pipe, flight)
@@ -986,7 +986,7 @@ def _qualified_name(cls: type) -> str:
 def _error_reply(
     envelope: TaskEnvelope, exc: BaseException, type_name: str, data: bytes, tb: str
 ) -> Reply:
-    error = RemoteError(
+    error = ReplyError(
         type_name=type_name,
         message=str(exc),
         traceback=tb or "".join(traceback.format_exception(exc)),

@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from nervenet import EnvelopeError, Pool, PoolSettings, Reply, WorkerInfo
+from nervenet import EnvelopeError, Pool, PoolSettings
+from nervenet.envelope import Reply
+from nervenet.registry import WorkerInfo
 
 HERE = Path(__file__).resolve().parent
 RUN_WORKER = HERE / "core_worker.py"

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from core_support import ReplyTap, register_silent_worker, stream_totals, wait_until
 
-from nervenet import Handlers, Pool, RemoteTaskError, TaskContext, TaskEnvelope
-from nervenet.envelope import CancelRequest, ReplyKind
+from nervenet import Handlers, Pool, RemoteTaskError, TaskContext
+from nervenet.envelope import CancelRequest, ReplyKind, TaskEnvelope
 
 #: How soon a cancellation must reach a running handler with the tests' settings.
 REACHES_WITHIN = 1.0

@@ -11,7 +11,8 @@ import pytest
 from core_support import FAST, NERVENET, WorkerProcess, child_env, run_cli, wait_until
 from redis_server import free_port
 
-from nervenet import Handlers, Pool, TaskEnvelope, TaskEscalated
+from nervenet import Handlers, Pool, TaskEscalated
+from nervenet.envelope import TaskEnvelope
 
 
 def echo_handlers() -> Handlers:

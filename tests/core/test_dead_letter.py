@@ -13,18 +13,10 @@ import orjson
 import pytest
 from core_support import FAST, ReplyTap, wait_until
 
-from nervenet import (
-    ConfigurationError,
-    Escalation,
-    Handlers,
-    Keys,
-    Pool,
-    PoolSettings,
-    TaskContext,
-    TaskEnvelope,
-    TaskEscalated,
-)
-from nervenet.envelope import ReplyKind, Signer
+from nervenet import ConfigurationError, Handlers, Pool, PoolSettings, TaskContext, TaskEscalated
+from nervenet.envelope import ReplyKind, Signer, TaskEnvelope
+from nervenet.escalations import Escalation
+from nervenet.keys import Keys
 
 LIMIT = 2_048
 SMALL_PAYLOADS = PoolSettings(

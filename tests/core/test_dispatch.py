@@ -20,11 +20,10 @@ from nervenet import (
     Pool,
     RemoteTaskError,
     TaskContext,
-    TaskEnvelope,
     TaskEscalated,
     Worker,
 )
-from nervenet.envelope import ReplyKind
+from nervenet.envelope import ReplyKind, TaskEnvelope
 
 
 def dumps(value: Any) -> bytes:

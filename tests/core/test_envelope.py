@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nervenet import EnvelopeError, RemoteError, Reply, TaskEnvelope
-from nervenet.envelope import CancelRequest, ReplyKind, Signer
+from nervenet import EnvelopeError
+from nervenet.envelope import CancelRequest, Reply, ReplyError, ReplyKind, Signer, TaskEnvelope
 from nervenet.keys import Keys
 
 KEYS = Keys()
@@ -184,7 +184,7 @@ replies = st.builds(
     attempt=st.integers(1, 1000),
     kind=st.just(ReplyKind.ERROR),
     error=st.builds(
-        RemoteError,
+        ReplyError,
         type_name=st.text(min_size=1, max_size=50).filter(lambda s: len(s.encode()) <= 300),
         message=st.text(max_size=80),
         traceback=st.text(max_size=80),

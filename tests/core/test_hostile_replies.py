@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nervenet import Handlers, Pool, TaskContext
-from nervenet.envelope import RemoteError, Reply, ReplyKind
+from nervenet.envelope import Reply, ReplyError, ReplyKind
 from nervenet.inbox import Inbox
 from nervenet.outages import Outages
 
@@ -61,7 +61,7 @@ def result(task_id: str, attempt: int = 1, body: bytes = b'"forged"') -> dict[by
 
 
 def error(task_id: str, attempt: int) -> dict[bytes, bytes]:
-    remote = RemoteError("builtins.RuntimeError", "forged failure", "")
+    remote = ReplyError("builtins.RuntimeError", "forged failure", "")
     return Reply(task_id, attempt, ReplyKind.ERROR, error=remote).to_fields()
 
 
@@ -213,7 +213,7 @@ async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused
     forged = result("t-1", body=b'"forged"')
     await forge(pool, forged)  # unsigned
     await forge(pool, {**forged, b"sig": b"0" * 64})  # signed with a guess
-    remote = RemoteError("x.Y", "no", "")
+    remote = ReplyError("x.Y", "no", "")
     genuine_error = Reply("t-1", 1, ReplyKind.ERROR, error=remote).to_fields(pool.signer)
     await forge(pool, {**genuine_error, b"etype": b"builtins.KeyError"})  # altered after signing
     await wait_until(lambda: _counted(pool, 3), what="the three forgeries dropped")

@@ -10,7 +10,9 @@ from typing import Any
 
 from core_support import wait_until
 
-from nervenet import Handlers, TaskEnvelope, WorkerInfo
+from nervenet import Handlers
+from nervenet.envelope import TaskEnvelope
+from nervenet.registry import WorkerInfo
 
 
 def handlers() -> Handlers:

@@ -12,7 +12,8 @@ import orjson
 import pytest
 from core_support import run_cli, wait_until
 
-from nervenet import ConfigurationError, Handlers, TaskEnvelope
+from nervenet import ConfigurationError, Handlers
+from nervenet.envelope import TaskEnvelope
 
 
 def envelope(pool: Any, task_id: str, task_type: str, payload: bytes = b"{}") -> TaskEnvelope:

@@ -8,7 +8,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from nervenet import Handlers, Pool, RunStatus, TaskEnvelope, TaskEscalated
+from nervenet import Handlers, Pool, RunStatus, TaskEscalated
+from nervenet.envelope import TaskEnvelope
 
 #: Would run in the page if anything were not escaped; the browser test checks it never did.
 HOSTILE = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
