@@ -1,4 +1,8 @@
-"""Waiting for the end of cancelled work, the way awaiting a cancelled asyncio task does.
+"""Cancellation, both ways nervenet needs it.
+
+:func:`cancel_and_wait` stops one of nervenet's own background tasks (a read loop, a heartbeat)
+for good. :func:`outlast` is for the other side: a caller whose dispatch was cancelled waits for
+the remote work to end, the way awaiting a cancelled asyncio task does.
 
 In one process, ``task.cancel()`` delivers ``CancelledError`` into the task at once and whoever
 awaits the task resumes after its ``except``/``finally`` blocks ran. A nervenet dispatch reaches
@@ -23,3 +27,19 @@ async def outlast(work: asyncio.Future[Any], timeout: float) -> None:
     while not work.done() and (left := deadline - loop.time()) > 0:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([work], timeout=left)
+
+
+async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
+    """Cancel ``task`` and wait until it has really stopped.
+
+    One cancel is not always enough: redis-py's asyncio client can swallow a cancellation that
+    arrives while it connects (seen on Python 3.11), leaving the loop running. Cancel again until
+    the task is done.
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved: a loop that died with an error must not log it later

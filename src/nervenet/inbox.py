@@ -20,10 +20,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .cancelling import cancel_and_wait
 from .envelope import Reply, ReplyKind, Signer, TaskEnvelope
 from .errors import EnvelopeError
 from .outages import TRANSIENT_ERRORS, Outages
-from .tasks import cancel_and_wait
 from .transport import StreamBatch, Transport
 
 log = logging.getLogger("nervenet.inbox")

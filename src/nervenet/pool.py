@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .batching import CommandBatcher
+from .cancelling import cancel_and_wait
 from .coordinator import DEFAULT_BACKOFF, Backoff, Coordinator
 from .envelope import CancelRequest, Signer, TaskEnvelope, cached_result
 from .errors import ConfigurationError
@@ -28,7 +29,6 @@ from .portal import Portal
 from .registry import Registry, WorkerInfo
 from .runs import Runs
 from .settings import PoolSettings
-from .tasks import cancel_and_wait
 from .tracing import tracer_if_enabled
 from .transport import EmbeddedTransport, RedisTransport, Transport, as_bytes, as_text
 from .workflows import Workflows

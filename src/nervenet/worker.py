@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from . import tracing
+from .cancelling import cancel_and_wait
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
     CancelRequest,
@@ -64,7 +65,6 @@ from .read_slots import ReadSlots
 from .registry import WorkerInfo
 from .routing import TaskOptions, options_of, parse_queues
 from .runs import node_fields
-from .tasks import cancel_and_wait
 from .threads import release_threads, reserve_threads, runs_in_a_thread
 from .transport import as_bytes
 

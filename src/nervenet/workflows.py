@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from redis.exceptions import WatchError
 
 from . import tracing
+from .cancelling import cancel_and_wait
 from .errors import ConfigurationError, LeaseLost, RunCancelled, WorkflowFailed
 from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
 from .runs import RunStatus
-from .tasks import cancel_and_wait
 from .transport import as_bytes, as_text
 
 if TYPE_CHECKING:
