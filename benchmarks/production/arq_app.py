@@ -9,11 +9,10 @@ flight) and ``poll_delay`` lowered from 0.5 s, the tuning a latency-minded arq u
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from arq.connections import RedisSettings
+from typing import Any, ClassVar
 
 import workload
+from arq.connections import RedisSettings
 
 graph = workload.build().compile()
 
@@ -24,7 +23,7 @@ async def run_workflow(ctx: dict[str, Any], wf: str) -> dict[str, Any]:
 
 
 class WorkerSettings:
-    functions = [run_workflow]
+    functions: ClassVar[list[Any]] = [run_workflow]  # arq reads the class attribute
     redis_settings = RedisSettings.from_dsn(
         os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )

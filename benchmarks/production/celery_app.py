@@ -14,9 +14,8 @@ import os
 import threading
 from typing import Any
 
-from celery import Celery
-
 import workload
+from celery import Celery
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 app = Celery("production", broker=URL, backend=URL)

@@ -10,6 +10,7 @@ the load on the machine that is not ours.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -66,10 +67,8 @@ def our_tree() -> list[int]:
 def tree_cpu() -> dict[int, float]:
     result = {}
     for pid in our_tree():
-        try:
+        with contextlib.suppress(OSError):
             result[pid] = cpu_seconds(pid)
-        except OSError:
-            pass
     return result
 
 

@@ -1,6 +1,6 @@
 """The workload distributed by nervenet: what the runner coordinates and the workers serve.
 
-    NERVENET_REDIS_URL=redis://127.0.0.1:PORT/0 nervenet worker nervenet_app:graph --concurrency 5000
+    NERVENET_REDIS_URL=redis://127.0.0.1:PORT/0 nervenet worker nervenet_app:graph -c 5000
     NERVENET_REDIS_URL=... nervenet worker nervenet_app:durable_graph      # the kill test's workers
 
 ``graph`` has no checkpointer, like the peers (none of them checkpoints): its rows measure
@@ -15,9 +15,9 @@ import asyncio
 import os
 import sys
 
+import workload
 from nervenet_langgraph import RedisSaver, distribute
 
-import workload
 from nervenet import Pool
 
 URL = os.environ.get("NERVENET_REDIS_URL", "redis://127.0.0.1:6379/0")

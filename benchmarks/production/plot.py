@@ -34,7 +34,8 @@ def _load_ticks(ax: plt.Axes, phases: list[dict], kind: str) -> None:
 def main(folder: Path) -> None:
     results = json.loads((folder / "results.json").read_text())
     phases = results.get("phases", [])
-    title = f"{results['machine']['date'][:10]}, {results['machine']['cores']} cores ({results['mode']} run)"
+    machine = results["machine"]
+    title = f"{machine['date'][:10]}, {machine['cores']} cores ({results['mode']} run)"
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, kind, xlabel in (

@@ -274,9 +274,7 @@ def run_phase(
         # Closed: each runner holds its share of the clients. Open: every runner draws the one
         # schedule at the full rate and starts every K-th arrival of it (loadgen.open), so the
         # rate is not divided here too (that halved nervenet's open loop with K = 2).
-        share = (
-            {"clients": max(1, int(load) // k_total)} if kind == "closed" else {"rate": load}
-        )
+        share = {"clients": max(1, int(load) // k_total)} if kind == "closed" else {"rate": load}
         keys.append(
             runner.send(
                 kind,
@@ -299,7 +297,9 @@ def run_phase(
     # Celery's 1,000 threads), and a window held open that long divided a minute of CPU by the
     # workflows of the window: Celery's CPU per workflow came out ~3.6x too high.
     profiles = _finish_profile(spies)
-    replies = [r.wait(key, warmup + seconds + drain + 120) for r, key in zip(d.runners, keys)]
+    replies = [
+        r.wait(key, warmup + seconds + drain + 120) for r, key in zip(d.runners, keys, strict=True)
+    ]
     peaks = sampler.peaks()
     records = [rec for reply in replies for rec in reply["records"]]
     unfinished = sum(reply["unfinished"] for reply in replies)
@@ -364,7 +364,9 @@ def summarize(
         "ideal_p50": percentile(ideal, 50) if ideal else None,
         "ideal_p99": percentile(ideal, 99) if ideal else None,
         "p99_over_ideal": percentile(lat, 99) / percentile(ideal, 99) if lat else None,
-        "slowdown_p99": percentile([a / b for a, b in zip(lat, ideal)], 99) if lat else None,
+        "slowdown_p99": percentile([a / b for a, b in zip(lat, ideal, strict=True)], 99)
+        if lat
+        else None,
         "timeouts": sum(1 for r in measured if r[4] == "timeout"),
         "unfinished": unfinished,
         "errors": len(errors),
@@ -422,7 +424,8 @@ def _start_profile(d: Deployment, seconds: float, out: Path | None, prefix: str)
                     "--full-filenames",
                 ],
                 stdout=subprocess.DEVNULL,
-                stderr=open(out / f"py-spy-{d.name}-{role}.log", "w"),
+                # Open for as long as py-spy runs; the child keeps it after this returns.
+                stderr=open(out / f"py-spy-{d.name}-{role}.log", "w"),  # noqa: SIM115
             ),
         )
     return procs
@@ -460,7 +463,7 @@ def central_kill(d: Deployment, clients: int) -> dict[str, Any]:
 
 
 def nervenet_kill(plan: Plan, sampler: Sampler) -> dict[str, Any]:
-    """Two coordinator processes run durable workflows; one is killed; the other must finish them."""
+    """Two coordinator processes run durable workflows; one is killed; the other finishes them."""
     import redis
 
     from nervenet.keys import Keys
@@ -511,7 +514,7 @@ def nervenet_kill(plan: Plan, sampler: Sampler) -> dict[str, Any]:
         moved: dict[str, float] = {}
         while len(moved) < len(orphans) and time.monotonic() - killed_at < 30:
             now = client.hmget(owners_key, orphans) if orphans else []
-            for run, owner in zip(orphans, now):
+            for run, owner in zip(orphans, now, strict=True):
                 if run not in moved and (owner is None or owner.decode() != victim_id):
                     moved[run] = time.monotonic() - killed_at
             time.sleep(0.02)
@@ -647,8 +650,9 @@ def _print_row(row: dict[str, Any], label: str = "") -> None:
 
     flag = " [red]FOREIGN LOAD[/]" if row["flagged"] else ""
     console.print(
-        f"  {row['kind']:>6} {row['load']:>6g} {label}: {row['per_min']:7.0f}/min  p50 {s(row['p50'])} s  "
-        f"p99 {s(row['p99'])} s  p99/ideal {s(row['p99_over_ideal'])}  to {row['timeouts']}+{row['unfinished']} "
+        f"  {row['kind']:>6} {row['load']:>6g} {label}: {row['per_min']:7.0f}/min  "
+        f"p50 {s(row['p50'])} s  p99 {s(row['p99'])} s  p99/ideal {s(row['p99_over_ideal'])}  "
+        f"to {row['timeouts']}+{row['unfinished']} "
         f"err {row['errors']}  cpu {row['cpu_ms_total']:.1f} ms/wf (phase {_phase_cpu(row)})  "
         f"foreign {row['foreign_cores']:.2f}{flag}"
     )

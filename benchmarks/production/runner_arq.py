@@ -14,12 +14,11 @@ import sys
 import uuid
 from typing import Any
 
+import loadgen
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
-
-import loadgen
 
 URL = sys.argv[1]
 CHANNEL = f"__keyspace@0__:{result_key_prefix}"

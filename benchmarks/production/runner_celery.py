@@ -15,9 +15,8 @@ import sys
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
-
 import loadgen
+import redis.asyncio as aioredis
 from celery_app import app
 
 PREFIX = "celery-task-meta-"
