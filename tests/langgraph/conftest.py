@@ -32,13 +32,16 @@ async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
 
 @pytest.fixture
 def distributed(pool: Pool) -> Callable[..., Any]:
-    """``await distributed(builder, workers=1, **compile_kwargs)``: distributed graph served by
-    ``workers`` in-process workers on the test's pool."""
+    """``await distributed(builder, workers=1, concurrency=64, **compile_kwargs)``: distributed
+    graph served by ``workers`` in-process workers on the test's pool, each running up to
+    ``concurrency`` tasks at once."""
 
-    async def make(builder: Any, *, workers: int = 1, **compile_kwargs: Any) -> DistributedGraph:
+    async def make(
+        builder: Any, *, workers: int = 1, concurrency: int = 64, **compile_kwargs: Any
+    ) -> DistributedGraph:
         graph = distribute(builder, pool=pool, name=f"g{next(_names)}", **compile_kwargs)
         for _ in range(workers):
-            await pool.serve(graph)
+            await pool.serve(graph, concurrency=concurrency)
         return graph
 
     return make

@@ -174,7 +174,8 @@ def fan_out_graph() -> StateGraph:
 
 async def test_send_branches_run_in_parallel_on_different_workers(distributed: Any) -> None:
     topics = ["a", "b", "c", "d"]
-    graph = await distributed(fan_out_graph(), workers=len(topics))
+    # One task at a time per worker: finishing in less than two branches' time takes them all.
+    graph = await distributed(fan_out_graph(), workers=len(topics), concurrency=1)
     started = time.perf_counter()
     result = await graph.ainvoke({"topics": topics, "results": []})
     elapsed = time.perf_counter() - started
