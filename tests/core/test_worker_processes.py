@@ -165,19 +165,31 @@ async def test_sigterm_lets_the_in_flight_task_finish_and_the_worker_exit_zero(
     await assert_stream_settled(redis_pool, "core/slow")
 
 
+async def running_on_one_of_two(
+    pool: Pool,
+    url: str,
+    processes: WorkerProcesses,
+    grace: float,
+    task_type: str,
+    payload: bytes,
+    **options: Any,
+) -> tuple[asyncio.Future[bytes], dict[str, Any], WorkerProcess]:
+    """Two worker processes with ``grace``; dispatch; return the dispatch, the start record of its
+    first run, and the worker process running it."""
+    for process in [processes.cli(url, grace=grace, fast=False) for _ in range(2)]:
+        await process.registered(pool)
+    dispatch = asyncio.ensure_future(pool.dispatch(task_type, payload, **options))
+    first = await next_start(pool)
+    return dispatch, first, by_pid(processes, first["pid"])
+
+
 async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs_once(
     redis_pool, redis_url, worker_processes
 ):
-    for process in [
-        worker_processes.cli(redis_url, grace=0.3, fast=False),
-        worker_processes.cli(redis_url, grace=0.3, fast=False),
-    ]:
-        await process.registered(redis_pool)
-    dispatch = asyncio.ensure_future(
-        redis_pool.dispatch("core/slow-sync", slow("in-a-thread", first=2.0), timeout=30)
-    )
-    first = await next_start(redis_pool)
-    stopping = by_pid(worker_processes, first["pid"])
+    dispatch, first, stopping = await running_on_one_of_two(
+        redis_pool, redis_url, worker_processes, 0.3,
+        "core/slow-sync", slow("in-a-thread", first=2.0), timeout=30,
+    )  # fmt: skip
 
     stopping.send(signal.SIGTERM)
 
@@ -194,16 +206,10 @@ async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs
 async def test_a_second_ctrl_c_hands_unfinished_tasks_back_at_once(
     redis_pool, redis_url, worker_processes
 ):
-    for process in [
-        worker_processes.cli(redis_url, grace=60, fast=False),
-        worker_processes.cli(redis_url, grace=60, fast=False),
-    ]:
-        await process.registered(redis_pool)
-    dispatch = asyncio.ensure_future(
-        redis_pool.dispatch("core/slow", slow("hurried", first=60), timeout=30, retries=0)
-    )
-    first = await next_start(redis_pool)
-    stopping = by_pid(worker_processes, first["pid"])
+    dispatch, first, stopping = await running_on_one_of_two(
+        redis_pool, redis_url, worker_processes, 60,
+        "core/slow", slow("hurried", first=60), timeout=30, retries=0,
+    )  # fmt: skip
 
     stopping.send(signal.SIGINT)
     await wait_until(lambda: said(stopping, "Ctrl-C again"), what="the stopping notice")
@@ -220,18 +226,10 @@ async def test_sigterm_hands_back_a_task_that_outlasts_the_grace_period(
     redis_pool, redis_url, worker_processes
 ):
     tap = ReplyTap(redis_pool)
-    for process in [
-        worker_processes.cli(redis_url, grace=0.3, fast=False),
-        worker_processes.cli(redis_url, grace=0.3, fast=False),
-    ]:
-        await process.registered(redis_pool)
-    dispatch = asyncio.ensure_future(
-        redis_pool.dispatch(
-            "core/slow", slow("handback", first=60), task_id="handback", timeout=30, retries=0
-        )
-    )
-    first = await next_start(redis_pool)
-    stopping = by_pid(worker_processes, first["pid"])
+    dispatch, first, stopping = await running_on_one_of_two(
+        redis_pool, redis_url, worker_processes, 0.3,
+        "core/slow", slow("handback", first=60), task_id="handback", timeout=30, retries=0,
+    )  # fmt: skip
 
     stopping.send(signal.SIGTERM)
 
