@@ -412,11 +412,8 @@ async def test_pydantic_and_dataclass_state_match_plain(distributed: Any, schema
     )
 
 
-async def test_store_is_reachable_from_nodes_on_in_process_workers(
-    pool: Any, distributed: Any
-) -> None:
-    if not pool.is_embedded:
-        pytest.skip("an InMemoryStore is per process; across processes use a shared store")
+async def test_store_is_reachable_from_nodes_on_in_process_workers(distributed: Any) -> None:
+    # The workers are in this process on every backend, so an InMemoryStore is theirs too.
     store = InMemoryStore()
 
     def remember(state: Counter, runtime: Runtime[None]) -> dict[str, Any]:
