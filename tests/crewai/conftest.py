@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -67,22 +66,6 @@ def fresh_call_log() -> Iterator[None]:
     yield
 
 
-async def close_pool(pool: Pool) -> None:
-    """``pool.aclose()``, re-delivering a cancellation its reply reader swallowed.
-
-    Under pytest-asyncio the first cancel of ``Inbox._read_forever`` is sometimes lost inside
-    the read (the task stays ``cancelling`` on a fresh future) and ``Inbox.close`` waits for it
-    forever: a failing test would hang at teardown instead of being reported (core issue).
-    """
-    closing = asyncio.ensure_future(pool.aclose())
-    while not closing.done():
-        await asyncio.wait({closing}, timeout=1.0)
-        for reader in pool.inbox._tasks:
-            if not closing.done():
-                reader.cancel()
-    await closing
-
-
 @pytest.fixture(params=["embedded", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
     """A started pool without workers: embedded, on the session's real Redis or on its private
@@ -96,7 +79,7 @@ async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
     try:
         yield made
     finally:
-        await close_pool(made)
+        await made.aclose()
 
 
 @pytest.fixture
@@ -106,7 +89,7 @@ async def redis_pool(redis_url: str) -> AsyncIterator[Pool]:
     try:
         yield made
     finally:
-        await close_pool(made)
+        await made.aclose()
 
 
 @pytest.fixture
