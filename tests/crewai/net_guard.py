@@ -28,8 +28,16 @@ def _is_local_host(host: Any) -> bool:
 class NetworkGuard:
     """Patch ``socket`` while active; record and refuse every non-loopback attempt."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_to: str | None = None) -> None:
         self.attempts: list[str] = []
+        self._report_to = report_to
+        """A file each attempt is appended to at once (for a child that may be SIGKILLed)."""
+
+    def _record(self, attempt: str) -> None:
+        self.attempts.append(attempt)
+        if self._report_to:
+            with open(self._report_to, "a") as report:
+                report.write(attempt + "\n")
 
     def __enter__(self) -> NetworkGuard:
         self._connect = socket.socket.connect
@@ -39,7 +47,7 @@ class NetworkGuard:
 
         def check_address(sock: socket.socket, address: Any) -> None:
             if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local_host(address[0]):
-                guard.attempts.append(f"connect {address!r}")
+                guard._record(f"connect {address!r}")
                 raise NetworkBlocked(f"test network guard: connect to {address!r} refused")
 
         def connect(sock: socket.socket, address: Any) -> None:
@@ -52,7 +60,7 @@ class NetworkGuard:
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             if not _is_local_host(host):
-                guard.attempts.append(f"resolve {host!r}")
+                guard._record(f"resolve {host!r}")
                 raise NetworkBlocked(f"test network guard: lookup of {host!r} refused")
             return guard._getaddrinfo(host, *args, **kwargs)
 

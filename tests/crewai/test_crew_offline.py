@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from crewai import Agent, Crew, Task
 from nervenet_crewai import distribute_crew
 from nervenet_crewai.offline import OFFLINE_ENV, go_offline
 from net_guard import NetworkBlocked, NetworkGuard
+from processes import Processes
 
 from nervenet import Pool
 from nervenet.errors import ConfigurationError
@@ -33,6 +36,7 @@ if sys.argv[1] == "offline":
     go_offline()
 from crewai import Agent, Crew, Task
 from crew_fakes import ScriptedLLM
+from processes import Processes
 agent = Agent(role="r", goal="g", backstory="b", llm=ScriptedLLM(model="m"), verbose=True)
 Crew(agents=[agent], tasks=[Task(description="d", expected_output="e", agent=agent)],
      verbose=True).kickoff()
@@ -108,6 +112,30 @@ def test_going_offline_leaves_the_apps_own_opentelemetry_on() -> None:
         "assert span.get_span_context().is_valid, 'the OpenTelemetry SDK was switched off'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_child_process_that_tries_the_network_fails_the_test_even_when_killed(
+    crew_env: dict[str, str],
+) -> None:
+    processes = Processes(crew_env)
+    child = processes.python(
+        "-c",
+        "import os, socket, time\n"
+        "from net_guard import NetworkGuard\n"
+        "with NetworkGuard(report_to=os.environ['NET_GUARD_LOG']):\n"
+        "    try:\n"
+        "        socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+        "    except OSError:\n"
+        "        print('refused', flush=True)\n"
+        "    time.sleep(60)\n",
+    )
+    deadline = time.monotonic() + 30
+    while "refused" not in processes.output(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)  # no `finally` of the child runs
+
+    with pytest.raises(AssertionError, match=r"192\.0\.2\.1"):
+        processes.close()
 
 
 def test_importing_the_offline_switches_does_not_import_crewai() -> None:

@@ -8,6 +8,7 @@ Prints ``ready`` once registered; runs until killed.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from nervenet_crewai.offline import go_offline
@@ -29,11 +30,6 @@ async def main(url: str, target: str, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    with NetworkGuard() as guard:
-        try:
-            asyncio.run(
-                main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 8)
-            )
-        finally:
-            if guard.attempts:
-                print(f"NETWORK USE: {guard.attempts}", file=sys.stderr, flush=True)
+    # Each attempt is written to NET_GUARD_LOG as it happens: a SIGKILL skips any `finally`.
+    with NetworkGuard(report_to=os.environ.get("NET_GUARD_LOG")):
+        asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 8))
