@@ -124,7 +124,9 @@ class RemoteNode:
         values are the task's own, alive anyway) and its packed bytes are not: with the state
         as big as a document, they were most of a waiting run's memory."""
         call = describe_call(self.node, input, config, self.distribution.serde, observers)
-        return functools.partial(pack, self.distribution.serde, call), self._task_id(call, conf)
+        return functools.partial(_pack_call, self.node, self.distribution.serde, call), (
+            self._task_id(call, conf)
+        )
 
     def _task_id(self, call: NodeCall, conf: dict[str, Any]) -> str:
         """Deterministic per LangGraph task (checkpoint, step, node) and the resume values it
@@ -161,6 +163,42 @@ class RemoteNode:
         if outcome.get("invalid_resume"):
             _mark_invalid_resume(error)  # read by LangGraph's runner: the resume was rejected
         raise error
+
+
+def _pack_call(node: str, serde: Any, call: NodeCall) -> bytes:
+    """The packed call, or a ``TypeError`` that names the node and the value that cannot go."""
+    try:
+        return pack(serde, call)
+    except TypeError as exc:
+        raise TypeError(
+            f"{node!r} cannot be sent to a worker: {_unsendable(serde, call)} ({exc}). What a "
+            "node is given travels through LangGraph's serializer; keep live objects (locks, "
+            "clients, open files) in the module the workers import, not in state or config"
+        ) from exc
+
+
+def _unsendable(serde: Any, call: NodeCall) -> str:
+    """Which part of a call the serializer refuses: a state field by name if it can tell."""
+    parts: dict[str, Any] = dict(call)
+    state = parts.pop("input", None)
+    fields = state if isinstance(state, dict) else getattr(state, "__dict__", {}) or {}
+    for name, value in fields.items():
+        if not _packs(serde, value):
+            return f"its input's field {name!r} holds a {type(value).__name__}"
+    if state is not None and not _packs(serde, state):
+        return f"its input, a {type(state).__name__},"
+    for name, value in parts.items():
+        if not _packs(serde, value):
+            return f"its {name} ({type(value).__name__})"
+    return "its call"
+
+
+def _packs(serde: Any, value: Any) -> bool:
+    try:
+        pack(serde, value)
+    except TypeError:
+        return False
+    return True
 
 
 class _Frames:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
@@ -104,3 +105,25 @@ def test_the_crafted_payload_does_execute_under_langgraphs_permissive_default() 
     finally:
         os.system = original
     assert called == [("echo pwned",)]
+
+
+class Holding(TypedDict):
+    resource: Any
+    trail: Annotated[list[str], operator.add]
+
+
+async def test_state_a_worker_cannot_be_sent_names_the_node_and_the_field() -> None:
+    async def use(state: Holding) -> dict[str, Any]:
+        return {"trail": ["used"]}
+
+    builder = StateGraph(Holding)
+    builder.add_node("use", use)
+    builder.add_edge(START, "use")
+    graph = distribute(builder, pool=Pool.local(), name="holding")
+    async with graph.nervenet.pool as pool:
+        await pool.serve(graph)
+        with pytest.raises(
+            TypeError,
+            match="'use' cannot be sent to a worker: its input's field 'resource' holds a lock",
+        ):
+            await graph.ainvoke({"resource": threading.Lock(), "trail": []})
