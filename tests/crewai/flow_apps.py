@@ -6,6 +6,7 @@ else the plain crew: the flow's own code is the same both ways.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -93,7 +94,11 @@ class JoinFlow(Flow):
         return "first"
 
     @listen(and_(north, south))
-    def joined(self) -> str:
+    async def joined(self) -> str:
+        # A flow's output is its last method's: `first` (fired by the earlier branch) must end
+        # before `joined` (fired by the later one), or plain and distributed runs may each end on
+        # either; on a loaded machine `first`'s thread started late (seen once in CI).
+        await asyncio.sleep(0.2)
         return f"{self.state['north']}+{self.state['south']}"
 
 
