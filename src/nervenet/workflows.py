@@ -196,6 +196,9 @@ class Workflows:
                     "thread": thread,
                 },
             )
+            # A run id started again after it ended (a flow resumed after human feedback)
+            # must not keep the expiry its end set.
+            pipe.persist(keys.workflow(run_id))
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
             pipe.hset(keys.workflow_kinds, run_id, kind)
@@ -232,6 +235,7 @@ class Workflows:
                     "thread": thread,
                 },
             )
+            pipe.persist(keys.workflow(run_id))  # as in start()
             pipe.hset(keys.workflow_kinds, run_id, kind)
             pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.PENDING, thread=thread)
