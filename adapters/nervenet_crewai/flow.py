@@ -42,7 +42,7 @@ process with the flow on the pool::
 
 and the run goes on, on a coordinator process, exactly as ``Flow.from_pending(...)`` and
 ``resume_async(feedback)`` go on in plain CrewAI, durable as before (a takeover answers the
-settled feedback step from the journal: the provider and the outcome LLM are not asked again).
+settled feedback step from the journal: the outcome LLM is not called again).
 """
 
 from __future__ import annotations

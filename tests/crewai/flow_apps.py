@@ -290,6 +290,29 @@ class ReviewLoopFlow(Flow[Draft]):
         return judge(feedback, outcomes)
 
 
+class Reviewer:
+    """A synchronous feedback provider (a reviewer that answers at once)."""
+
+    def request_feedback(self, context: Any, flow: Any) -> str:
+        METHOD_RUNS.append("asked")
+        return "revise" if flow.state.drafts < 2 else "approved"
+
+
+class AutoReviewFlow(ReviewLoopFlow):
+    """ReviewLoopFlow with a provider that answers instead of pausing."""
+
+    @listen(or_("write", "rewrite"))
+    @human_feedback(
+        message="Publish this draft?",
+        emit=["approved", "revise"],
+        llm="gpt-4o-mini",
+        provider=Reviewer(),
+    )
+    def review(self) -> str:
+        METHOD_RUNS.append("review")
+        return f"{self.state.topic} v{self.state.drafts}"
+
+
 GATHERING = threading.Barrier(12, timeout=20)
 """Passed only when 12 runs are inside ``WaitingFlow.wait`` at once."""
 

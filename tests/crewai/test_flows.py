@@ -385,6 +385,35 @@ async def test_feedback_for_a_run_that_does_not_wait_is_refused_with_the_reason(
         await loops.resume_async("l-1", "approved")
 
 
+async def test_feedback_can_leave_the_run_to_a_coordinator_process_taking_queued_runs(
+    pool: Pool,
+) -> None:
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+    run = await flows.asubmit({"topic": "swell"}, run_id="q-1")
+    await run.result(timeout=30)
+    pool.workflows.take_queued_runs()
+
+    await run.resume(FEEDBACKS[0], run_here=False)
+    second = await run.result(timeout=30)
+
+    assert pause_of(second)["output"] == "swell v2"
+    assert pool.workflows.queued_taken == 1
+
+
+async def test_a_provider_that_answers_at_once_routes_as_in_plain_crewai(pool: Pool) -> None:
+    expected, expected_state = await plain_run(flow_apps.AutoReviewFlow, {"topic": "swell"})
+    plain_methods = list(flow_apps.METHOD_RUNS)
+    flow_apps.METHOD_RUNS.clear()
+    flows = distribute_flow(flow_apps.AutoReviewFlow, pool=pool, name="auto")
+
+    run = await flows.asubmit({"topic": "swell"}, run_id="a-1")
+    output, state = await run.result(timeout=30), await run.state()
+
+    assert output == expected
+    assert without_id(state) == without_id(expected_state)
+    assert plain_methods == flow_apps.METHOD_RUNS
+
+
 async def test_feedback_a_dead_process_stored_but_never_started_is_used_by_the_next(
     pool: Pool,
 ) -> None:
