@@ -414,6 +414,20 @@ async def test_a_provider_that_answers_at_once_routes_as_in_plain_crewai(pool: P
     assert plain_methods == flow_apps.METHOD_RUNS
 
 
+def test_sync_kickoff_and_resume_from_plain_code() -> None:
+    pool = Pool.local()
+    try:
+        flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+        paused = flows.kickoff(inputs={"topic": "reef"}, run_id="sync-1")
+        again = flows.resume("sync-1", FEEDBACKS[0])
+        output = flows.resume("sync-1", FEEDBACKS[1])
+    finally:
+        pool.close()
+
+    assert (pause_of(paused)["output"], pause_of(again)["output"]) == ("reef v1", "reef v2")
+    assert output == {"published": "reef v2", "feedback": FEEDBACKS[1]}
+
+
 async def test_feedback_a_dead_process_stored_but_never_started_is_used_by_the_next(
     pool: Pool,
 ) -> None:
