@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .crew import DistributedCrew, distribute_crew
     from .durable import KickoffHandle
-    from .flow import DistributedFlow, FlowRun, distribute_flow
+    from .flow import (
+        DistributedFlow,
+        FeedbackAlreadyGiven,
+        FlowRun,
+        NotWaitingForFeedback,
+        PauseForFeedback,
+        distribute_flow,
+    )
     from .flow_persistence import RedisFlowPersistence
     from .remote_llm import RemoteLLM
     from .run import CrewRun, DispatchPolicy
@@ -43,6 +50,9 @@ _EXPORTS = {
     "KickoffHandle": ".durable",
     "DistributedFlow": ".flow",
     "FlowRun": ".flow",
+    "FeedbackAlreadyGiven": ".flow",
+    "NotWaitingForFeedback": ".flow",
+    "PauseForFeedback": ".flow",
     "distribute_flow": ".flow",
     "RedisFlowPersistence": ".flow_persistence",
     "CrewRun": ".run",
@@ -56,8 +66,11 @@ __all__ = [
     "DispatchPolicy",
     "DistributedCrew",
     "DistributedFlow",
+    "FeedbackAlreadyGiven",
     "FlowRun",
     "KickoffHandle",
+    "NotWaitingForFeedback",
+    "PauseForFeedback",
     "RedisFlowPersistence",
     "RemoteLLM",
     "current_task",

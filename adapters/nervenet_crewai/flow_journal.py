@@ -12,19 +12,29 @@ Values cross Redis as JSON only: JSON values as they are; pydantic models and ``
 by model *name*, revived only with classes the flow declares (its state model, its methods'
 return annotations, ``models=``), never imported from the record.
 
-Key: ``nn:crewai:flow-run:{<run id>}`` (hash: ``<method>#<call>`` -> entry), expiring with the
-pool's result TTL.
+A run paused for human feedback keeps its journal: the pause (``@pause#<n>``: the pending
+context, the state and call counts at the pause) and, once given, the feedback (``@feedback#<n>``,
+written once: a second answer is refused). What a feedback step settled (the outcome CrewAI's
+LLM collapsed the feedback to) is journaled as ``<method>@feedback#<n>``, so a run taken over
+after it does not ask the provider or the LLM again.
+
+Key: ``nn:crewai:flow-run:{<run id>}`` (hash: ``<method>#<call>`` -> entry, and the fields
+above), expiring with the pool's result TTL after its last write.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 from crewai import CrewOutput
 from pydantic import BaseModel, ConfigDict, ValidationError
+from redis.exceptions import WatchError
 
 from nervenet.errors import ConfigurationError
+from nervenet.transport import as_bytes
 
 from .outputs import dump_crew_output, load_crew_output, model_names
 from .runner import model_name
@@ -51,6 +61,55 @@ class JournalEntry(BaseModel):
     """Keys the method deleted from an unstructured (dict) state."""
 
 
+class FeedbackEntry(BaseModel):
+    """A settled feedback step: CrewAI's ``HumanFeedbackResult`` (read back as untrusted JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: dict[str, Any]
+    """The output the human reviewed, as :class:`ValueCodec` encodes it."""
+    feedback: str
+    outcome: str | None
+    timestamp: str
+    """ISO 8601."""
+    method_name: str
+    metadata: dict[str, Any]
+
+
+class FeedbackClaim(BaseModel):
+    """The feedback given for one pause, and when (read back as untrusted JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feedback: str
+    at: float
+    """Unix time of the claim (renewed when a stranded claim is taken over)."""
+
+
+Claim = Literal["given", "restart", "taken"]
+CLAIM_ATTEMPTS = 5
+
+
+class PauseEntry(BaseModel):
+    """A run paused for human feedback: what resuming it needs (read back as untrusted JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    segment: int
+    """1 for the first pause of the run, 2 for the next..."""
+    inputs: dict[str, Any] | None
+    """The run's ``kickoff`` inputs (its record, to resume it under)."""
+    state_id: str
+    context: dict[str, Any]
+    """CrewAI's ``PendingFeedbackContext.to_dict()``."""
+    callback_info: dict[str, Any]
+    """``HumanFeedbackPending.callback_info``, as JSON values."""
+    state: dict[str, Any]
+    """The state at the pause, as JSON values."""
+    calls: dict[str, int]
+    """Executions per method (and feedback step) so far: journal keys go on from there."""
+
+
 class MethodJournal:
     """The journal of one flow run, read and written on the pool's event loop."""
 
@@ -69,11 +128,93 @@ class MethodJournal:
         return None if raw is None else JournalEntry.model_validate_json(raw)
 
     async def put(self, method: str, call: int, entry: JournalEntry) -> None:
+        await self._write(f"{method}#{call}", entry.model_dump_json())
+
+    async def get_feedback_step(self, method: str, call: int) -> FeedbackEntry | None:
+        raw = await self._read(f"{method}@feedback#{call}")
+        return None if raw is None else FeedbackEntry.model_validate_json(raw)
+
+    async def put_feedback_step(self, method: str, call: int, entry: FeedbackEntry) -> None:
+        await self._write(f"{method}@feedback#{call}", entry.model_dump_json())
+
+    async def get_pause(self, segment: int) -> PauseEntry | None:
+        raw = await self._read(f"@pause#{segment}")
+        return None if raw is None else PauseEntry.model_validate_json(raw)
+
+    async def put_pause(self, pause: PauseEntry) -> None:
+        await self._write(f"@pause#{pause.segment}", pause.model_dump_json())
+
+    async def get_feedback(self, segment: int) -> str | None:
+        claim = await self._feedback_claim(segment)
+        return None if claim is None else claim.feedback
+
+    async def _feedback_claim(self, segment: int) -> FeedbackClaim | None:
+        raw = await self._read(f"@feedback#{segment}")
+        return None if raw is None else FeedbackClaim.model_validate_json(raw)
+
+    async def last_feedback(self) -> str | None:
+        """The feedback given for the run's latest pause, if any was given."""
+        redis = self.pool.transport.redis
+        fields = await self.pool.on_home(lambda: redis.hkeys(self.key))
+        segments = []
+        for field in fields:
+            name = as_bytes(field).decode(errors="replace")
+            head, _, number = name.partition("#")
+            if head == "@feedback" and number.isdigit():
+                segments.append(int(number))
+        return await self.get_feedback(max(segments)) if segments else None
+
+    async def claim_feedback(self, segment: int, feedback: str, stale_after: float) -> Claim:
+        """Store the feedback for pause ``segment`` unless some was given (``taken``). A claim
+        older than ``stale_after`` on a run still paused was left by a process that died
+        between storing its feedback and starting the run: it is renewed (``restart``: start the
+        run, with the feedback stored first)."""
+        redis, ttl = self.pool.transport.redis, int(self.pool.settings.result_ttl)
+        field = f"@feedback#{segment}"
+
+        async def claim() -> Claim:
+            async with redis.pipeline(transaction=True) as pipe:
+                for _ in range(CLAIM_ATTEMPTS):
+                    try:
+                        await pipe.watch(self.key)
+                        raw = await pipe.hget(self.key, field)
+                        now = time.time()
+                        outcome: Claim = "given"
+                        if raw is not None:
+                            stored = FeedbackClaim.model_validate_json(raw)
+                            if now - stored.at < stale_after:
+                                return "taken"
+                            feedback_kept, outcome = stored.feedback, "restart"
+                        else:
+                            feedback_kept = feedback
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        value = FeedbackClaim(feedback=feedback_kept, at=now)
+                        pipe.hset(self.key, field, value.model_dump_json())
+                        pipe.expire(self.key, ttl)
+                        await pipe.execute()
+                        return outcome
+                    except WatchError:
+                        await asyncio.sleep(0.01)
+            return "taken"  # others kept writing this run's journal: someone else resumes it
+
+        return await self.pool.on_home(claim)
+
+    async def unclaim_feedback(self, segment: int) -> None:
+        """Take back feedback that could not start the run again (so it can be given again)."""
+        redis = self.pool.transport.redis
+        await self.pool.on_home(lambda: redis.hdel(self.key, f"@feedback#{segment}"))
+
+    async def _read(self, field: str) -> bytes | None:
+        redis = self.pool.transport.redis
+        raw = await self.pool.on_home(lambda: redis.hget(self.key, field))
+        return None if raw is None else as_bytes(raw)
+
+    async def _write(self, field: str, value: str) -> None:
         redis, ttl = self.pool.transport.redis, int(self.pool.settings.result_ttl)
 
         async def write() -> None:
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self.key, f"{method}#{call}", entry.model_dump_json())
+                pipe.hset(self.key, field, value)
                 pipe.expire(self.key, ttl)
                 await pipe.execute()
 

@@ -196,6 +196,9 @@ class Workflows:
                     "thread": thread,
                 },
             )
+            # A run id started again after it ended (a flow resumed after human feedback)
+            # must not keep the expiry its end set.
+            pipe.persist(keys.workflow(run_id))
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
             pipe.hset(keys.workflow_kinds, run_id, kind)
@@ -232,6 +235,7 @@ class Workflows:
                     "thread": thread,
                 },
             )
+            pipe.persist(keys.workflow(run_id))  # as in start()
             pipe.hset(keys.workflow_kinds, run_id, kind)
             pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.PENDING, thread=thread)
@@ -303,10 +307,13 @@ class Workflows:
             )
             return result
         finally:
-            self._owned.pop(run_id, None)
-            self._pool.runs.recorded.discard(run_id)  # moved or ended: its dispatches stop here
-            self._interrupted.discard(run_id)
-            self._threads.pop(run_id, None)
+            # Unless the run id was started again here meanwhile (a flow resumed after human
+            # feedback): its new run is not this one's to forget.
+            if self._owned.get(run_id) in (None, asyncio.current_task()):
+                self._owned.pop(run_id, None)
+                self._pool.runs.recorded.discard(run_id)  # moved or ended: dispatches stop
+                self._interrupted.discard(run_id)
+                self._threads.pop(run_id, None)
 
     async def _hold_thread(self, run_id: str, thread: str) -> None:
         """Wait until the run holds its thread (``pending`` meanwhile, in its record)."""
@@ -518,6 +525,11 @@ class Workflows:
                     for future in self._done_waiters.get(fields.get(b"run", b"").decode(), []):
                         if not future.done():
                             future.set_result(None)
+
+    async def owner(self, run_id: str) -> str | None:
+        """The process holding the run's lease, or None (queued, or ended and released)."""
+        raw = await self._pool.transport.redis.hget(self._pool.keys.workflow_owners, run_id)
+        return None if raw is None else as_text(raw)
 
     async def record(self, run_id: str) -> RunRecord | None:
         raw = await self._pool.transport.redis.hgetall(self._pool.keys.workflow(run_id))

@@ -19,6 +19,7 @@ from crewai.flow.flow import Flow, and_, listen, or_, router, start
 from crewai.flow.human_feedback import human_feedback
 from crewai.flow.persistence import persist
 from crewai.flow.persistence.base import FlowPersistence
+from nervenet_crewai import PauseForFeedback
 from pydantic import BaseModel
 
 CREWS: dict[str, Any] = {}
@@ -236,6 +237,85 @@ def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
             return f"published {self.state['draft']} after {review.feedback!r}"
 
     return ReviewLater
+
+
+def judge(feedback: str, outcomes: Any) -> str:
+    """A deterministic stand-in for the LLM that collapses feedback to an outcome."""
+    METHOD_RUNS.append("collapse")
+    return next(o for o in outcomes if o in feedback.lower())
+
+
+class Draft(BaseModel):
+    id: str = ""
+    topic: str = "tides"
+    drafts: int = 0
+    log: list[str] = []
+
+
+class ReviewLoopFlow(Flow[Draft]):
+    """Asks a human to review each draft (pausing the flow); routes on the outcome the feedback
+    collapses to: ``revise`` goes round again, ``approved`` publishes."""
+
+    @start()
+    def write(self) -> str:
+        METHOD_RUNS.append("write")
+        self.state.drafts += 1
+        self.state.log.append(f"wrote {self.state.topic} v{self.state.drafts}")
+        return f"{self.state.topic} v{self.state.drafts}"
+
+    @listen(or_(write, "rewrite"))
+    @human_feedback(
+        message="Publish this draft?",
+        emit=["approved", "revise"],
+        llm="gpt-4o-mini",
+        provider=PauseForFeedback(callback_info={"channel": "#reviews"}),
+    )
+    def review(self) -> str:
+        METHOD_RUNS.append("review")
+        return f"{self.state.topic} v{self.state.drafts}"
+
+    @listen("revise")
+    def rewrite(self) -> str:
+        METHOD_RUNS.append("rewrite")
+        time.sleep(float(os.environ.get("FLOW_REWRITE_SECONDS", "0")))
+        feedback = self.last_human_feedback.feedback if self.last_human_feedback else ""
+        self.state.drafts += 1
+        self.state.log.append(f"rewrote after {feedback!r}")
+        return "rewritten"
+
+    @listen("approved")
+    def publish(self) -> dict[str, Any]:
+        METHOD_RUNS.append("publish")
+        review = self.last_human_feedback
+        assert review is not None
+        self.state.log.append(f"published {review.output} ({review.outcome})")
+        return {"published": review.output, "feedback": review.feedback}
+
+    def _collapse_to_outcome(self, feedback: str, outcomes: Any, llm: Any) -> str:
+        return judge(feedback, outcomes)
+
+
+class Reviewer:
+    """A synchronous feedback provider (a reviewer that answers at once)."""
+
+    def request_feedback(self, context: Any, flow: Any) -> str:
+        METHOD_RUNS.append("asked")
+        return "revise" if flow.state.drafts < 2 else "approved"
+
+
+class AutoReviewFlow(ReviewLoopFlow):
+    """ReviewLoopFlow with a provider that answers instead of pausing."""
+
+    @listen(or_("write", "rewrite"))
+    @human_feedback(
+        message="Publish this draft?",
+        emit=["approved", "revise"],
+        llm="gpt-4o-mini",
+        provider=Reviewer(),
+    )
+    def review(self) -> str:
+        METHOD_RUNS.append("review")
+        return f"{self.state.topic} v{self.state.drafts}"
 
 
 GATHERING = threading.Barrier(12, timeout=20)

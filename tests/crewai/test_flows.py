@@ -17,11 +17,19 @@ pytest.importorskip("crewai")
 import crew_apps
 import crew_fakes
 import flow_apps
-from nervenet_crewai import RedisFlowPersistence, distribute_crew, distribute_flow
+from crewai.flow.async_feedback.types import HumanFeedbackPending
+from nervenet_crewai import (
+    FeedbackAlreadyGiven,
+    NotWaitingForFeedback,
+    RedisFlowPersistence,
+    distribute_crew,
+    distribute_flow,
+)
+from nervenet_crewai.flow_journal import FeedbackClaim, journal_key
 from processes import Processes
 from pydantic import BaseModel
 
-from nervenet import ConfigurationError, Pool, WorkflowFailed
+from nervenet import ConfigurationError, Pool, RunStatus, WorkflowFailed
 
 pytestmark = pytest.mark.crewai
 
@@ -293,9 +301,222 @@ async def test_a_crash_inside_a_method_fails_as_in_plain_crewai_from_any_handle(
 def test_what_cannot_be_distributed_is_refused_with_the_reason() -> None:
     with pytest.raises(ConfigurationError, match="takes a crewai Flow subclass"):
         distribute_flow(crew_apps.sequential_crew, name="nope")  # type: ignore[arg-type]
-    asks_a_human = r"@human_feedback methods \(draft\).*Flow.from_pending"
-    with pytest.raises(ConfigurationError, match=asks_a_human):
+    reads_a_terminal = r"methods \(draft\) have no provider.*input\(\).*PauseForFeedback"
+    with pytest.raises(ConfigurationError, match=reads_a_terminal):
         distribute_flow(flow_apps.ReviewFlow, name="review")
+
+
+# --- human feedback -------------------------------------------------------------------------
+FEEDBACKS = ("please revise the intro", "approved, ship it")
+"""What the human answers at each pause: the first goes round the loop, the second publishes."""
+
+
+def pause_of(pending: Any) -> dict[str, Any]:
+    """What a paused run shows whoever gives the feedback (no times or trace ids)."""
+    assert isinstance(pending, HumanFeedbackPending), pending
+    context = pending.context
+    return {
+        "method": context.method_name,
+        "output": context.method_output,
+        "message": context.message,
+        "emit": context.emit,
+        "callback_info": pending.callback_info,
+    }
+
+
+async def plain_review() -> tuple[list[dict[str, Any]], Any, Any]:
+    """Plain CrewAI: kickoff pauses; each answer resumes a fresh instance (``from_pending``)."""
+    flow: Any = flow_apps.ReviewLoopFlow()
+    output = await flow.kickoff_async(inputs={"topic": "swell"})
+    pauses = [pause_of(output)]
+    for feedback in FEEDBACKS:
+        flow = flow_apps.ReviewLoopFlow.from_pending(output.context.flow_id)
+        output = await flow.resume_async(feedback)
+        if isinstance(output, HumanFeedbackPending):
+            pauses.append(pause_of(output))
+    return pauses, output, flow.state
+
+
+async def test_a_paused_run_takes_feedback_once_and_ends_as_plain_crewais(pool: Pool) -> None:
+    expected_pauses, expected, expected_state = await plain_review()
+    plain_methods = list(flow_apps.METHOD_RUNS)
+    flow_apps.METHOD_RUNS.clear()
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+
+    run = await flows.asubmit({"topic": "swell"}, run_id="r-1")
+    first = await run.result(timeout=30)
+    assert (await pool.runs.get("r-1", nodes=False)).status is RunStatus.INTERRUPTED
+    waiting = await run.pending_feedback()
+    assert waiting is not None and waiting.method_name == "review"
+    at_pause = {"topic": "swell", "drafts": 1, "log": ["wrote swell v1"]}
+    assert without_id(await run.state()) == at_pause
+    second = await flows.resume_async("r-1", FEEDBACKS[0])  # routes to "revise": round again
+    # Two answers to the same pause at once: one is taken, the other refused.
+    answers = await asyncio.gather(
+        run.resume(FEEDBACKS[1]), run.resume(FEEDBACKS[1]), return_exceptions=True
+    )
+    output, state = await run.result(timeout=30), await run.state()
+
+    assert [pause_of(first), pause_of(second)] == expected_pauses
+    assert [type(a).__name__ for a in answers].count("FeedbackAlreadyGiven") == 1
+    assert output == expected
+    assert without_id(state) == without_id(expected_state)
+    assert plain_methods == flow_apps.METHOD_RUNS  # the feedback collapsed once per answer
+    assert (await pool.runs.get("r-1", nodes=False)).status is RunStatus.SUCCEEDED
+    assert await run.pending_feedback() is None
+    with pytest.raises(FeedbackAlreadyGiven, match=r"already given.*finished"):
+        await run.resume("approved")
+
+
+async def test_feedback_for_a_run_that_does_not_wait_is_refused_with_the_reason(
+    pool: Pool,
+) -> None:
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+    loops = distribute_flow(flow_apps.LoopFlow, pool=pool, name="loop")
+    await loops.kickoff_async(run_id="l-1")
+
+    with pytest.raises(NotWaitingForFeedback, match="'review', run 'nope': no such run"):
+        await flows.resume_async("nope", "approved")
+    with pytest.raises(NotWaitingForFeedback, match="one of 'loop', not of this flow"):
+        await flows.resume_async("l-1", "approved")
+    with pytest.raises(NotWaitingForFeedback, match="not waiting for feedback: it is finished"):
+        await loops.resume_async("l-1", "approved")
+    with pytest.raises(ValueError):  # as CrewAI's resume of a flow that is not paused
+        await loops.resume_async("l-1", "approved")
+
+
+async def test_feedback_can_leave_the_run_to_a_coordinator_process_taking_queued_runs(
+    pool: Pool,
+) -> None:
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+    run = await flows.asubmit({"topic": "swell"}, run_id="q-1")
+    await run.result(timeout=30)
+    pool.workflows.take_queued_runs()
+
+    await run.resume(FEEDBACKS[0], run_here=False)
+    second = await run.result(timeout=30)
+
+    assert pause_of(second)["output"] == "swell v2"
+    assert pool.workflows.queued_taken == 1
+
+
+async def test_a_provider_that_answers_at_once_routes_as_in_plain_crewai(pool: Pool) -> None:
+    expected, expected_state = await plain_run(flow_apps.AutoReviewFlow, {"topic": "swell"})
+    plain_methods = list(flow_apps.METHOD_RUNS)
+    flow_apps.METHOD_RUNS.clear()
+    flows = distribute_flow(flow_apps.AutoReviewFlow, pool=pool, name="auto")
+
+    run = await flows.asubmit({"topic": "swell"}, run_id="a-1")
+    output, state = await run.result(timeout=30), await run.state()
+
+    assert output == expected
+    assert without_id(state) == without_id(expected_state)
+    assert plain_methods == flow_apps.METHOD_RUNS
+
+
+def test_sync_kickoff_and_resume_from_plain_code() -> None:
+    pool = Pool.local()
+    try:
+        flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+        paused = flows.kickoff(inputs={"topic": "reef"}, run_id="sync-1")
+        again = flows.resume("sync-1", FEEDBACKS[0])
+        output = flows.resume("sync-1", FEEDBACKS[1])
+    finally:
+        pool.close()
+
+    assert (pause_of(paused)["output"], pause_of(again)["output"]) == ("reef v1", "reef v2")
+    assert output == {"published": "reef v2", "feedback": FEEDBACKS[1]}
+
+
+async def test_feedback_a_dead_process_stored_but_never_started_is_used_by_the_next(
+    pool: Pool,
+) -> None:
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+    run = await flows.asubmit({"topic": "swell"}, run_id="s-1")
+    await run.result(timeout=30)
+    # A process stored its feedback (one round trip), then died before starting the run.
+    stranded = FeedbackClaim(feedback=FEEDBACKS[0], at=time.time() - 60)
+    await pool.transport.redis.hset(journal_key("s-1"), "@feedback#1", stranded.model_dump_json())
+
+    with pytest.raises(FeedbackAlreadyGiven, match="stopped before it started the run"):
+        await run.resume("approved")
+    second = await run.result(timeout=30)
+
+    assert pause_of(second)["output"] == "swell v2"  # the stored "revise" went round again
+
+
+FEEDBACK_COORDINATOR = """
+import asyncio, sys
+from nervenet_crewai.offline import go_offline
+go_offline()
+import flow_apps
+from nervenet import Pool, PoolSettings
+from nervenet_crewai import distribute_flow
+
+async def main():
+    settings = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0)
+    pool = Pool.from_url(sys.argv[1], settings=settings)
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=pool, name="review")
+    if sys.argv[2] == "pause":
+        run = await flows.asubmit({"topic": "swell"}, run_id="paused-elsewhere")
+        pending = await run.result()
+        print("paused", pending.context.method_name, ",".join(flow_apps.METHOD_RUNS), flush=True)
+    else:
+        await flows.handle("paused-elsewhere").resume(sys.argv[2])
+        print("resumed", flush=True)
+    await asyncio.sleep(600)  # killed: while its run waits, or while it runs a method
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.redis
+async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_while_it_waited(
+    redis_pool: Pool, processes: Processes, redis_url: str
+) -> None:
+    expected_pauses, expected, expected_state = await plain_review()
+    plain_methods = list(flow_apps.METHOD_RUNS)
+    flow_apps.METHOD_RUNS.clear()
+    flows = distribute_flow(flow_apps.ReviewLoopFlow, pool=redis_pool, name="review")
+    run = flows.handle("paused-elsewhere")
+
+    # One process pauses the run and dies: its run is not taken over (it waits, not runs).
+    pausing = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, "pause")
+    assert await read_line(pausing, "paused") == "paused review write,review"
+    pausing.send_signal(signal.SIGKILL)
+    pausing.wait(timeout=10)
+    await asyncio.sleep(3.0)  # three leases: a running run of the dead process is taken over
+    assert redis_pool.workflows.takeovers == 0
+    assert flow_apps.METHOD_RUNS == []
+    assert pause_of(await run.result(timeout=5)) == expected_pauses[0]
+
+    # Another gives the feedback, and dies inside the method the feedback routed to: this
+    # process takes the run over, the settled feedback answered from the journal.
+    processes.env["FLOW_REWRITE_SECONDS"] = "10"
+    resuming = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, FEEDBACKS[0])
+    assert await read_line(resuming, "resumed") == "resumed"
+    await asyncio.sleep(2.5)  # the feedback is collapsed and journaled; rewrite sleeps 10 s
+    resuming.send_signal(signal.SIGKILL)
+    resuming.wait(timeout=10)
+    second = await run.result(timeout=30)
+
+    assert redis_pool.workflows.takeovers == 1
+    assert pause_of(second) == expected_pauses[1]
+    assert await flows.resume_async("paused-elsewhere", FEEDBACKS[1]) == expected
+    assert without_id(await run.state()) == without_id(expected_state)
+    # write, review and the first collapse ran in the two dead processes, once each.
+    assert ["write", "review", "collapse", *flow_apps.METHOD_RUNS] == plain_methods
+
+
+async def read_line(process: subprocess.Popen[str], marker: str) -> str:
+    """The first line the process prints starting with ``marker`` (CrewAI prints its panels)."""
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, process.stdout.readline)
+        assert line, f"the process ended without printing {marker!r}"
+        if line.startswith(marker):
+            return line.strip()
 
 
 async def wait_until(predicate: Any, timeout: float) -> None:
