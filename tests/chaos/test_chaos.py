@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import os
 import json
+import os
 import random
 import signal
 import subprocess
