@@ -482,7 +482,7 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
 
     # One process pauses the run and dies: its run is not taken over (it waits, not runs).
     pausing = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, "pause")
-    assert await read_line(pausing, "paused") == "paused review write,review"
+    assert await read_line(processes, pausing, "paused") == "paused review write,review"
     pausing.send_signal(signal.SIGKILL)
     pausing.wait(timeout=10)
     await asyncio.sleep(3.0)  # three leases: a running run of the dead process is taken over
@@ -494,7 +494,7 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
     # process takes the run over, the settled feedback answered from the journal.
     processes.env["FLOW_REWRITE_SECONDS"] = "10"
     resuming = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, FEEDBACKS[0])
-    assert await read_line(resuming, "resumed") == "resumed"
+    assert await read_line(processes, resuming, "resumed") == "resumed"
     await asyncio.sleep(2.5)  # the feedback is collapsed and journaled; rewrite sleeps 10 s
     resuming.send_signal(signal.SIGKILL)
     resuming.wait(timeout=10)
@@ -508,15 +508,19 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
     assert ["write", "review", "collapse", *flow_apps.METHOD_RUNS] == plain_methods
 
 
-async def read_line(process: subprocess.Popen[str], marker: str) -> str:
+async def read_line(
+    processes: Processes, process: subprocess.Popen[str], marker: str, timeout: float = 60.0
+) -> str:
     """The first line the process prints starting with ``marker`` (CrewAI prints its panels)."""
-    assert process.stdout is not None
-    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
     while True:
-        line = await loop.run_in_executor(None, process.stdout.readline)
-        assert line, f"the process ended without printing {marker!r}"
-        if line.startswith(marker):
+        output = processes.output(process)
+        line = next((x for x in output.splitlines() if x.startswith(marker)), None)
+        if line is not None:
             return line.strip()
+        assert process.poll() is None, f"the process ended without printing {marker!r}: {output}"
+        assert time.monotonic() < deadline, f"no {marker!r} line within {timeout:g} s"
+        await asyncio.sleep(0.05)
 
 
 async def wait_until(predicate: Any, timeout: float) -> None:
