@@ -95,7 +95,10 @@ class RemoteNode:
                 task_id=task_id,
                 retries=0,  # the node's RetryPolicy runs here, in LangGraph's own retry loop
                 escalate_errors=False,
-                wait_for_worker=self.distribution.wait_for_worker,
+                # A durable run (queued, taken over, or resumed after a deploy) waits for a
+                # worker to register (PoolSettings.worker_wait_timeout) instead of failing: its
+                # coordinator may well be up before the workers are.
+                wait_for_worker=self.distribution.wait_for_worker or run_id is not None,
                 on_frame=frames,
                 # A task of a step LangGraph is not resuming runs for the first time: its id
                 # comes from a checkpoint made for this step, so nothing can be cached for it.
