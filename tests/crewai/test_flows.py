@@ -483,6 +483,11 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
     # One process pauses the run and dies: its run is not taken over (it waits, not runs).
     pausing = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, "pause")
     assert await read_line(processes, pausing, "paused") == "paused review write,review"
+
+    async def ended_as_interrupted() -> bool:  # the run's end is written after its result
+        return (await redis_pool.runs.get("paused-elsewhere")).status == RunStatus.INTERRUPTED
+
+    await wait_until_async(ended_as_interrupted, timeout=10)
     pausing.send_signal(signal.SIGKILL)
     pausing.wait(timeout=10)
     await asyncio.sleep(3.0)  # three leases: a running run of the dead process is taken over
@@ -520,6 +525,13 @@ async def read_line(
             return line.strip()
         assert process.poll() is None, f"the process ended without printing {marker!r}: {output}"
         assert time.monotonic() < deadline, f"no {marker!r} line within {timeout:g} s"
+        await asyncio.sleep(0.05)
+
+
+async def wait_until_async(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
 
