@@ -100,6 +100,12 @@ class _InFlight:
     """(limit key, permit) it runs under, given back when it is released."""
     read_at: float = 0.0
     """Epoch seconds it was read, for its run's node history (recorded runs only)."""
+
+    @property
+    def queue_wait(self) -> float:
+        """Seconds from the entry's XADD (its id's milliseconds) to this worker reading it."""
+        return self.read_at - int(self.entry_id.partition(b"-")[0] or b"0") / 1000
+
     ran_ms: float = 0.0
     """Milliseconds in the handler, for the same."""
 
@@ -549,14 +555,12 @@ class Worker:
         self._release(flight)
 
     def _count(self, flight: _InFlight, envelope: TaskEnvelope, reply: Reply, cached: bool) -> None:
-        outcome = _outcome(reply, cached)
-        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
         assert self.metrics is not None
         self.metrics.settled(
             envelope.task_type,
-            outcome,
+            _outcome(reply, cached),
             envelope.attempt,
-            flight.read_at - entry_ms / 1000,
+            flight.queue_wait,
             flight.ran_ms / 1000,
         )
 
@@ -566,14 +570,13 @@ class Worker:
         """The attempt's entry in its run's history, in the settle pipeline (no round trip of
         its own); capped and expiring with the run record (see :mod:`nervenet.runs`)."""
         outcome = _outcome(reply, cached)
-        entry_ms = int(flight.entry_id.partition(b"-")[0] or b"0")
         fields = node_fields(
             task_type=envelope.task_type,
             task_id=envelope.task_id,
             attempt=envelope.attempt,
             worker=self.worker_id,
             outcome=outcome,
-            queue_wait_ms=flight.read_at * 1000 - entry_ms,
+            queue_wait_ms=flight.queue_wait * 1000,
             run_ms=0.0 if outcome == "cached" else flight.ran_ms,
             error=reply.error.message if reply.error is not None else "",
         )

@@ -186,22 +186,9 @@ class Workflows:
         keys, redis = self._pool.keys, self._pool.transport.redis
         expires = self._expiry_ms()
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys.workflow(run_id),
-                mapping={
-                    "kind": kind,
-                    "input": payload,
-                    "status": "running",
-                    "started": time.time(),
-                    "thread": thread,
-                },
-            )
-            # A run id started again after it ended (a flow resumed after human feedback)
-            # must not keep the expiry its end set.
-            pipe.persist(keys.workflow(run_id))
+            self._add_record(pipe, kind, run_id, payload, "running", thread)
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
-            pipe.hset(keys.workflow_kinds, run_id, kind)
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
             await pipe.execute()
         self._run_here(run_id, run, thread, kind)
@@ -225,22 +212,31 @@ class Workflows:
             await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys = self._pool.keys
         async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys.workflow(run_id),
-                mapping={
-                    "kind": kind,
-                    "input": payload,
-                    "status": "queued",
-                    "started": time.time(),
-                    "thread": thread,
-                },
-            )
-            pipe.persist(keys.workflow(run_id))  # as in start()
-            pipe.hset(keys.workflow_kinds, run_id, kind)
+            self._add_record(pipe, kind, run_id, payload, "queued", thread)
             pipe.zadd(keys.workflows_queued, {run_id: int(time.time() * 1000)})
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.PENDING, thread=thread)
             await pipe.execute()
         return RunHandle(self, run_id)
+
+    def _add_record(
+        self, pipe: Pipeline, kind: str, run_id: str, payload: bytes, status: str, thread: str
+    ) -> None:
+        """A new run's record and kind (started here, or queued for another process)."""
+        keys = self._pool.keys
+        pipe.hset(
+            keys.workflow(run_id),
+            mapping={
+                "kind": kind,
+                "input": payload,
+                "status": status,
+                "started": time.time(),
+                "thread": thread,
+            },
+        )
+        # A run id started again after it ended (a flow resumed after human feedback) must not
+        # keep the expiry its end set.
+        pipe.persist(keys.workflow(run_id))
+        pipe.hset(keys.workflow_kinds, run_id, kind)
 
     def report_interrupted(self, run_id: str) -> None:
         """The run's function is about to return because the run stopped to wait for input
