@@ -1,6 +1,7 @@
 """Raw dispatch round trip through a real Redis: this process coordinates, one worker serves.
 
     python benchmarks/bench_dispatch.py [--quick] [--seconds N] [--levels 1,10,100,1000]
+                                        [--payload-bytes 100]
 
 Starts a private ``redis-server`` on a free port and one ``nervenet worker`` serving an echo
 handler (``echo_handlers.py``), then measures in this process:
@@ -376,15 +377,23 @@ def verdicts(results: Results) -> None:
 
 
 def main() -> None:
+    global PAYLOAD  # read by both systems' dispatch functions
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, 2 s per level")
     parser.add_argument("--seconds", type=float, help="measured seconds per level (default 5)")
+    parser.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=len(PAYLOAD),
+        help="size of each dispatch's payload, echoed back (default %(default)s)",
+    )
     parser.add_argument(
         "--levels",
         default=",".join(map(str, LEVELS)),
         help="comma-separated dispatches in flight (default %(default)s)",
     )
     args = parser.parse_args()
+    PAYLOAD = b"x" * args.payload_bytes
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     samples = 1_000 if args.quick else 5_000
     levels = [int(level) for level in args.levels.split(",")]
