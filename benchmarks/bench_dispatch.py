@@ -11,10 +11,16 @@ handler (``echo_handlers.py``), then measures in this process:
 * CPU time per dispatch of this process, the worker and redis-server (``/proc/PID/stat``), which
   shows where the time goes.
 
-Next to each figure is an in-process asyncio baseline of the same shape (a queue as the task
-stream, a consumer task running the same handler, a reply queue and a future per dispatch),
-measured in the same run right after it. The machine is shared and noisy: read the ratios and
-compare runs with care. Nothing is asserted; the two targets are reported as PASS or MISS.
+Next to each figure, measured in the same run right after it:
+
+* the **floor**: the same Redis hops in bare redis-py (``bare_streams.py``: XADD, XREADGROUP
+  BLOCK, a SET+XADD+XACK+XDEL settle pipeline, XREAD BLOCK; its own worker process on the same
+  event loop), so what a round trip costs beyond the hops themselves is nervenet's;
+* the **baseline**: an in-process asyncio pool of the same shape (a queue as the task stream, a
+  consumer task running the same handler, a reply queue and a future per dispatch).
+
+The machine is shared and noisy: read the ratios and compare runs with care. Nothing is asserted;
+the targets are reported as PASS or MISS, the latency one next to the floor's own p50.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from _common import (
     private_redis,
     running,
 )
+from bare_streams import BareStreams
 from echo_handlers import TASK_TYPE, echo
 
 from nervenet import Pool
@@ -224,7 +231,7 @@ class InProcessPool:
 @dataclass
 class Results:
     latency: dict[str, list[float]]
-    """Round-trip seconds at 1 in flight, by system ("nervenet", "baseline")."""
+    """Round-trip seconds at 1 in flight, by system ("nervenet", "floor", "baseline")."""
     throughput: dict[int, dict[str, Phase]]
     """Closed-loop phases by in-flight level, then by system."""
 
@@ -242,7 +249,11 @@ async def registered(pool: Pool, worker: Child, timeout: float = 30.0) -> None:
 async def measure(
     url: str, worker: Child, meter: Meter, samples: int, seconds: float, levels: list[int]
 ) -> Results:
-    async with Pool.from_url(url) as pool, InProcessPool(WORKER_CONCURRENCY) as baseline:
+    async with (
+        Pool.from_url(url) as pool,
+        BareStreams(url, PAYLOAD) as floor,
+        InProcessPool(WORKER_CONCURRENCY) as baseline,
+    ):
         coordinator = pool.coordinator("bench-dispatch")
 
         async def via_nervenet() -> bytes:
@@ -251,7 +262,8 @@ async def measure(
         await registered(pool, worker)
         first = await coordinator.dispatch(TASK_TYPE, PAYLOAD)
         assert first == PAYLOAD, "the echo worker answered something else"
-        systems = {"nervenet": via_nervenet, "baseline": baseline.dispatch}
+        assert await floor.dispatch() == PAYLOAD, "the bare worker answered something else"
+        systems = {"nervenet": via_nervenet, "floor": floor.dispatch, "baseline": baseline.dispatch}
 
         results = Results({}, {})
         for name, dispatch in systems.items():
@@ -286,11 +298,19 @@ def report(results: Results, seconds: float) -> None:
 def latency_table(latency: dict[str, list[float]]) -> None:
     rows = []
     for q in (50, 90, 99):
-        ours, base = percentile(latency["nervenet"], q), percentile(latency["baseline"], q)
-        rows.append([f"p{q}", f"{ours * 1e3:.3f} ms", f"{base * 1e3:.3f} ms", ratio(ours, base)])
+        ours, floor, base = (percentile(latency[s], q) for s in ("nervenet", "floor", "baseline"))
+        rows.append(
+            [
+                f"p{q}",
+                f"{ours * 1e3:.3f} ms",
+                f"{floor * 1e3:.3f} ms",
+                f"{(ours - floor) * 1e3:+.3f} ms",
+                f"{base * 1e3:.3f} ms",
+            ]
+        )
     print_table(
         f"Round trip at 1 in flight ({len(latency['nervenet'])} sequential dispatches)",
-        ["", "nervenet", "baseline", "nervenet / baseline"],
+        ["", "nervenet", "floor (bare redis-py)", "nervenet - floor", "in-process baseline"],
         rows,
     )
 
@@ -298,15 +318,17 @@ def latency_table(latency: dict[str, list[float]]) -> None:
 def throughput_table(throughput: dict[int, dict[str, Phase]], seconds: float) -> None:
     rows = []
     for level, phases in throughput.items():
-        ours, base = phases["nervenet"], phases["baseline"]
+        ours, floor = phases["nervenet"], phases["floor"]
         rows.append(
             [
                 str(level),
                 f"{ours.rate:,.0f}",
-                f"{base.rate:,.0f}",
-                ratio(ours.rate, base.rate),
+                f"{floor.rate:,.0f}",
+                ratio(ours.rate, floor.rate),
                 *(cpu_cell(ours, process) for process in ("coordinator", "worker", "redis")),
-                cpu_cell(base, "coordinator"),
+                "/".join(f"{floor.cpu_us(p):,.0f}" for p in ("coordinator", "bare worker", "redis"))
+                + " µs",
+                f"{phases['baseline'].rate:,.0f}",
             ]
         )
     print_table(
@@ -315,12 +337,13 @@ def throughput_table(throughput: dict[int, dict[str, Phase]], seconds: float) ->
         [
             "in flight",
             "nervenet /s",
-            "baseline /s",
-            "nervenet / baseline",
+            "floor /s",
+            "nervenet / floor",
             "coordinator CPU",
             "worker CPU",
             "redis CPU",
-            "baseline CPU",
+            "floor CPU: caller/worker/redis",
+            "in-process /s",
         ],
         rows,
     )
@@ -352,10 +375,13 @@ def traffic_table(throughput: dict[int, dict[str, Phase]]) -> None:
 
 def verdicts(results: Results) -> None:
     p50_ms = percentile(results.latency["nervenet"], 50) * 1e3
+    floor_ms = percentile(results.latency["floor"], 50) * 1e3
     verdict = "PASS" if p50_ms <= TARGET_P50_MS else "MISS"
     console.print(
         f"target p50 ≤ {TARGET_P50_MS} ms at 1 in flight: {p50_ms:.3f} ms, "
-        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target)"
+        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target); the same hops in bare "
+        f"redis-py took {floor_ms:.3f} ms ({floor_ms / TARGET_P50_MS:.0%} of the target), "
+        f"so nervenet's own share is {p50_ms - floor_ms:.3f} ms"
     )
     phase = results.throughput.get(TARGET_LEVEL, {}).get("nervenet")
     if phase is None:
@@ -401,8 +427,17 @@ def main() -> None:
     with private_redis() as (url, server):
         worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
         worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
-        with running("worker", worker_args, cwd=HERE) as worker:
-            pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
+        bare_args = [sys.executable, str(HERE / "bare_streams.py"), url]
+        with (
+            running("worker", worker_args, cwd=HERE) as worker,
+            running("bare-worker", bare_args, cwd=HERE) as bare_worker,
+        ):
+            pids = {
+                "coordinator": os.getpid(),
+                "worker": worker.pid,
+                "bare worker": bare_worker.pid,
+                "redis": server.pid,
+            }
             console.print(
                 f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
