@@ -13,20 +13,23 @@ handler (``echo_handlers.py``), then measures in this process:
 
 Next to each figure, measured in the same run right after it:
 
-* the **floor**: the same Redis hops in bare redis-py (``bare_streams.py``: XADD, XREADGROUP
-  BLOCK, a SET+XADD+XACK+XDEL settle pipeline, XREAD BLOCK; its own worker process on the same
-  event loop), so what a round trip costs beyond the hops themselves is nervenet's;
+* two **floors**: the same Redis hops and nothing else (``bare_streams.py``: XADD, XREADGROUP
+  BLOCK, a SET+XADD+XACK+XDEL settle pipeline, XREAD BLOCK; each with its own worker process on
+  the event loop ``nervenet worker`` runs), once through redis-py's asyncio client as nervenet
+  uses it and once through a bare ``asyncio.Protocol`` with hiredis, so a round trip splits into
+  nervenet's code, redis-py's, and the hops themselves;
 * the **baseline**: an in-process asyncio pool of the same shape (a queue as the task stream, a
   consumer task running the same handler, a reply queue and a future per dispatch).
 
 The machine is shared and noisy: read the ratios and compare runs with care. Nothing is asserted;
-the targets are reported as PASS or MISS, the latency one next to the floor's own p50.
+the targets are reported as PASS or MISS, the latency one next to the floors' own p50.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -46,7 +49,7 @@ from _common import (
     private_redis,
     running,
 )
-from bare_streams import BareStreams
+from bare_streams import CLIENTS, BareStreams
 from echo_handlers import TASK_TYPE, echo
 
 from nervenet import Pool
@@ -231,7 +234,7 @@ class InProcessPool:
 @dataclass
 class Results:
     latency: dict[str, list[float]]
-    """Round-trip seconds at 1 in flight, by system ("nervenet", "floor", "baseline")."""
+    """Round-trip seconds at 1 in flight, by system (nervenet, the floors, the baseline)."""
     throughput: dict[int, dict[str, Phase]]
     """Closed-loop phases by in-flight level, then by system."""
 
@@ -246,12 +249,17 @@ async def registered(pool: Pool, worker: Child, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def floor(kind: str) -> str:
+    """The system name of a floor (see bare_streams.py)."""
+    return f"{kind} floor"
+
+
 async def measure(
     url: str, worker: Child, meter: Meter, samples: int, seconds: float, levels: list[int]
 ) -> Results:
     async with (
         Pool.from_url(url) as pool,
-        BareStreams(url, PAYLOAD) as floor,
+        contextlib.AsyncExitStack() as floors,
         InProcessPool(WORKER_CONCURRENCY) as baseline,
     ):
         coordinator = pool.coordinator("bench-dispatch")
@@ -262,8 +270,13 @@ async def measure(
         await registered(pool, worker)
         first = await coordinator.dispatch(TASK_TYPE, PAYLOAD)
         assert first == PAYLOAD, "the echo worker answered something else"
-        assert await floor.dispatch() == PAYLOAD, "the bare worker answered something else"
-        systems = {"nervenet": via_nervenet, "floor": floor.dispatch, "baseline": baseline.dispatch}
+        systems: dict[str, Dispatch] = {"nervenet": via_nervenet}
+        for kind in CLIENTS:
+            bare = await floors.enter_async_context(BareStreams(url, kind, PAYLOAD))
+            answer = await asyncio.wait_for(bare.dispatch(), timeout=30)
+            assert answer == PAYLOAD, f"the {kind} bare worker answered something else"
+            systems[floor(kind)] = bare.dispatch
+        systems["baseline"] = baseline.dispatch
 
         results = Results({}, {})
         for name, dispatch in systems.items():
@@ -280,10 +293,6 @@ async def measure(
 
 
 # --- the report -----------------------------------------------------------------------------
-def ratio(nervenet: float, baseline: float) -> str:
-    return f"x{nervenet / baseline:.3g}"
-
-
 def cpu_cell(phase: Phase, process: str) -> str:
     return f"{phase.cpu_us(process):,.0f} µs · {phase.busy(process):.0%}"
 
@@ -296,21 +305,14 @@ def report(results: Results, seconds: float) -> None:
 
 
 def latency_table(latency: dict[str, list[float]]) -> None:
-    rows = []
-    for q in (50, 90, 99):
-        ours, floor, base = (percentile(latency[s], q) for s in ("nervenet", "floor", "baseline"))
-        rows.append(
-            [
-                f"p{q}",
-                f"{ours * 1e3:.3f} ms",
-                f"{floor * 1e3:.3f} ms",
-                f"{(ours - floor) * 1e3:+.3f} ms",
-                f"{base * 1e3:.3f} ms",
-            ]
-        )
+    systems = list(latency)
+    rows = [
+        [f"p{q}", *(f"{percentile(latency[s], q) * 1e3:.3f} ms" for s in systems)]
+        for q in (50, 90, 99)
+    ]
     print_table(
         f"Round trip at 1 in flight ({len(latency['nervenet'])} sequential dispatches)",
-        ["", "nervenet", "floor (bare redis-py)", "nervenet - floor", "in-process baseline"],
+        ["", *systems],
         rows,
     )
 
@@ -318,16 +320,18 @@ def latency_table(latency: dict[str, list[float]]) -> None:
 def throughput_table(throughput: dict[int, dict[str, Phase]], seconds: float) -> None:
     rows = []
     for level, phases in throughput.items():
-        ours, floor = phases["nervenet"], phases["floor"]
+        ours = phases["nervenet"]
+        floors = [phases[floor(kind)] for kind in CLIENTS]
         rows.append(
             [
                 str(level),
                 f"{ours.rate:,.0f}",
-                f"{floor.rate:,.0f}",
-                ratio(ours.rate, floor.rate),
+                *(f"{phase.rate:,.0f}" for phase in floors),
                 *(cpu_cell(ours, process) for process in ("coordinator", "worker", "redis")),
-                "/".join(f"{floor.cpu_us(p):,.0f}" for p in ("coordinator", "bare worker", "redis"))
-                + " µs",
+                *(
+                    "/".join(f"{phase.cpu_us(p):,.0f}" for p in ("coordinator", kind, "redis"))
+                    for kind, phase in zip(CLIENTS, floors, strict=True)
+                ),
                 f"{phases['baseline'].rate:,.0f}",
             ]
         )
@@ -337,12 +341,11 @@ def throughput_table(throughput: dict[int, dict[str, Phase]], seconds: float) ->
         [
             "in flight",
             "nervenet /s",
-            "floor /s",
-            "nervenet / floor",
+            *(f"{floor(kind)} /s" for kind in CLIENTS),
             "coordinator CPU",
             "worker CPU",
             "redis CPU",
-            "floor CPU: caller/worker/redis",
+            *(f"{floor(kind)} CPU µs: caller/worker/redis" for kind in CLIENTS),
             "in-process /s",
         ],
         rows,
@@ -375,13 +378,14 @@ def traffic_table(throughput: dict[int, dict[str, Phase]]) -> None:
 
 def verdicts(results: Results) -> None:
     p50_ms = percentile(results.latency["nervenet"], 50) * 1e3
-    floor_ms = percentile(results.latency["floor"], 50) * 1e3
+    redis_py, protocol = (percentile(results.latency[floor(k)], 50) * 1e3 for k in CLIENTS)
     verdict = "PASS" if p50_ms <= TARGET_P50_MS else "MISS"
     console.print(
         f"target p50 ≤ {TARGET_P50_MS} ms at 1 in flight: {p50_ms:.3f} ms, "
-        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target); the same hops in bare "
-        f"redis-py took {floor_ms:.3f} ms ({floor_ms / TARGET_P50_MS:.0%} of the target), "
-        f"so nervenet's own share is {p50_ms - floor_ms:.3f} ms"
+        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target). The same hops took "
+        f"{redis_py:.3f} ms in bare redis-py and {protocol:.3f} ms over a bare protocol: of "
+        f"nervenet's p50, {p50_ms - redis_py:.3f} ms is its own code, "
+        f"{redis_py - protocol:.3f} ms redis-py's, {protocol:.3f} ms the hops'"
     )
     phase = results.throughput.get(TARGET_LEVEL, {}).get("nervenet")
     if phase is None:
@@ -427,17 +431,11 @@ def main() -> None:
     with private_redis() as (url, server):
         worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
         worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
-        bare_args = [sys.executable, str(HERE / "bare_streams.py"), url]
-        with (
-            running("worker", worker_args, cwd=HERE) as worker,
-            running("bare-worker", bare_args, cwd=HERE) as bare_worker,
-        ):
-            pids = {
-                "coordinator": os.getpid(),
-                "worker": worker.pid,
-                "bare worker": bare_worker.pid,
-                "redis": server.pid,
-            }
+        with running("worker", worker_args, cwd=HERE) as worker, contextlib.ExitStack() as bare:
+            pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
+            for kind in CLIENTS:
+                bare_args = [sys.executable, str(HERE / "bare_streams.py"), url, kind]
+                pids[kind] = bare.enter_context(running(f"bare-{kind}", bare_args, cwd=HERE)).pid
             console.print(
                 f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
