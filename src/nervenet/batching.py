@@ -10,13 +10,15 @@ out at once (one loop iteration later), so latency at concurrency 1 does not suf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 BuildCommands = Callable[[Pipeline], object]
+ExecutePipeline = Callable[[Pipeline], Awaitable[list[Any]]]
+"""Sends a pipeline's commands; returns their replies, an error reply in its command's place."""
 
 MAX_COMMANDS_PER_PIPELINE = 2_000
 
@@ -24,8 +26,14 @@ MAX_COMMANDS_PER_PIPELINE = 2_000
 class CommandBatcher:
     """Runs command batches in shared non-transactional pipelines, in submission order."""
 
-    def __init__(self, redis: aioredis.Redis, on_flushed: Callable[[], None]) -> None:
-        self._redis = redis
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        on_flushed: Callable[[], None],
+        execute: ExecutePipeline | None = None,
+    ) -> None:
+        self._redis = redis  # builds the pipelines; ``execute`` sends them (default: redis-py)
+        self._execute_pipeline = execute or _execute_with_redis_py
         self._on_flushed = on_flushed
         self._queue: list[tuple[BuildCommands, asyncio.Future[list[Any]]]] = []
         # One pipeline at a time, in order: a worker's streamed frames must reach the reply stream
@@ -82,7 +90,7 @@ class CommandBatcher:
         if not batch:
             return
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._execute_pipeline(pipe)
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -128,3 +136,8 @@ class CommandBatcher:
                 spans.append((start, len(pipe)))
             else:
                 return pipe, spans, batch
+
+
+async def _execute_with_redis_py(pipe: Pipeline) -> list[Any]:
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    return replies

@@ -163,6 +163,15 @@ def worker(
         ),
     ] = None,
     loop: LoopOption = Loop.auto,
+    lean_connections: Annotated[
+        bool,
+        typer.Option(
+            "--lean-connections/--redis-py-connections",
+            envvar="NERVENET_LEAN_CONNECTIONS",
+            help="On a single server, reads and settlements over nervenet's lean connections "
+            "(the default), or every command through redis-py.",
+        ),
+    ] = DEFAULTS.lean_connections,
 ) -> None:
     """Serve the task types of MODULE:ATTR until SIGTERM or Ctrl-C.
 
@@ -186,6 +195,7 @@ def worker(
             heartbeat_interval=heartbeat,
             visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries,
+            lean_connections=lean_connections,
         )
         pool = Pool.from_url(
             redis, namespace=namespace, settings=settings, signing_secret=signing_secret

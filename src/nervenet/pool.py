@@ -112,7 +112,8 @@ class Pool:
     ) -> Pool:
         """A pool on a real Redis/Valkey: ``redis://[[user]:password@]host:port/db``,
         ``rediss://`` for TLS (``?ssl_cert_reqs=none`` etc. as redis-py accepts)."""
-        transport = RedisTransport(url, max_connections=max_connections)
+        lean = (settings or PoolSettings()).lean_connections
+        transport = RedisTransport(url, max_connections=max_connections, lean=lean)
         return cls(transport, namespace=namespace, settings=settings, signing_secret=signing_secret)
 
     @classmethod
@@ -185,7 +186,9 @@ class Pool:
         self.portal.adopt_running_loop()
         await self.transport.check()
         self.keys.partitions = await self._agree_partitions()
-        self._batcher = CommandBatcher(self.transport.redis, self.transport.notify_written)
+        self._batcher = CommandBatcher(
+            self.transport.redis, self.transport.notify_written, self.transport.execute
+        )
         self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
         await self.inbox.open(self.keys.reply_streams(self.process_id, self.transport.primaries))
         await self._renew_reply_stream()

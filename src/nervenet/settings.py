@@ -32,6 +32,11 @@ class PoolSettings:
     max_deliveries: int = 5
     """How many times a task may be started on workers that die before finishing it: once it
     was started this many times, it is escalated (a poison task), not run again."""
+    lean_connections: bool = True
+    """On a single Redis server (``redis://`` or ``unix://``), run the hot path (blocking stream
+    reads, batched writes) over nervenet's lean RESP connections (:mod:`nervenet.resp`) instead of
+    redis-py's client, which costs several times the CPU per dispatch. False: every command
+    through redis-py. A cluster and TLS always use redis-py."""
     max_in_flight: int = 10_000
     """Tasks one process may have dispatched and not yet answered; further dispatches wait.
     This is the backpressure that keeps task streams bounded without trimming unread tasks."""

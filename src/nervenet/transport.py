@@ -22,11 +22,14 @@ from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cluster import RedisUrl, cluster_enabled, slot_of
 from .errors import PoolConnectionError
+from .resp import RespEndpoint, RespPipelines, RespReaders, stream_batch
 
 log = logging.getLogger("nervenet.transport")
 
@@ -114,6 +117,11 @@ class Transport(Protocol):
         """``XREAD`` that waits up to ``block_ms`` for entries."""
         ...
 
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        """Send a non-transactional pipeline; its replies, an error reply in its command's
+        place (redis-py's ``execute(raise_on_error=False)``)."""
+        ...
+
     def notify_written(self) -> None:
         """Called after nervenet wrote stream entries (wakes embedded readers)."""
         ...
@@ -130,10 +138,12 @@ class RedisTransport:
 
     Blocking reads hold their own connection for the duration of the block; the pool keeps one
     such reader per process for replies and one per worker, so connection use stays flat no
-    matter how many workflows wait.
+    matter how many workflows wait. On a single server reached by ``redis://`` or ``unix://``,
+    blocking reads and the write batcher's pipelines go over :mod:`nervenet.resp`'s lean
+    connections (``lean=True``, the default), everything else through redis-py.
     """
 
-    def __init__(self, url: str, *, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, max_connections: int = 64, lean: bool = True) -> None:
         self.url = RedisUrl.parse(url)
         self.description = self.url.description
         self.is_cluster = False
@@ -154,20 +164,45 @@ class RedisTransport:
             # Blocking reads wait block_ms on the server; the socket timeout must outlast them.
             socket_timeout=None,
             health_check_interval=15,
+            # RESP2 whatever redis-py's default: the lean connections speak it, and their replies
+            # go through this client's response callbacks, which must be RESP2's.
+            protocol=2,
         )
         self.redis = aioredis.Redis(connection_pool=connections, decode_responses=False)
+        self._lean_wanted = lean and self.url.url.startswith(("redis://", "unix://"))
+        # Made once the server is known not to be a cluster (see check()).
+        self._readers: RespReaders | None = None
+        self._pipelines: RespPipelines | None = None
 
     async def read_group(
         self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None
     ) -> StreamBatch:
+        if self._readers is not None:
+            block = () if block_ms is None else ("BLOCK", block_ms)
+            reply = await self._readers.call(
+                "XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block,
+                "STREAMS", *streams, *streams.values(),
+            )  # fmt: skip
+            return stream_batch(reply)  # type: ignore[return-value]
         result: Any = await self.redis.xreadgroup(
             group, consumer, _stream_ids(streams), count=count, block=block_ms
         )
         return list(result or [])
 
     async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
+        if self._readers is not None:
+            reply = await self._readers.call(
+                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *streams.values()
+            )
+            return stream_batch(reply)  # type: ignore[return-value]
         result: Any = await self.redis.xread(_stream_ids(streams), count=count, block=block_ms)
         return list(result or [])
+
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        if self._pipelines is not None:
+            return await self._pipelines.execute(pipe)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     def slot_groups(self, keys: Iterable[str]) -> list[list[str]]:
         if not self.is_cluster:
@@ -225,6 +260,11 @@ class RedisTransport:
             )
         if self.url.check_cluster_mode(cluster_enabled(info)):
             await self._open_cluster()
+        elif self._lean_wanted and self._readers is None:
+            endpoint = RespEndpoint(dict(parse_url(self.url.url)))
+            self._readers = RespReaders(endpoint)
+            encoder: Any = self.redis.get_encoder()  # type: ignore[no-untyped-call]
+            self._pipelines = RespPipelines(endpoint, encoder.encode)
 
     async def _open_cluster(self) -> None:
         """Replace the single-node client by a cluster client once every slot is served."""
@@ -297,6 +337,9 @@ class RedisTransport:
                 await asyncio.sleep(0.1)
 
     async def aclose(self) -> None:
+        for lean in (self._readers, self._pipelines):
+            if lean is not None:
+                lean.close()
         await self.redis.aclose()
         if not self.is_cluster:  # a cluster client's aclose disconnects its node pools itself
             await self.redis.connection_pool.disconnect()
@@ -349,6 +392,10 @@ class EmbeddedTransport:
         return await self._wait_for(
             lambda: self.redis.xread(_stream_ids(streams), count=count), block_ms
         )
+
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _wait_for(self, read: Any, block_ms: int) -> StreamBatch:
         # Take the "something was written" signal before reading: a write that lands after the

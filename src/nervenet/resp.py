@@ -1,0 +1,250 @@
+"""A lean RESP2 connection for the two hot paths: blocking stream reads and batched writes.
+
+Why not redis-py here: every dispatch is a task ``XADD``, a worker's ``XREADGROUP``, its settle
+pipeline and the caller's ``XREAD``, and redis-py's asyncio client spends several times the CPU
+of the command itself on each (a connection pool, retry and observability wrappers, a stream
+reader with a timeout context per read). ``benchmarks/bench_dispatch.py`` measures it in one
+run: the same hops through redis-py cost about three times the CPU per dispatch of the same hops
+through an ``asyncio.Protocol`` that hands hiredis-parsed replies straight to their futures.
+This module is that protocol, hardened for use: authentication and database selection from the
+URL, connection loss failing every pending reply with redis-py's ``ConnectionError`` (so the
+outage handling of the callers is unchanged), server errors raised as redis-py's exception
+classes, and the replies of a redis-py pipeline passed through redis-py's own response callbacks,
+so callers see exactly what redis-py would have returned. Everything else (cluster routing,
+TLS, scripts, transactions) stays with redis-py; see :class:`~nervenet.transport.RedisTransport`
+for when this is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hiredis
+from redis._parsers import BaseParser
+from redis.asyncio.client import Pipeline
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+CONNECT_TIMEOUT = 5.0  # seconds, as the redis-py clients of the transport
+
+Command = Sequence[Any]
+
+
+class _ReplyError(Exception):
+    """What hiredis makes of an error reply; turned into redis-py's class by :func:`_error`."""
+
+
+def _error(reply: _ReplyError) -> Exception:
+    """redis-py's own mapping (its parsers share it), so classes and messages are the same:
+    LOADING and the authentication errors are ConnectionErrors there, the rest ResponseErrors."""
+    error: Exception = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
+
+
+class RespConnection(asyncio.Protocol):
+    """One connection: commands written in one ``write`` per batch, replies resolved in order."""
+
+    def __init__(self) -> None:
+        self._parser = hiredis.Reader(replyError=_ReplyError)
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._lost: Exception | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and self._lost is None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        while (reply := self._parser.gets()) is not False:
+            future = self._pending.popleft()
+            if not future.done():  # its caller was cancelled: the reply is dropped
+                future.set_result(_error(reply) if isinstance(reply, _ReplyError) else reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = RedisConnectionError(f"connection to Redis lost ({exc or 'closed'})")
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(self._lost)
+
+    def send(self, commands: Sequence[Command]) -> list[asyncio.Future[Any]]:
+        """Write ``commands`` at once; a future per command resolves to its reply (an error
+        reply as its redis-py exception, not raised)."""
+        if self._lost is not None or self._transport is None:
+            raise self._lost or RedisConnectionError("connection to Redis is not open")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._pending.extend(futures)
+        self._transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        return futures
+
+    async def call(self, *command: Any) -> Any:
+        """One command's reply; an error reply is raised."""
+        reply = await self.send([command])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class RespEndpoint:
+    """Where and how to connect: ``redis-py``'s ``parse_url`` keywords of a ``redis://`` or
+    ``unix://`` URL (host and port or path, username, password, db)."""
+
+    def __init__(self, connect_kwargs: dict[str, Any]) -> None:
+        self._kwargs = connect_kwargs
+
+    async def connect(self) -> RespConnection:
+        loop = asyncio.get_running_loop()
+        kwargs = self._kwargs
+        try:
+            if "path" in kwargs:
+                opening = loop.create_unix_connection(RespConnection, kwargs["path"])
+            else:
+                opening = loop.create_connection(
+                    RespConnection, kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+                )
+            _, connection = await asyncio.wait_for(opening, CONNECT_TIMEOUT)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"timed out connecting to Redis ({exc})") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis ({exc})") from exc
+        try:
+            await self._handshake(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def _handshake(self, connection: RespConnection) -> None:
+        password, username = self._kwargs.get("password"), self._kwargs.get("username")
+        if password is not None:
+            await connection.call("AUTH", *([username] if username else []), password)
+        if self._kwargs.get("db"):
+            await connection.call("SELECT", self._kwargs["db"])
+
+
+class RespPipelines:
+    """Runs redis-py pipelines over one lean connection, reopened when it broke.
+
+    Only the I/O changes: commands are those the pipeline queued, encoded as redis-py encodes
+    them, and each reply goes through the pipeline's own response callback, so the results
+    (``raise_on_error=False``: an error reply in its command's place) are redis-py's.
+    """
+
+    def __init__(self, endpoint: RespEndpoint, encode: Callable[[Any], Any]) -> None:
+        self._endpoint = endpoint
+        self._encode = encode  # the client's: str, int and float become bytes as redis-py sends
+        self._connection: RespConnection | None = None
+
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        stack: list[tuple[tuple[Any, ...], Any]] = list(pipe.command_stack)
+        encode = self._encode
+        commands = [_split_name(tuple(encode(arg) for arg in args)) for args, _ in stack]
+        connection = await self._open()
+        # Cancelled while waiting, the replies still come for futures nobody awaits: each pops
+        # its own future, so the connection stays in step and is kept.
+        replies = await asyncio.gather(*connection.send(commands))
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply  # LOADING, NOAUTH: redis-py raises these from a pipeline too
+        return [
+            _parse(pipe, args, options, reply)
+            for (args, options), reply in zip(stack, replies, strict=True)
+        ]
+
+    async def _open(self) -> RespConnection:
+        if self._connection is None or not self._connection.usable:
+            self._connection = await self._endpoint.connect()
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class RespReaders:
+    """Connections for blocking reads: one per read in progress, kept for the next read.
+
+    A blocked ``XREAD(GROUP)`` holds its connection until the server answers, so concurrent
+    reads each need their own; a read cancelled while blocked closes its connection (the
+    server's late answer must not reach the next read).
+    """
+
+    def __init__(self, endpoint: RespEndpoint) -> None:
+        self._endpoint = endpoint
+        self._idle: list[RespConnection] = []
+        self._busy: set[RespConnection] = set()
+
+    async def call(self, *command: Any) -> Any:
+        connection = self._idle.pop() if self._idle else await self._endpoint.connect()
+        self._busy.add(connection)
+        try:
+            reply = await connection.call(*command)
+        except BaseException as exc:
+            self._busy.discard(connection)
+            if isinstance(exc, Exception) and connection.usable:
+                self._idle.append(connection)  # an error reply leaves the connection in step
+            else:
+                connection.close()  # cancelled while blocked (or lost)
+            raise
+        self._busy.discard(connection)
+        if connection.usable:
+            self._idle.append(connection)
+        return reply
+
+    def close(self) -> None:
+        for connection in (*self._idle, *self._busy):
+            connection.close()
+        self._idle.clear()
+        self._busy.clear()
+
+
+def stream_batch(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]]:
+    """An ``XREAD``/``XREADGROUP`` reply in redis-py's shape: ``[(stream, [(id, fields)])]``,
+    fields ``None`` for an entry deleted while pending."""
+    if not reply:
+        return []
+    return [
+        (
+            stream,
+            [
+                (entry_id, None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True)))
+                for entry_id, flat in entries
+            ],
+        )
+        for stream, entries in reply
+    ]
+
+
+def _split_name(command: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """redis-py queues some commands under a two-word name (``XINFO GROUPS``)."""
+    if b" " in command[0]:
+        return (*command[0].split(), *command[1:])
+    return command
+
+
+def _parse(pipe: Pipeline, args: tuple[Any, ...], options: Any, reply: Any) -> Any:
+    """What redis-py's ``parse_response`` makes of ``reply`` (less the connection read)."""
+    if isinstance(reply, ResponseError):
+        return options.get(EMPTY_RESPONSE, reply)
+    options = {k: v for k, v in options.items() if k not in (EMPTY_RESPONSE, NEVER_DECODE, "keys")}
+    callback = pipe.response_callbacks.get(args[0])
+    return reply if callback is None else callback(reply, **options)
