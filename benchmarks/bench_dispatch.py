@@ -52,7 +52,7 @@ from _common import (
 from bare_streams import CLIENTS, BareStreams
 from echo_handlers import TASK_TYPE, echo
 
-from nervenet import Pool
+from nervenet import Pool, PoolSettings
 
 HERE = Path(__file__).resolve().parent
 
@@ -231,10 +231,28 @@ class InProcessPool:
 
 
 # --- the run --------------------------------------------------------------------------------
+NERVENET, ON_REDIS_PY = "nervenet", "nervenet, redis-py"
+REDIS_PY_NAMESPACE = "bench-redis-py"
+
+
+def floor(kind: str) -> str:
+    """The system name of a floor (see bare_streams.py)."""
+    return f"{kind} floor"
+
+
+#: Each system's processes, as Meter names them: the caller, the worker, Redis (None: in-process).
+PROCESSES: dict[str, tuple[str, str | None, str | None]] = {
+    NERVENET: ("coordinator", "worker", "redis"),
+    ON_REDIS_PY: ("coordinator", "worker on redis-py", "redis"),
+    **{floor(kind): ("coordinator", kind, "redis") for kind in CLIENTS},
+    "baseline": ("coordinator", None, None),
+}
+
+
 @dataclass
 class Results:
     latency: dict[str, list[float]]
-    """Round-trip seconds at 1 in flight, by system (nervenet, the floors, the baseline)."""
+    """Round-trip seconds at 1 in flight, by system (see :data:`PROCESSES`)."""
     throughput: dict[int, dict[str, Phase]]
     """Closed-loop phases by in-flight level, then by system."""
 
@@ -249,28 +267,36 @@ async def registered(pool: Pool, worker: Child, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def floor(kind: str) -> str:
-    """The system name of a floor (see bare_streams.py)."""
-    return f"{kind} floor"
+async def nervenet_dispatch(pool: Pool, worker: Child) -> Dispatch:
+    coordinator = pool.coordinator("bench-dispatch")
+
+    async def dispatch() -> bytes:
+        return await coordinator.dispatch(TASK_TYPE, PAYLOAD)
+
+    await registered(pool, worker)
+    assert await dispatch() == PAYLOAD, "the echo worker answered something else"
+    return dispatch
 
 
 async def measure(
-    url: str, worker: Child, meter: Meter, samples: int, seconds: float, levels: list[int]
+    url: str,
+    workers: dict[str, Child],
+    meter: Meter,
+    samples: int,
+    seconds: float,
+    levels: list[int],
 ) -> Results:
+    redis_py = PoolSettings(lean_connections=False)
     async with (
         Pool.from_url(url) as pool,
+        Pool.from_url(url, namespace=REDIS_PY_NAMESPACE, settings=redis_py) as pool_on_redis_py,
         contextlib.AsyncExitStack() as floors,
         InProcessPool(WORKER_CONCURRENCY) as baseline,
     ):
-        coordinator = pool.coordinator("bench-dispatch")
-
-        async def via_nervenet() -> bytes:
-            return await coordinator.dispatch(TASK_TYPE, PAYLOAD)
-
-        await registered(pool, worker)
-        first = await coordinator.dispatch(TASK_TYPE, PAYLOAD)
-        assert first == PAYLOAD, "the echo worker answered something else"
-        systems: dict[str, Dispatch] = {"nervenet": via_nervenet}
+        systems = {
+            NERVENET: await nervenet_dispatch(pool, workers[NERVENET]),
+            ON_REDIS_PY: await nervenet_dispatch(pool_on_redis_py, workers[ON_REDIS_PY]),
+        }
         for kind in CLIENTS:
             bare = await floors.enter_async_context(BareStreams(url, kind, PAYLOAD))
             answer = await asyncio.wait_for(bare.dispatch(), timeout=30)
@@ -278,28 +304,29 @@ async def measure(
             systems[floor(kind)] = bare.dispatch
         systems["baseline"] = baseline.dispatch
 
+        def check_alive() -> None:
+            for worker in workers.values():
+                worker.check_alive()
+
         results = Results({}, {})
         for name, dispatch in systems.items():
             results.latency[name] = await round_trips(dispatch, samples)
-            worker.check_alive()
+            check_alive()
         console.print(f"[dim]round trips done ({samples} sequential dispatches each)[/]")
         for level in levels:
             results.throughput[level] = {}
             for name, dispatch in systems.items():
                 results.throughput[level][name] = await closed_loop(dispatch, level, seconds, meter)
-                worker.check_alive()
+                check_alive()
             console.print(f"[dim]{level} in flight done[/]")
         return results
 
 
 # --- the report -----------------------------------------------------------------------------
-def cpu_cell(phase: Phase, process: str) -> str:
-    return f"{phase.cpu_us(process):,.0f} µs · {phase.busy(process):.0%}"
-
-
 def report(results: Results, seconds: float) -> None:
     latency_table(results.latency)
     throughput_table(results.throughput, seconds)
+    cpu_table(results.throughput)
     traffic_table(results.throughput)
     verdicts(results)
 
@@ -311,51 +338,40 @@ def latency_table(latency: dict[str, list[float]]) -> None:
         for q in (50, 90, 99)
     ]
     print_table(
-        f"Round trip at 1 in flight ({len(latency['nervenet'])} sequential dispatches)",
+        f"Round trip at 1 in flight ({len(latency[NERVENET])} sequential dispatches)",
         ["", *systems],
         rows,
     )
 
 
 def throughput_table(throughput: dict[int, dict[str, Phase]], seconds: float) -> None:
-    rows = []
-    for level, phases in throughput.items():
-        ours = phases["nervenet"]
-        floors = [phases[floor(kind)] for kind in CLIENTS]
-        rows.append(
-            [
-                str(level),
-                f"{ours.rate:,.0f}",
-                *(f"{phase.rate:,.0f}" for phase in floors),
-                *(cpu_cell(ours, process) for process in ("coordinator", "worker", "redis")),
-                *(
-                    "/".join(f"{phase.cpu_us(p):,.0f}" for p in ("coordinator", kind, "redis"))
-                    for kind, phase in zip(CLIENTS, floors, strict=True)
-                ),
-                f"{phases['baseline'].rate:,.0f}",
-            ]
-        )
+    systems = list(next(iter(throughput.values())))
+    rows = [
+        [str(level), *(f"{phases[s].rate:,.0f}" for s in systems)]
+        for level, phases in throughput.items()
+    ]
     print_table(
-        f"Closed-loop dispatches/s ({seconds:g} s per level); "
-        "CPU = µs per dispatch · share of one core",
-        [
-            "in flight",
-            "nervenet /s",
-            *(f"{floor(kind)} /s" for kind in CLIENTS),
-            "coordinator CPU",
-            "worker CPU",
-            "redis CPU",
-            *(f"{floor(kind)} CPU µs: caller/worker/redis" for kind in CLIENTS),
-            "in-process /s",
-        ],
-        rows,
+        f"Closed-loop dispatches/s ({seconds:g} s per level)", ["in flight", *systems], rows
     )
+
+
+def cpu_table(throughput: dict[int, dict[str, Phase]]) -> None:
+    systems = [s for s in next(iter(throughput.values())) if PROCESSES[s][1] is not None]
+
+    def cell(phase: Phase, system: str) -> str:
+        parts = [phase.cpu_us(p) for p in PROCESSES[system] if p is not None]
+        return "/".join(f"{us:,.0f}" for us in parts) + f" = {sum(parts):,.0f}"
+
+    rows = [
+        [str(level), *(cell(phases[s], s) for s in systems)] for level, phases in throughput.items()
+    ]
+    print_table("CPU µs per dispatch: caller/worker/redis = all", ["in flight", *systems], rows)
 
 
 def traffic_table(throughput: dict[int, dict[str, Phase]]) -> None:
     rows = []
     for level, phases in throughput.items():
-        phase = phases["nervenet"]
+        phase = phases[NERVENET]
         by_name = sorted(phase.commands.items(), key=lambda item: -item[1])
         rows.append(
             [
@@ -377,17 +393,17 @@ def traffic_table(throughput: dict[int, dict[str, Phase]]) -> None:
 
 
 def verdicts(results: Results) -> None:
-    p50_ms = percentile(results.latency["nervenet"], 50) * 1e3
-    redis_py, protocol = (percentile(results.latency[floor(k)], 50) * 1e3 for k in CLIENTS)
+    p50 = {system: percentile(samples, 50) * 1e3 for system, samples in results.latency.items()}
+    p50_ms, hops = p50[NERVENET], p50[floor("protocol")]
     verdict = "PASS" if p50_ms <= TARGET_P50_MS else "MISS"
     console.print(
         f"target p50 ≤ {TARGET_P50_MS} ms at 1 in flight: {p50_ms:.3f} ms, "
-        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target). The same hops took "
-        f"{redis_py:.3f} ms in bare redis-py and {protocol:.3f} ms over a bare protocol: of "
-        f"nervenet's p50, {p50_ms - redis_py:.3f} ms is its own code, "
-        f"{redis_py - protocol:.3f} ms redis-py's, {protocol:.3f} ms the hops'"
+        f"[bold]{verdict}[/] ({p50_ms / TARGET_P50_MS:.0%} of the target); on redis-py "
+        f"connections {p50[ON_REDIS_PY]:.3f} ms. The same hops took {hops:.3f} ms over a bare "
+        f"protocol ({hops / TARGET_P50_MS:.0%} of the target) and {p50[floor('redis-py')]:.3f} ms "
+        f"in bare redis-py; nervenet adds {p50_ms - hops:.3f} ms to the hops"
     )
-    phase = results.throughput.get(TARGET_LEVEL, {}).get("nervenet")
+    phase = results.throughput.get(TARGET_LEVEL, {}).get(NERVENET)
     if phase is None:
         return
     verdict = "PASS" if phase.rate >= TARGET_RATE else "MISS"
@@ -431,17 +447,28 @@ def main() -> None:
     with private_redis() as (url, server):
         worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
         worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
-        with running("worker", worker_args, cwd=HERE) as worker, contextlib.ExitStack() as bare:
-            pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
+        on_redis_py = [*worker_args, "--namespace", REDIS_PY_NAMESPACE, "--redis-py-connections"]
+        with contextlib.ExitStack() as children:
+            workers = {
+                NERVENET: children.enter_context(running("worker", worker_args, cwd=HERE)),
+                ON_REDIS_PY: children.enter_context(
+                    running("worker-redis-py", on_redis_py, cwd=HERE)
+                ),
+            }
+            pids = {"coordinator": os.getpid(), "redis": server.pid}
+            pids["worker"], pids["worker on redis-py"] = (w.pid for w in workers.values())
             for kind in CLIENTS:
                 bare_args = [sys.executable, str(HERE / "bare_streams.py"), url, kind]
-                pids[kind] = bare.enter_context(running(f"bare-{kind}", bare_args, cwd=HERE)).pid
+                pids[kind] = children.enter_context(
+                    running(f"bare-{kind}", bare_args, cwd=HERE)
+                ).pid
             console.print(
-                f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
+                f"redis-server pid {server.pid}, worker pids {pids['worker']} and "
+                f"{pids['worker on redis-py']} (redis-py connections), on {url}; "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
             )
             meter = Meter(url, pids)
-            results = asyncio.run(measure(url, worker, meter, samples, seconds, levels))
+            results = asyncio.run(measure(url, workers, meter, samples, seconds, levels))
     report(results, seconds)
     console.print(
         f"load average {os.getloadavg()[0]:.1f} at the end: when it is above the core count, "

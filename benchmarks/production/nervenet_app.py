@@ -6,7 +6,9 @@
 ``graph`` has no checkpointer, like the peers (none of them checkpoints): its rows measure
 dispatching nodes. ``durable_graph`` checkpoints to Redis (``RedisSaver``), so its runs survive
 the death of the coordinator process that runs them; the kill test uses it.
-``BENCH_UVLOOP=1`` puts the process on uvloop (the benchmark's ``--uvloop``).
+``BENCH_UVLOOP=1`` puts the process on uvloop (the benchmark's ``--uvloop``);
+``NERVENET_LEAN_CONNECTIONS=0`` runs every Redis command through redis-py, in this process and in
+``nervenet worker`` (for an A/B of the lean connections).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import workload
 from nervenet_langgraph import RedisSaver, distribute
 
-from nervenet import Pool
+from nervenet import Pool, PoolSettings
 
 URL = os.environ.get("NERVENET_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -31,10 +33,12 @@ if os.environ.get("BENCH_UVLOOP") == "1":
     except ImportError:
         print("BENCH_UVLOOP=1 but uvloop is not installed: asyncio's loop", file=sys.stderr)
 
-graph = distribute(workload.build(), pool=Pool.from_url(URL), name="production")
+SETTINGS = PoolSettings(lean_connections=os.environ.get("NERVENET_LEAN_CONNECTIONS") != "0")
+
+graph = distribute(workload.build(), pool=Pool.from_url(URL, settings=SETTINGS), name="production")
 durable_graph = distribute(
     workload.build(),
-    pool=Pool.from_url(URL),
+    pool=Pool.from_url(URL, settings=SETTINGS),
     name="production-durable",
     checkpointer=RedisSaver.from_url(URL),
 )
