@@ -32,6 +32,9 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT = 5.0  # seconds, as the redis-py clients of the transport
+#: How much longer than its BLOCK a blocking read may take before its connection counts as dead
+#: (a peer gone without a reset, e.g. after a network partition, never answers).
+READ_GRACE = 10.0
 
 Command = Sequence[Any]
 
@@ -185,7 +188,9 @@ class RespReaders:
 
     A blocked ``XREAD(GROUP)`` holds its connection until the server answers, so concurrent
     reads each need their own; a read cancelled while blocked closes its connection (the
-    server's late answer must not reach the next read).
+    server's late answer must not reach the next read). The server answers a read within its
+    ``BLOCK``; one that takes :data:`READ_GRACE` longer is on a dead connection, which is closed
+    and the read failed with redis-py's ``TimeoutError`` (an outage the callers ride out).
     """
 
     def __init__(self, endpoint: RespEndpoint) -> None:
@@ -193,14 +198,26 @@ class RespReaders:
         self._idle: list[RespConnection] = []
         self._busy: set[RespConnection] = set()
 
-    async def call(self, *command: Any) -> Any:
+    async def call(self, *command: Any, block_ms: int | None = None) -> Any:
+        """``command``'s reply; ``block_ms``: the ``BLOCK`` it carries (none: answered at once)."""
         connection = self._idle.pop() if self._idle else await self._endpoint.connect()
         self._busy.add(connection)
+        bound = (block_ms or 0) / 1000 + READ_GRACE
         try:
-            reply = await connection.call(*command)
+            try:
+                async with asyncio.timeout(bound):
+                    reply = await connection.call(*command)
+            except TimeoutError:
+                raise RedisTimeoutError(
+                    f"Redis did not answer a read within {bound:g} s; reconnecting"
+                ) from None
         except BaseException as exc:
             self._busy.discard(connection)
-            if isinstance(exc, Exception) and connection.usable:
+            if (
+                isinstance(exc, Exception)
+                and not isinstance(exc, RedisTimeoutError)
+                and connection.usable
+            ):
                 self._idle.append(connection)  # an error reply leaves the connection in step
             else:
                 connection.close()  # cancelled while blocked (or lost)

@@ -181,7 +181,7 @@ class RedisTransport:
             block = () if block_ms is None else ("BLOCK", block_ms)
             reply = await self._readers.call(
                 "XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block,
-                "STREAMS", *streams, *streams.values(),
+                "STREAMS", *streams, *streams.values(), block_ms=block_ms,
             )  # fmt: skip
             return stream_batch(reply)  # type: ignore[return-value]
         result: Any = await self.redis.xreadgroup(
@@ -192,8 +192,9 @@ class RedisTransport:
     async def read(self, streams: dict[str, str], count: int, block_ms: int) -> StreamBatch:
         if self._readers is not None:
             reply = await self._readers.call(
-                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *streams.values()
-            )
+                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *streams.values(),
+                block_ms=block_ms,
+            )  # fmt: skip
             return stream_batch(reply)  # type: ignore[return-value]
         result: Any = await self.redis.xread(_stream_ids(streams), count=count, block=block_ms)
         return list(result or [])

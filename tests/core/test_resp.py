@@ -18,8 +18,10 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis_server import RedisServer
 
+from nervenet import resp
 from nervenet.resp import RespEndpoint, RespReaders, stream_batch
 from nervenet.transport import RedisTransport
 
@@ -176,3 +178,23 @@ async def test_the_url_password_and_database_are_used() -> None:
         with pytest.raises(AuthenticationError):
             await wrong.call("PING")
         wrong.close()
+
+
+async def test_a_read_on_a_connection_that_never_answers_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer gone without a reset (a network partition) never answers: the read fails as an
+    outage, instead of waiting forever, and its connection is not used again."""
+    monkeypatch.setattr(resp, "READ_GRACE", 0.3)
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    readers = RespReaders(endpoint(f"redis://127.0.0.1:{port}/0"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await readers.call("XREAD", "BLOCK", 100, "STREAMS", "s", "$", block_ms=100)
+        assert 0.35 <= time.monotonic() - started < 3.0
+        assert not readers._idle  # closed, not kept
+    finally:
+        readers.close()
+        silent.close()
