@@ -323,7 +323,10 @@ def build(
 
     async def validate(state: DocumentState) -> DocumentState:
         think(state["text"], state["messages"], json_rounds)
-        await asyncio.sleep(latency(state["doc_id"], f"validate:{state.get('repairs', 0) + 1}"))
+        repairs = state.get("repairs", 0)
+        await asyncio.sleep(
+            latency(state["doc_id"], f"validate:{repairs + 1}" if repairs else "validate")
+        )
         issues = []
         if not _DATE.search(state["text"]):
             issues.append("no effective date")

@@ -254,7 +254,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "",
         f"Document pipeline (classify -> extract -> 3x enrich via `Send` -> validate -> [repair -> validate] -> "
         f"summarize), {wl['nodes_per_workflow']:.2f} LLM nodes per workflow on average ({wl['repair_share']:.0%} repaired); "
-        f"each node does {wl['node_cpu_ms']:.2f} ms of CPU (JSON round trips of the ~10 KB document and messages) and "
+        f"each node does {wl['node_cpu_ms']:.2f} ms of CPU (its fake model call and JSON round trips of the ~10 KB document and messages) and "
         f"waits a lognormal latency (median 150 ms, sigma 0.5, cap 2 s) seeded by (workflow, node). Ideal latency "
         f"(critical path): P50 {_ms(wl['ideal_p50'])}, P99 {_ms(wl['ideal_p99'])}. Physical limit: "
         f"{m['cores']} cores / ({wl['node_cpu_ms']:.2f} ms x {wl['nodes_per_workflow']:.2f}) = "
