@@ -8,6 +8,7 @@ their PID, never by name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import math
@@ -19,11 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from nervenet import Pool
 
 #: Piped output would otherwise wrap at 80 columns, too narrow for the wider tables.
 console = Console() if sys.stdout.isatty() else Console(width=120)
@@ -61,9 +66,21 @@ def _die_with_parent() -> None:
 
 
 class Child:
-    """A process this benchmark started; its output goes to a log file shown if it fails."""
+    """A process this benchmark started; its output goes to a log file shown if it fails.
 
-    def __init__(self, name: str, args: Sequence[str], *, cwd: Path | None = None) -> None:
+    ``talk=True`` gives it a pipe on stdin and stdout (a protocol, as the production benchmark's
+    runners speak), and only its stderr goes to the log.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        talk: bool = False,
+    ) -> None:
         self.name = name
         fd, log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
         self.log = Path(log)
@@ -71,9 +88,10 @@ class Child:
             self.process = subprocess.Popen(
                 list(args),
                 cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                env={**os.environ, **env} if env else None,
+                stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if talk else out,
+                stderr=out if talk else subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
@@ -95,6 +113,12 @@ class Child:
     def output(self, last: int = 4_000) -> str:
         return self.log.read_text(errors="replace")[-last:]
 
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; reap it and remove its log."""
         if self.process.poll() is None:
@@ -105,16 +129,6 @@ class Child:
                 self.process.kill()
                 self.process.wait()
         self.log.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def running(name: str, args: Sequence[str], *, cwd: Path | None = None) -> Iterator[Child]:
-    """Start a child process and stop it on leaving the block, however the block is left."""
-    child = Child(name, args, cwd=cwd)
-    try:
-        yield child
-    finally:
-        child.stop()
 
 
 def wait_for_port(port: int, child: Child, timeout: float = 10.0) -> None:
@@ -135,7 +149,7 @@ def private_redis() -> Iterator[tuple[str, Child]]:
         sys.exit("redis-server is not on PATH (apt-get install redis-server)")
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    with running("redis-server", args) as child:
+    with Child("redis-server", args) as child:
         wait_for_port(port, child)
         yield f"redis://127.0.0.1:{port}/0", child
 
@@ -149,6 +163,49 @@ def nervenet_command() -> list[str]:
     if found is None:
         sys.exit("the nervenet command is not installed (pip install -e .)")
     return [found]
+
+
+def nervenet_worker(
+    target: str,
+    url: str,
+    *,
+    name: str = "worker",
+    concurrency: int | None = None,
+    grace: float | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Child:
+    """``nervenet worker TARGET --redis URL`` in a child process (``cwd`` is where ``TARGET``'s
+    module is imported from); a context manager that stops it, as every :class:`Child`."""
+    args = [*nervenet_command(), "worker", target, "--redis", url]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    if grace is not None:
+        args += ["--grace", f"{grace:g}"]
+    return Child(name, args, cwd=cwd, env=env)
+
+
+async def registered(pool: Pool, workers: Sequence[Child], timeout: float = 60.0) -> None:
+    """Wait until ``pool`` sees as many live workers as ``workers``; fail with the output of one
+    that died, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(await pool.workers()) < len(workers):
+        for worker in workers:
+            worker.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(workers)} workers did not register within {timeout:g} s")
+        await asyncio.sleep(0.05)
+
+
+def wait_registered(url: str, workers: Sequence[Child], timeout: float = 60.0) -> None:
+    """:func:`registered`, for a caller that runs no event loop."""
+    from nervenet import Pool
+
+    async def wait() -> None:
+        async with Pool.from_url(url) as pool:
+            await registered(pool, workers, timeout)
+
+    asyncio.run(wait())
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -11,13 +11,11 @@ the load on the machine that is not ours.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -25,19 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds
+from _common import Child, cpu_seconds, machine_busy_seconds
 
 FOREIGN_LIMIT = 0.15
 """Cores of CPU used by processes outside the run above which a phase is flagged."""
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -136,28 +125,13 @@ class Window:
         return self
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Runner:
     """A runner process (see ``loadgen``): send commands, wait for their answers."""
 
     def __init__(self, name: str, args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> None:
         self.name = name
-        fd, log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
-        self.log = Path(log)
-        with os.fdopen(fd, "wb") as err:
-            self.process = subprocess.Popen(
-                list(args),
-                cwd=cwd,
-                env={**os.environ, **env},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.child = Child(name, args, cwd=cwd, env=env, talk=True)
+        self.process = self.child.process
         self._replies: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._next = 0
@@ -213,19 +187,17 @@ class Runner:
     def call(self, op: str, timeout: float = 300, **cmd: Any) -> dict[str, Any]:
         return self.wait(self.send(op, **cmd), timeout)
 
-    def output(self, last: int = 3_000) -> str:
-        return self.log.read_text(errors="replace")[-last:]
+    def output(self) -> str:
+        return self.child.output()
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
+        """Ask it to quit; :meth:`Child.stop` it (SIGTERM, SIGKILL) if it has not within 10 s."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self.send("quit")
                 self.process.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait()
-        self.log.unlink(missing_ok=True)
+        self.child.stop()
