@@ -55,7 +55,8 @@ from _common import (
     print_table,
 )
 from nervenet_langgraph import distribute
-from nervenet_langgraph.demo import build_pipeline, check_result, document_input, sample_document
+from nervenet_langgraph.demo import build_pipeline, check_result, doc_id, document_input
+from nervenet_langgraph.document_pipeline import steps
 
 from nervenet import Pool, PoolSettings
 from nervenet.cluster import slot_of
@@ -83,9 +84,7 @@ NOT_WORKLOAD = {"info", "cluster", "ping", "command", "readonly", "hello", "clie
 def dispatches_of(index: int) -> int:
     """Node dispatches of document ``index``: classify, extract, enrich x3, validate, summarize,
     plus repair and a second validate when the document lacks an effective date."""
-    from nervenet_langgraph.demo import _DATE  # the demo's own rule for "needs a repair"
-
-    return 7 if _DATE.search(sample_document(index)) else 9
+    return len(steps(doc_id(index)))
 
 
 # --- metering -------------------------------------------------------------------------------

@@ -56,11 +56,12 @@ from _common import (  # noqa: E402
     Child,
     console,
     cpu_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
+    wait_registered,
 )
 from crewai import Agent, Crew, CrewOutput, Task  # noqa: E402
 from crewai.llms.base_llm import BaseLLM  # noqa: E402
@@ -258,7 +259,7 @@ async def memory_probe(system: str, url: str, runs: int) -> None:
 def measure_memory(url: str, runs: int) -> dict[str, dict[str, float]]:
     results = {}
     for system in ("plain", "threads", "native"):
-        with running(
+        with Child(
             f"memory-{system}",
             [sys.executable, __file__, "--memory-probe", system, "--url", url, "--runs", str(runs)],
             cwd=HERE,
@@ -272,40 +273,11 @@ def measure_memory(url: str, runs: int) -> dict[str, dict[str, float]]:
 
 # --- processes -------------------------------------------------------------------------------
 def worker(name: str, url: str, latency: float) -> Child:
-    os.environ[LATENCY_ENV] = str(latency)
-    try:
-        return Child(
-            name,
-            [
-                *nervenet_command(),
-                "worker",
-                "bench_crewai:crew",
-                "--redis",
-                url,
-                "--concurrency",
-                "5000",
-                "--grace",
-                "1",
-            ],
-            cwd=HERE,
-        )
-    finally:
-        os.environ.pop(LATENCY_ENV, None)
-
-
-async def registered(pool: Pool, workers: list[Child], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(await pool.workers()) < len(workers):
-        for child in workers:
-            child.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not register in time")
-        await asyncio.sleep(0.1)
-
-
-async def wait_registered(url: str, child: Child) -> None:
-    async with Pool.from_url(url) as pool:
-        await registered(pool, [child])
+    """A worker serving the bench crew, whose model waits ``latency`` seconds a call."""
+    env = {LATENCY_ENV: str(latency)}
+    return nervenet_worker(
+        "bench_crewai:crew", url, name=name, concurrency=5000, grace=1, cwd=HERE, env=env
+    )
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -313,10 +285,11 @@ async def measure(url: str, server: Child, options: argparse.Namespace) -> dict[
     os.environ[LATENCY_ENV] = str(options.latency)
     count = options.kickoffs
     me = os.getpid()
-    expected = {
-        value["topic"]: (await asyncio.to_thread(bench_crew().kickoff, inputs=value)).raw
-        for value in inputs(10)
-    }
+    expected = {}
+    for value in inputs(10):
+        output = await asyncio.to_thread(bench_crew().kickoff, inputs=value)
+        assert isinstance(output, CrewOutput)  # not streaming
+        expected[value["topic"]] = output.raw
     rows: dict[str, Batch] = {}
     console.print(f"plain, as shipped ({count} kickoffs) ...")
     rows["plain, as shipped"] = await batch(plain_batch, count, expected, {"this process": me})
@@ -420,12 +393,9 @@ def main() -> None:
         return
     with private_redis() as (url, server):
         rows = asyncio.run(measure(url, server, options))
-        holder = worker("hold-worker", url, HOLD)
-        try:
-            asyncio.run(wait_registered(url, holder))
+        with worker("hold-worker", url, HOLD) as holder:
+            wait_registered(url, [holder])
             memory = measure_memory(url, options.memory_runs)
-        finally:
-            holder.stop(grace=1)
     report(rows, memory, options.latency)
 
 

@@ -39,7 +39,15 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import redis  # noqa: E402
-from _common import Child, console, nervenet_command, percentile, print_table, private_redis  # noqa: E402
+from _common import (  # noqa: E402
+    Child,
+    console,
+    nervenet_worker,
+    percentile,
+    print_table,
+    private_redis,
+    registered,
+)
 from bench_crewai import LATENCY_ENV, SleepyLLM, bench_crew  # noqa: E402
 from crewai import CrewOutput  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
@@ -100,9 +108,10 @@ class BriefFlow(Flow[Brief]):
     async def research(self) -> str:
         inputs = {"topic": self.state.topic}
         if PLAIN:
-            output: CrewOutput = await counted_crew().kickoff_async(inputs=inputs)
+            output = await counted_crew().kickoff_async(inputs=inputs)
         else:
             output = await crew.kickoff_async(inputs=inputs)
+        assert isinstance(output, CrewOutput)  # not streaming
         self.state.draft = output.raw
         return output.raw
 
@@ -160,23 +169,11 @@ async def batch(label: str, run: Any, count: int, expected: dict[str, Any]) -> l
 
 
 def worker(name: str, url: str, latency: float) -> Child:
-    env_before = dict(os.environ)
-    os.environ[LATENCY_ENV] = str(latency)
-    os.environ[COUNT_URL] = url
-    try:
-        command = [*nervenet_command(), "worker", "bench_crewai_flows:crew", "--redis", url]
-        return Child(name, [*command, "--concurrency", "5000", "--grace", "1"], cwd=HERE)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-
-
-async def registered(pool: Pool, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(await pool.workers()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not register in time")
-        await asyncio.sleep(0.1)
+    """A worker serving the bench crew (model latency ``latency``), counting model calls."""
+    env = {LATENCY_ENV: str(latency), COUNT_URL: url}
+    return nervenet_worker(
+        "bench_crewai_flows:crew", url, name=name, concurrency=5000, grace=1, cwd=HERE, env=env
+    )
 
 
 async def throughput(url: str, count: int, latency: float) -> list[list[str]]:
@@ -203,7 +200,7 @@ async def throughput(url: str, count: int, latency: float) -> list[list[str]]:
     workers = [worker(f"worker-{n}", url, latency) for n in (1, 2)]
     try:
         async with pool:
-            await registered(pool, 2)
+            await registered(pool, workers, timeout=120)
             await flows.kickoff_async(inputs=topics(1)[0])  # warm up the workers
             console.print(f"nervenet, {count} flows on 2 workers ...")
             rows.append(

@@ -17,7 +17,7 @@ import sys
 import time
 
 import httpx
-from _common import console, free_port, nervenet_command, print_table, private_redis, running
+from _common import Child, console, free_port, nervenet_command, print_table, private_redis
 
 from nervenet import Pool, RunStatus
 from nervenet.runs import node_fields
@@ -95,7 +95,7 @@ def main() -> None:
         console.print(f"recorded {args.runs} runs in {time.perf_counter() - started:.1f} s")
         port = free_port()
         command = [*nervenet_command(), "dashboard", "--redis", url, "--port", str(port)]
-        with running("dashboard", command):
+        with Child("dashboard", command):
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_up(base))
             rows = asyncio.run(time_pages(base, args.loads))
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -34,11 +34,11 @@ from _common import (
     Child,
     console,
     cpu_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
 )
 from echo_handlers import TASK_TYPE, echo
 
@@ -229,16 +229,6 @@ class Results:
     """Closed-loop phases by in-flight level, then by system."""
 
 
-async def registered(pool: Pool, worker: Child, timeout: float = 30.0) -> None:
-    """Wait for the worker process to register; fail at once, with its output, if it died."""
-    deadline = time.monotonic() + timeout
-    while not await pool.workers():
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not register within {timeout:g} s")
-        await asyncio.sleep(0.05)
-
-
 async def measure(
     url: str, worker: Child, meter: Meter, samples: int, seconds: float, levels: list[int]
 ) -> Results:
@@ -248,7 +238,7 @@ async def measure(
         async def via_nervenet() -> bytes:
             return await coordinator.dispatch(TASK_TYPE, PAYLOAD)
 
-        await registered(pool, worker)
+        await registered(pool, [worker])
         first = await coordinator.dispatch(TASK_TYPE, PAYLOAD)
         assert first == PAYLOAD, "the echo worker answered something else"
         systems = {"nervenet": via_nervenet, "baseline": baseline.dispatch}
@@ -398,17 +388,19 @@ def main() -> None:
     samples = 1_000 if args.quick else 5_000
     levels = [int(level) for level in args.levels.split(",")]
 
-    with private_redis() as (url, server):
-        worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
-        worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
-        with running("worker", worker_args, cwd=HERE) as worker:
-            pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
-            console.print(
-                f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
-                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-            )
-            meter = Meter(url, pids)
-            results = asyncio.run(measure(url, worker, meter, samples, seconds, levels))
+    with (
+        private_redis() as (url, server),
+        nervenet_worker(
+            "echo_handlers:handlers", url, concurrency=WORKER_CONCURRENCY, cwd=HERE
+        ) as worker,
+    ):
+        pids = {"coordinator": os.getpid(), "worker": worker.pid, "redis": server.pid}
+        console.print(
+            f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
+        meter = Meter(url, pids)
+        results = asyncio.run(measure(url, worker, meter, samples, seconds, levels))
     report(results, seconds)
     console.print(
         f"load average {os.getloadavg()[0]:.1f} at the end: when it is above the core count, "

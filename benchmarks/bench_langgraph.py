@@ -42,11 +42,11 @@ from _common import (
     console,
     cpu_seconds,
     machine_busy_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -291,28 +291,16 @@ def measure_memory(url: str, runs: int) -> dict[str, Memory]:
 
 
 # --- processes ------------------------------------------------------------------------------
-def worker_args(url: str) -> list[str]:
-    return [
-        *nervenet_command(),
-        *("worker", "lg_bench_app:graph", "--redis", url),
-        *("--concurrency", str(WORKER_CONCURRENCY), "--grace", "1"),
-    ]
-
-
-async def registered(pool: Any, workers: list[Child], timeout: float = 60.0) -> None:
-    """Wait until ``workers`` are registered; fail with their output if one died."""
-    deadline = time.monotonic() + timeout
-    while len(await pool.workers()) < len(workers):
-        for worker in workers:
-            worker.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(workers)} workers did not register within {timeout:g} s")
-        await asyncio.sleep(0.05)
+def start_worker(url: str, name: str = "worker") -> Child:
+    target = "lg_bench_app:graph"
+    return nervenet_worker(
+        target, url, name=name, concurrency=WORKER_CONCURRENCY, grace=1, cwd=APPS
+    )
 
 
 @contextlib.contextmanager
 def extra_worker(url: str) -> Iterator[Child]:
-    with running("worker-2", worker_args(url), cwd=APPS) as child:
+    with start_worker(url, "worker-2") as child:
         yield child
 
 
@@ -536,7 +524,7 @@ def main() -> None:
 
     with private_redis() as (url, server):
         os.environ["NERVENET_REDIS_URL"] = url  # the workers' module-level graph reads it
-        with running("worker", worker_args(url), cwd=APPS) as worker:
+        with start_worker(url) as worker:
             console.print(f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}")
             results = asyncio.run(measure(url, server, worker, args))
             results.memory = measure_memory(url, memory_runs)

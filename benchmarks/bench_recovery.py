@@ -38,11 +38,11 @@ import redis
 from _common import (
     Child,
     console,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    wait_registered,
 )
 
 from nervenet import Pool, PoolSettings
@@ -127,18 +127,6 @@ def executions(client: redis.Redis, prefix: str) -> int:
 
 def owner(run_id: str) -> str:
     return run_id.rsplit("-", 1)[0]
-
-
-async def registered(url: str, workers: list[Child], timeout: float = 60.0) -> None:
-    """Wait until every worker process is registered; fail with its output if one died."""
-    deadline = time.monotonic() + timeout
-    async with Pool.from_url(url) as pool:
-        while len(await pool.workers()) < len(workers):
-            for worker in workers:
-                worker.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not register within {timeout:g} s")
-            await asyncio.sleep(0.05)
 
 
 # --- control: loaded coordinators, nobody killed ---------------------------------------------
@@ -390,18 +378,25 @@ def main() -> None:
 
     with private_redis() as (url, server):
         os.environ["NERVENET_REDIS_URL"] = url  # the app module's graph and nodes read it
-        worker_args = [*nervenet_command(), "worker", "lg_recovery_app:graph", "--redis", url]
-        worker_args += ["--concurrency", str(WORKER_CONCURRENCY), "--grace", "1"]
         with contextlib.ExitStack() as stack:
             workers = [
-                stack.enter_context(running(f"worker-{i}", worker_args, cwd=APPS))
+                stack.enter_context(
+                    nervenet_worker(
+                        "lg_recovery_app:graph",
+                        url,
+                        name=f"worker-{i}",
+                        concurrency=WORKER_CONCURRENCY,
+                        grace=1,
+                        cwd=APPS,
+                    )
+                )
                 for i in range(args.workers)
             ]
             console.print(
                 f"redis-server pid {server.pid}, worker pids "
                 f"{', '.join(str(w.pid) for w in workers)}, on {url}"
             )
-            asyncio.run(registered(url, workers))
+            wait_registered(url, workers)
             client = redis.Redis.from_url(url)
             ctl = control(url, client, clients, load_seconds)
             console.print(f"[dim]control done ({clients} runs in flight per coordinator)[/]")
