@@ -32,6 +32,7 @@ from collections import Counter
 from typing import Annotated, Any, TypedDict
 
 import redis.asyncio as aioredis
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 from langgraph.graph import START, StateGraph
 from nervenet_langgraph import DistributedGraph, RedisSaver, distribute
@@ -92,7 +93,7 @@ def expected_output(n: int, delay: float) -> dict[str, Any]:
     return {"n": n, "delay": delay, "trail": list(NODES)}
 
 
-def config_of(run_id: str) -> dict[str, Any]:
+def config_of(run_id: str) -> RunnableConfig:
     """The run id doubles as the thread id, so the benchmark knows both from the name."""
     return {"configurable": {"thread_id": run_id, RUN_ID_KEY: run_id}}
 

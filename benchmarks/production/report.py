@@ -70,8 +70,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     wl = results["workload"]
     nn = max_sustained(results, "nervenet")
-    peers = {s: max_sustained(results, s) for s in PEERS}
-    peers = {s: p for s, p in peers.items() if p}
+    peers = {s: p for s in PEERS if (p := max_sustained(results, s))}
     if nn and peers:
         best_name, best = max(peers.items(), key=lambda kv: kv[1]["per_min"])
         ratio = nn["per_min"] / best["per_min"]
@@ -138,7 +137,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         peer = next(
             (p for p in _phases(results, "central", "closed") if p["load"] == big["load"]), None
         )
-        central_kib = peer and peer["holder_kib_per_workflow"]
+        central_kib = peer["holder_kib_per_workflow"] if peer else None
         ratio = kib / central_kib if kib and central_kib else None
         rows.append(
             (
@@ -401,8 +400,7 @@ def readme_table(results: dict[str, Any]) -> str:
         return (_ms(p[key]) if key in ("p50", "p99") else f"{p[key]:,.0f}") + mark
 
     def best_peer() -> str:
-        peers = {s: max_sustained(results, s) for s in ("arq", "celery")}
-        peers = {s: p for s, p in peers.items() if p}
+        peers = {s: p for s in ("arq", "celery") if (p := max_sustained(results, s))}
         return max(peers, key=lambda s: peers[s]["per_min"]) if peers else "arq"
 
     peer = best_peer()
