@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import NERVENET, ChildProcesses
 from fast_settings import FAST
 
 from nervenet import Pool
 from nervenet.cluster import sync_client
+from nervenet.testing import ChildProcesses
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -55,7 +55,7 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
         for first in (0, per_coordinator)
     ]
     for coordinator in coordinators:
-        processes.wait_for_line(coordinator, b"submitted", timeout=60)
+        coordinator.wait_for_line("submitted", timeout=60)
     await asyncio.sleep(0.5)  # runs are mid-flight: some nodes done, some running
     coordinators[0].send_signal(signal.SIGKILL)
     workers[0].send_signal(signal.SIGKILL)
@@ -100,10 +100,10 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
     fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
     for _ in range(2):
         processes.worker("durable_app:graph", redis_url, *fast)
-    shared = processes.start(NERVENET, "serve", "durable_app:graph", "--coordinators", "2")
-    doomed = processes.start(NERVENET, "serve", "durable_app:graph")
+    shared = processes.nervenet("serve", "durable_app:graph", "--coordinators", "2")
+    doomed = processes.nervenet("serve", "durable_app:graph")
     for serving in (shared, doomed):
-        processes.wait_for_line(serving, b"running durable runs", timeout=60)
+        serving.wait_for_line("running durable runs", timeout=60)
 
     client = make_graph(redis_url)
     async with client.nervenet.pool as pool:
