@@ -24,6 +24,7 @@ system is checked end to end.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import time
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
 if TYPE_CHECKING:
     from nervenet_langgraph import document_pipeline as pipeline
@@ -67,6 +69,17 @@ def build() -> StateGraph[pipeline.DocumentState]:
 
 def initial_state(wf: str) -> pipeline.DocumentState:
     return pipeline.workflow_input(wf, DOC_BYTES)
+
+
+@functools.cache
+def _compiled() -> CompiledStateGraph[Any, Any, Any, Any]:
+    return build().compile()
+
+
+async def run_whole(wf: str) -> dict[str, Any]:
+    """Workflow ``wf`` from start to end in this process with plain LangGraph, as plain JSON:
+    what central's process, and the arq and Celery workers, run for each workflow."""
+    return summary(await _compiled().ainvoke(initial_state(wf)))
 
 
 def node_count(wf: str) -> int:
