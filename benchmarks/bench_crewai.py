@@ -68,6 +68,7 @@ from crewai.llms.base_llm import BaseLLM  # noqa: E402
 from nervenet_crewai import distribute_crew, locks  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
+from nervenet.testing import RedisServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LATENCY_ENV = "BENCH_CREW_LATENCY"
@@ -259,13 +260,13 @@ async def memory_probe(system: str, url: str, runs: int) -> None:
 def measure_memory(url: str, runs: int) -> dict[str, dict[str, float]]:
     results = {}
     for system in ("plain", "threads", "native"):
-        with Child(
+        with Child.run(
             f"memory-{system}",
             [sys.executable, __file__, "--memory-probe", system, "--url", url, "--runs", str(runs)],
             cwd=HERE,
         ) as probe:
-            probe.process.wait(timeout=300)
-            if probe.process.returncode != 0:
+            probe.wait(300)
+            if probe.returncode != 0:
                 raise RuntimeError(f"memory probe {system} failed:\n{probe.output()}")
             results[system] = json.loads(probe.output().strip().splitlines()[-1])
     return results
@@ -281,7 +282,7 @@ def worker(name: str, url: str, latency: float) -> Child:
 
 
 # --- the run ---------------------------------------------------------------------------------
-async def measure(url: str, server: Child, options: argparse.Namespace) -> dict[str, Batch]:
+async def measure(url: str, server: RedisServer, options: argparse.Namespace) -> dict[str, Batch]:
     os.environ[LATENCY_ENV] = str(options.latency)
     count = options.kickoffs
     me = os.getpid()

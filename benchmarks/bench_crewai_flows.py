@@ -245,7 +245,7 @@ async def recovery(url: str, count: int, latency: float) -> list[list[str]]:
     client.delete(CALLS_KEY)
     workers = [worker(f"worker-{n}", url, latency) for n in (1, 2)]
     os.environ[LATENCY_ENV] = str(latency)
-    child = Child(
+    child = Child.run(
         "coordinator",
         [sys.executable, __file__, "--coordinator", "--url", url, "--recovery", str(count)],
         cwd=HERE,
@@ -258,7 +258,7 @@ async def recovery(url: str, count: int, latency: float) -> list[list[str]]:
             needed = 2 * count * CALLS_PER_RUN
             deadline = time.monotonic() + 300
             while int(client.get(CALLS_KEY) or 0) < needed // 3:
-                child.check_alive()
+                child.check_running()
                 if time.monotonic() > deadline:
                     raise RuntimeError("the coordinator made no progress")
                 await asyncio.sleep(0.05)

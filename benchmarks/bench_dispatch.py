@@ -246,13 +246,13 @@ async def measure(
         results = Results({}, {})
         for name, dispatch in systems.items():
             results.latency[name] = await round_trips(dispatch, samples)
-            worker.check_alive()
+            worker.check_running()
         console.print(f"[dim]round trips done ({samples} sequential dispatches each)[/]")
         for level in levels:
             results.throughput[level] = {}
             for name, dispatch in systems.items():
                 results.throughput[level][name] = await closed_loop(dispatch, level, seconds, meter)
-                worker.check_alive()
+                worker.check_running()
             console.print(f"[dim]{level} in flight done[/]")
         return results
 

@@ -49,6 +49,8 @@ from _common import (
     registered,
 )
 
+from nervenet.testing import RedisServer
+
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 sys.path.insert(0, str(APPS))
@@ -263,7 +265,7 @@ async def memory_probe(system: str, url: str, runs: int) -> None:
 def measure_memory(url: str, runs: int) -> dict[str, Memory]:
     """Both probes at once, each in its own fresh process."""
     probes = {
-        system: Child(
+        system: Child.run(
             f"memory-{system}",
             [sys.executable, __file__, "--memory-probe", system, "--url", url, "--runs", str(runs)],
             cwd=HERE,
@@ -273,8 +275,8 @@ def measure_memory(url: str, runs: int) -> dict[str, Memory]:
     results = {}
     try:
         for system, probe in probes.items():
-            probe.process.wait(timeout=300)
-            if probe.process.returncode != 0:
+            probe.wait(300)
+            if probe.returncode != 0:
                 raise RuntimeError(f"memory probe failed:\n{probe.output()}")
             lines = [line for line in probe.output().splitlines() if line.startswith("{")]
             if not lines:
@@ -317,7 +319,9 @@ class Results:
     seconds: float
 
 
-async def measure(url: str, server: Child, worker: Child, options: argparse.Namespace) -> Results:
+async def measure(
+    url: str, server: RedisServer, worker: Child, options: argparse.Namespace
+) -> Results:
     plain = checked(app.plain())
     graph = app.distributed(url)
     distributed = checked(graph)
@@ -329,7 +333,7 @@ async def measure(url: str, server: Child, worker: Child, options: argparse.Name
         results.latency = await sequential(
             {"plain": plain, "distributed": distributed}, options.sequential, blocks=5
         )
-        worker.check_alive()
+        worker.check_running()
         console.print(f"[dim]sequential runs done ({options.sequential} each)[/]")
 
         base = {"coordinator": os.getpid()}
@@ -346,7 +350,7 @@ async def measure(url: str, server: Child, worker: Child, options: argparse.Name
                     invoke, options.clients, SLEEP, options.warmup, options.seconds, pids
                 )
                 results.throughput[row].append(phase)
-                worker.check_alive()
+                worker.check_running()
                 console.print(f"[dim]round {round_ + 1}: {row}: {phase.rate:,.0f} runs/s[/]")
 
         with extra_worker(url) as second:
@@ -528,7 +532,7 @@ def main() -> None:
             console.print(f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}")
             results = asyncio.run(measure(url, server, worker, args))
             results.memory = measure_memory(url, memory_runs)
-            worker.check_alive()
+            worker.check_running()
             console.print(f"[dim]memory with {memory_runs:,} runs in flight done[/]")
     report(results)
 

@@ -178,7 +178,7 @@ def logistics_crew() -> Crew:
         expected_output="EXCEPTION <kind>: ... or OK: ...",
         agent=desk,
         context=[parse],
-        guardrail=actionable,
+        guardrail=actionable,  # type: ignore[arg-type]  # unannotated for CrewAI (see there)
     )
     notify = Task(
         description="Notify the customer about the shipment",

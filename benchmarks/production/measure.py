@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import Child, cpu_seconds, machine_busy_seconds
+from _common import cpu_seconds, machine_busy_seconds
 
 FOREIGN_LIMIT = 0.15
 """Cores of CPU used by processes outside the run above which a phase is flagged."""
@@ -126,12 +127,27 @@ class Window:
 
 
 class Runner:
-    """A runner process (see ``loadgen``): send commands, wait for their answers."""
+    """A runner process (see ``loadgen``): send commands, wait for their answers.
+
+    Unlike the benchmark's other children it talks over pipes, which is its protocol: a thread
+    reads its stdout as fast as it writes, and its stderr goes to a log file. It needs no
+    signal to die with the driver: it exits at the end of its stdin.
+    """
 
     def __init__(self, name: str, args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> None:
         self.name = name
-        self.child = Child(name, args, cwd=cwd, env=env, talk=True)
-        self.process = self.child.process
+        fd, log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+        self.log = Path(log)
+        with os.fdopen(fd, "wb") as err:
+            self.process = subprocess.Popen(
+                list(args),
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C reaches the driver, which stops it in order
+            )
         self._replies: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._next = 0
@@ -187,17 +203,20 @@ class Runner:
     def call(self, op: str, timeout: float = 300, **cmd: Any) -> dict[str, Any]:
         return self.wait(self.send(op, **cmd), timeout)
 
-    def output(self) -> str:
-        return self.child.output()
+    def output(self, last: int = 3_000) -> str:
+        return self.log.read_text(errors="replace")[-last:]
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
-        """Ask it to quit; :meth:`Child.stop` it (SIGTERM, SIGKILL) if it has not within 10 s."""
+        """Ask it to quit; SIGKILL it if it has not within 10 s."""
         if self.process.poll() is None:
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            try:
                 self.send("quit")
                 self.process.wait(10)
-        self.child.stop()
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)

@@ -101,7 +101,9 @@ def scale_workers(
         row = run_phase(d, phase, sampler)
         row["workers"] = workers
         scale.append(print_row(row, f"{workers} worker(s)"))
-    d.scale_workers(WORKERS, sampler)
+    for extra in d.workers[WORKERS:]:
+        extra.stop()
+    del d.workers[WORKERS:]
     return scale
 
 

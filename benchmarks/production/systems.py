@@ -23,6 +23,8 @@ from measure import Runner, Sampler, rss_kib
 from phase import Phase, run_phase
 from plan import WORKERS, Plan
 
+from nervenet.testing import RedisServer
+
 HERE = Path(__file__).resolve().parent
 PEERS = Path(os.environ.get("NERVENET_PEERS_DIR", Path.home() / ".cache" / "nervenet-bench"))
 NERVENET_WORKER_CONCURRENCY = 5_000
@@ -89,7 +91,7 @@ def worker(
         args = [str(peer_python("arq", "arq")), "arq_app.WorkerSettings"]
     else:
         args = [str(peer_python("celery", "celery")), *CELERY_WORKER, "-n", f"w{index}@%h"]
-    return Child(name, args, cwd=HERE, env={"BENCH_REDIS_URL": url})
+    return Child.run(name, args, cwd=HERE, env={"BENCH_REDIS_URL": url})
 
 
 def nervenet_coordinators(
@@ -104,7 +106,7 @@ def nervenet_coordinators(
 @contextlib.contextmanager
 def nervenet_stack(
     plan: Plan, *, target: str = "nervenet_app:graph"
-) -> Iterator[tuple[str, Child, list[Child]]]:
+) -> Iterator[tuple[str, RedisServer, list[Child]]]:
     """A private ``redis-server`` and :data:`WORKERS` registered nervenet workers serving
     ``target``: yields (URL, server, workers) and stops them all on leaving."""
     with contextlib.ExitStack() as stack:
@@ -147,6 +149,7 @@ def deploy(system: str, plan: Plan, sampler: Sampler) -> Iterator[Deployment]:
             d = Deployment(system, plan, runners, roles, "worker", url, workers)
         for r in d.runners:
             stack.callback(r.stop)
+        stack.callback(lambda: [w.stop() for w in d.workers])  # scaling may have replaced some
         sampler.watch([pid for pids in d.roles.values() for pid in pids])
         # Warm up: imports, connections, workers joining; then the idle memory baseline.
         warm = run_phase(d, Phase("closed", 20, (0.0, 2.0), drain=30.0, prefix="warm"), sampler)
