@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from redis.exceptions import ResponseError
 from nervenet import EnvelopeError, Pool, PoolSettings
 from nervenet.envelope import Reply
 from nervenet.registry import WorkerInfo
-from nervenet.testing import Child, ChildProcesses, nervenet_script
+from nervenet.testing import Child, ChildProcesses, child_environment, nervenet_script
 
 HERE = Path(__file__).resolve().parent
 RUN_WORKER = HERE / "core_worker.py"
@@ -91,11 +90,7 @@ class ReplyTap:
 
 def child_env(**extra: str) -> dict[str, str]:
     """Environment of a child process: unbuffered, wide rich tables, no inherited Redis URL."""
-    env = dict(os.environ)
-    env.pop("NERVENET_REDIS_URL", None)
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="250", NO_COLOR="1", TERM="dumb")
-    env.update(extra)
-    return env
+    return child_environment(COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
 
 
 @dataclass

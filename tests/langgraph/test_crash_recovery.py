@@ -14,16 +14,16 @@ import pytest
 pytest.importorskip("langgraph")
 
 from fast_settings import FAST
+from nervenet_langgraph.testing import ExecutionCounter
 
 from nervenet import Pool
-from nervenet.cluster import sync_client
 from nervenet.testing import ChildProcesses
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
-from durable_app import NODES, expected_output  # noqa: E402
+from durable_app import NODES, counter, expected_output, run_input  # noqa: E402
 
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
@@ -70,11 +70,7 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
     graph = importlib.import_module(app).graph
     outputs = [_decode(graph, raw) for raw in results]
     assert outputs == [expected_output(n) for n in range(runs)]
-    counts = sync_client(redis_url)
-    executions = sum(
-        int(counts.get(f"test:executions:{node}:{n}") or 0) for node in NODES for n in range(runs)
-    )
-    counts.close()
+    executions = ExecutionCounter(redis_url, counter.key).total()
     extra = executions - runs * len(NODES)
     print(
         f"\n{runs} runs of {app} finished {recovered_in:.1f} s after the kills; "
@@ -109,7 +105,7 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
     async with client.nervenet.pool as pool:
         for n in range(runs):
             config = {"configurable": {"thread_id": f"q-{n}", "__nervenet_run_id": f"q-{n}"}}
-            await client.asubmit({"n": n, "trail": []}, config, run_here=False)
+            await client.asubmit(run_input(n), config, run_here=False)
         await asyncio.sleep(0.8)  # both coordinators took runs; some nodes done, some running
         status = await pool.status()
         doomed.send_signal(signal.SIGKILL)

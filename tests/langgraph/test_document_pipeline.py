@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("langgraph")
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from nervenet_langgraph.demo import (
 )
 
 from nervenet import Pool
-from nervenet.testing import ChildProcesses, nervenet_script
+from nervenet.testing import ChildProcesses, child_environment, nervenet_script
 
 pytestmark = pytest.mark.langgraph
 
@@ -79,9 +78,7 @@ async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "NERVENET_REDIS_URL"}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
-    return env
+    return child_environment(COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
 
 
 async def test_final_states_match_plain_langgraph(distributed: Any) -> None:

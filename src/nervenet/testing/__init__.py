@@ -16,7 +16,7 @@ directories on ``close()``::
         worker.wait_for_line("serving", timeout=30)
 """
 
-from .children import Child, ChildProcesses, nervenet_script
+from .children import Child, ChildProcesses, child_environment, nervenet_script
 from .ports import free_cluster_port, free_port, wait_for_port
 from .redis_cluster import ClusterNode, RedisClusterServers
 from .redis_server import RedisServer, missing_binaries, servers_required
@@ -27,6 +27,7 @@ __all__ = [
     "ClusterNode",
     "RedisClusterServers",
     "RedisServer",
+    "child_environment",
     "free_cluster_port",
     "free_port",
     "missing_binaries",

@@ -38,6 +38,14 @@ def nervenet_script() -> str:
     return found
 
 
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment of a child process: the caller's without ``NERVENET_REDIS_URL`` (a child
+    must reach the test's private server, never the developer's), with ``PYTHONUNBUFFERED=1``
+    (lines reach the log as printed), and ``extra`` over it."""
+    env = {k: v for k, v in os.environ.items() if k != "NERVENET_REDIS_URL"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this child when its parent dies, so a benchmark killed mid-run
     leaves no ``redis-server`` or worker behind (runs in the child, between fork and exec)."""
@@ -192,11 +200,10 @@ class ChildProcesses:
     """The children one test (or benchmark) starts, in ``cwd`` with ``env``, each logging to
     ``<log_dir>/<n>-<name>.log``, and every one of them stopped at :meth:`close`.
 
-    The environment is the caller's, without ``NERVENET_REDIS_URL`` (a child must reach the
-    test's private server, never the developer's), with ``PYTHONUNBUFFERED=1`` (lines reach the
-    log as printed), ``env`` over it, and ``cwd`` first on ``PYTHONPATH`` (so ``nervenet worker
-    app:graph`` imports the app beside the test). :attr:`env` stays a plain dict: what a test
-    sets in it later reaches the children it starts after.
+    The environment is :func:`child_environment` with ``env`` over it, and ``cwd`` first on
+    ``PYTHONPATH`` (so ``nervenet worker app:graph`` imports the app beside the test).
+    :attr:`env` stays a plain dict: what a test sets in it later reaches the children it starts
+    after.
 
     ``log_dir`` defaults to a private temporary directory, removed at :meth:`close`; one the
     caller gives is kept (pytest's ``tmp_path``, to read the logs after a failure).
@@ -212,8 +219,7 @@ class ChildProcesses:
         die_with_parent: bool = False,
     ) -> None:
         self.cwd = cwd
-        base = {k: v for k, v in os.environ.items() if k != "NERVENET_REDIS_URL"}
-        self.env: dict[str, str] = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = child_environment(**(env or {}))
         if cwd is not None:
             path = os.pathsep.join(p for p in (str(cwd), self.env.get("PYTHONPATH")) if p)
             self.env["PYTHONPATH"] = path
