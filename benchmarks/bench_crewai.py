@@ -40,7 +40,6 @@ go_offline()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import gc  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -63,9 +62,9 @@ from _common import (  # noqa: E402
     registered,
     wait_registered,
 )
-from crewai import Agent, Crew, CrewOutput, Task  # noqa: E402
-from crewai.llms.base_llm import BaseLLM  # noqa: E402
+from crewai import Crew, CrewOutput  # noqa: E402
 from nervenet_crewai import distribute_crew, locks  # noqa: E402
+from nervenet_crewai.testing import FakeCall, FakeLLM, Observer, research_crew  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
 from nervenet.testing import RedisServer  # noqa: E402
@@ -80,30 +79,16 @@ LLM_CALLS_IN_PROGRESS = 0
 FINISHED_AT: list[float] = []
 
 
-class SleepyLLM(BaseLLM):
-    """Sleeps like a hosted model, then answers with a hash of the prompt (deterministic)."""
+def _calls_in_progress(call: FakeCall) -> None:
+    global LLM_CALLS_IN_PROGRESS
+    LLM_CALLS_IN_PROGRESS += {"begin": 1, "end": -1}.get(call.phase, 0)
 
-    latency: float = 0.5
 
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        global LLM_CALLS_IN_PROGRESS
-        LLM_CALLS_IN_PROGRESS += 1
-        try:
-            time.sleep(self.latency)
-        finally:
-            LLM_CALLS_IN_PROGRESS -= 1
-        text = messages if isinstance(messages, str) else "".join(str(m) for m in messages)
-        digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-        self._track_token_usage_internal(
-            {"prompt_tokens": len(text) // 4, "completion_tokens": 12, "total_tokens": 12}
-        )
-        return f"Thought: I now know the final answer\nFinal Answer: {self.model} {digest}"
-
-    def supports_function_calling(self) -> bool:
-        return False
-
-    def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+def model(observers: list[Observer] | None = None) -> FakeLLM:
+    """The fake model every agent asks: it sleeps ``BENCH_CREW_LATENCY`` seconds (0.5 by
+    default) like a hosted model, then answers a hash of the prompt (deterministic)."""
+    latency = float(os.environ.get(LATENCY_ENV, "0.5"))
+    return FakeLLM(model="sleepy", latency=latency, observers=observers or [])
 
 
 def finished(output: CrewOutput) -> CrewOutput:
@@ -112,28 +97,9 @@ def finished(output: CrewOutput) -> CrewOutput:
 
 
 def bench_crew() -> Crew:
-    llm = SleepyLLM(model="sleepy", latency=float(os.environ.get(LATENCY_ENV, "0.5")))
-    researcher = Agent(role="Researcher", goal="Find facts on {topic}", backstory="b", llm=llm)
-    analyst = Agent(role="Analyst", goal="Weigh the facts", backstory="b", llm=llm)
-    writer = Agent(role="Writer", goal="Write about {topic}", backstory="b", llm=llm)
-    research = Task(description="Research {topic}", expected_output="facts", agent=researcher)
-    analyse = Task(
-        description="Analyse the facts",
-        expected_output="an analysis",
-        agent=analyst,
-        context=[research],
-    )
-    write = Task(
-        description="Write a note on {topic}",
-        expected_output="a note",
-        agent=writer,
-        context=[research, analyse],
-    )
-    return Crew(
-        agents=[researcher, analyst, writer],
-        tasks=[research, analyse, write],
-        after_kickoff_callbacks=[finished],
-    )
+    made = research_crew(model([_calls_in_progress]))
+    made.after_kickoff_callbacks = [finished]
+    return made
 
 
 #: Workers run a thread per agent task in flight; every kickoff of a batch can have one.

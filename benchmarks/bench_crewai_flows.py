@@ -48,10 +48,11 @@ from _common import (  # noqa: E402
     private_redis,
     registered,
 )
-from bench_crewai import LATENCY_ENV, SleepyLLM, bench_crew  # noqa: E402
-from crewai import CrewOutput  # noqa: E402
+from bench_crewai import LATENCY_ENV, model  # noqa: E402
+from crewai import Crew, CrewOutput  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
 from nervenet_crewai import distribute_crew, distribute_flow  # noqa: E402
+from nervenet_crewai.testing import RedisCallCounter, research_crew  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
@@ -62,28 +63,10 @@ CALLS_KEY = "bench:flow:model-calls"
 CALLS_PER_RUN = 3  # the crew's three agent tasks, one model call each
 
 
-class CountedLLM(SleepyLLM):
-    """The sleepy model, counting its calls in Redis when ``BENCH_FLOW_COUNT_URL`` is set."""
-
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        answer = super().call(messages, *args, **kwargs)
-        url = os.environ.get(COUNT_URL)
-        if url:
-            client = redis.Redis.from_url(url)
-            try:
-                client.incr(CALLS_KEY)
-            finally:
-                client.close()
-        return answer
-
-
-def counted_crew() -> Any:
-    made = bench_crew()
-    made.after_kickoff_callbacks = []
-    llm = CountedLLM(model="sleepy", latency=float(os.environ.get(LATENCY_ENV, "0.5")))
-    for agent in made.agents:
-        agent.llm = llm
-    return made
+def counted_crew() -> Crew:
+    """The bench crew, counting its model calls in Redis when ``BENCH_FLOW_COUNT_URL`` is set."""
+    url = os.environ.get(COUNT_URL)
+    return research_crew(model([RedisCallCounter(url, CALLS_KEY)] if url else []))
 
 
 #: Workers: ``nervenet worker bench_crewai_flows:crew``.
