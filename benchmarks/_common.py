@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -36,11 +37,16 @@ if TYPE_CHECKING:
 console = Console() if sys.stdout.isatty() else Console(width=120)
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-#: The children's log files, removed when the benchmark ends (a child that fails shows its log's
-#: end in the error).
-_LOGS = Path(tempfile.mkdtemp(prefix="nervenet-bench-"))
-atexit.register(shutil.rmtree, _LOGS, ignore_errors=True)
 _numbers = itertools.count()
+
+
+@functools.cache
+def _logs() -> Path:
+    """The children's log files, removed when the benchmark ends (a child that fails shows its
+    log's end in the error); made on the first child, not in every process importing this."""
+    logs = Path(tempfile.mkdtemp(prefix="nervenet-bench-"))
+    atexit.register(shutil.rmtree, logs, ignore_errors=True)
+    return logs
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,7 +82,7 @@ class Child(testing.Child):
         """Start ``args`` in ``cwd`` with this process's environment and ``env`` over it."""
         started = testing.Child.start(
             args,
-            log=_LOGS / f"{next(_numbers):03d}-{name}.log",
+            log=_logs() / f"{next(_numbers):03d}-{name}.log",
             name=name,
             cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
