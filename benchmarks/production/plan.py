@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 TIMEOUT = 60.0
 """Seconds a workflow may take before it counts as timed out."""
@@ -45,9 +46,9 @@ class Plan:
         first wave ending and counted up to twice the steady throughput."""
         return max(self.closed_window[0], min(self.warmup_cap, clients / 40))
 
-    def but(self, **changes: object) -> Plan:
+    def but(self, **changes: Any) -> Plan:
         """This plan with ``changes`` (field=value)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
 
 FULL = Plan(
