@@ -30,7 +30,7 @@ from typing import Any, Literal
 import redis
 from crewai import Agent, Crew, Task
 from crewai.llms.base_llm import BaseLLM
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from .runner import current_task
 
@@ -80,14 +80,7 @@ class FakeLLM(BaseLLM):
     """Called with every :class:`FakeCall`, in the calling thread."""
 
     def call(
-        self,
-        messages: Any,
-        tools: Any = None,
-        callbacks: Any = None,
-        available_functions: Any = None,
-        from_task: Any = None,
-        from_agent: Any = None,
-        response_model: type[BaseModel] | None = None,
+        self, messages: Any, *args: Any, from_task: Any = None, from_agent: Any = None, **_: Any
     ) -> str:
         prompt, started = prompt_text(messages), time.time()
         if self.fails(prompt):

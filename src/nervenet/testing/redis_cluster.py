@@ -10,9 +10,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from .children import Child
+from .lifecycle import Started
 from .ports import free_cluster_port, wait_for_port
 from .redis_server import _binary
 
@@ -34,7 +34,7 @@ class ClusterNode:
         return f"redis://{self.address}/0"
 
 
-class RedisClusterServers:
+class RedisClusterServers(Started):
     """``primaries`` primaries with ``replicas`` replicas each, as child processes.
 
     ``node_timeout_ms`` is how long the others wait before they fail a silent node over
@@ -172,19 +172,3 @@ class RedisClusterServers:
         for node in self.nodes:
             self.kill(node)
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> RedisClusterServers:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,9 +11,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from .children import Child
+from .lifecycle import Started
 from .ports import free_port
 
 
@@ -35,7 +35,7 @@ def _binary(name: str) -> str:
     return found
 
 
-class RedisServer:
+class RedisServer(Started):
     """One ``redis-server`` child process on a free port with its own data directory.
 
     ``appendonly`` makes it durable across :meth:`restart` (every write fsynced, so a SIGKILL
@@ -146,19 +146,3 @@ class RedisServer:
         """Kill it and remove its data directory."""
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
