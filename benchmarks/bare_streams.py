@@ -81,7 +81,7 @@ class RedisPyClient:
     ) -> None:
         pipe = self._commands.pipeline(transaction=False)
         pipe.set(b"bare:result:" + task_id, body, ex=60)
-        pipe.xadd(replies, {b"id": task_id, b"b": body}, maxlen=MAXLEN)  # type: ignore[arg-type]
+        pipe.xadd(replies, {b"id": task_id, b"b": body}, maxlen=MAXLEN)
         pipe.xack(tasks, GROUP, entry_id)
         pipe.xdel(tasks, entry_id)
         await pipe.execute()

@@ -9,18 +9,16 @@ nothing else. Prints figures only; the ratio is against ``InMemorySaver`` in the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 import redis
+from _common import private_redis
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -40,7 +38,7 @@ def message(i: int) -> AnyMessage:
     return kind(content=text, id=f"m-{i}")
 
 
-def chain(steps: int) -> StateGraph:
+def chain(steps: int) -> StateGraph[Chat]:
     """``steps`` nodes in a row, each adding one message: one superstep per node."""
     builder = StateGraph(Chat)
     names = [f"n{i}" for i in range(steps)]
@@ -64,7 +62,7 @@ def count_round_trips(client: redis.Redis) -> list[int]:
             sent.append(len(pipe.command_stack))
             return execute(*a, **kw)
 
-        pipe.execute = counted
+        pipe.execute = counted  # type: ignore[method-assign]
         return pipe
 
     client.pipeline = pipeline  # type: ignore[method-assign]
@@ -93,7 +91,9 @@ def cost_of_run(url: str, steps: int) -> tuple[int, int, dict[str, int]]:
 async def put_get_latency(saver: BaseCheckpointSaver[Any], use_async: bool) -> float:
     """Median seconds for put of a 20-message checkpoint, then get_tuple of the latest."""
     messages = [message(i) for i in range(20)]
-    thread = {"configurable": {"thread_id": f"bench-{use_async}", "checkpoint_ns": ""}}
+    thread: RunnableConfig = {
+        "configurable": {"thread_id": f"bench-{use_async}", "checkpoint_ns": ""}
+    }
     config: Any = thread
     version: Any = None
     times = []
@@ -112,27 +112,6 @@ async def put_get_latency(saver: BaseCheckpointSaver[Any], use_async: bool) -> f
             saver.get_tuple(thread)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH; pass a redis:// URL instead")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.kill()
-        process.wait()
 
 
 #: Sent once per new connection (LangGraph's sync loop puts from a thread pool), not per step.
@@ -171,5 +150,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         asyncio.run(main(sys.argv[1]))
     else:
-        with private_redis() as url:
+        with private_redis() as (url, _server):
             asyncio.run(main(url))

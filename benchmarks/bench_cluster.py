@@ -36,7 +36,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,21 +49,21 @@ from _common import (
     console,
     cpu_seconds,
     machine_busy_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
+    registered,
 )
 from nervenet_langgraph import distribute
-from nervenet_langgraph.demo import build_pipeline, check_result, document_input, sample_document
+from nervenet_langgraph.demo import build_pipeline, check_result, doc_id, document_input
+from nervenet_langgraph.document_pipeline import steps
 
 from nervenet import Pool, PoolSettings
 from nervenet.cluster import slot_of
+from nervenet.testing import RedisClusterServers, RedisServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from redis_cluster import RedisClusterServers  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
 
 #: What the workers serve: the demo pipeline distributed as ``docs`` (2 ms per "LLM" call).
 WORKER_TARGET = "examples.document_pipeline:graph"
@@ -83,9 +82,7 @@ NOT_WORKLOAD = {"info", "cluster", "ping", "command", "readonly", "hello", "clie
 def dispatches_of(index: int) -> int:
     """Node dispatches of document ``index``: classify, extract, enrich x3, validate, summarize,
     plus repair and a second validate when the document lacks an effective date."""
-    from nervenet_langgraph.demo import _DATE  # the demo's own rule for "needs a repair"
-
-    return 7 if _DATE.search(sample_document(index)) else 9
+    return len(steps(doc_id(index)))
 
 
 # --- metering -------------------------------------------------------------------------------
@@ -277,44 +274,31 @@ class Workers:
     children: list[Child] = field(default_factory=list)
 
     def add(self, count: int) -> None:
-        os.environ["NERVENET_REDIS_URL"] = self.url  # the example module's pool reads it
         for _ in range(count):
-            n = len(self.children) + 1
-            args = [
-                *nervenet_command(),
-                *("worker", WORKER_TARGET, "--redis", self.url),
-                *("--concurrency", str(WORKER_CONCURRENCY), "--grace", "1"),
-            ]
-            self.children.append(Child(f"worker-{n}", args, cwd=ROOT))
+            self.children.append(
+                nervenet_worker(
+                    WORKER_TARGET,
+                    self.url,
+                    name=f"worker-{len(self.children) + 1}",
+                    concurrency=WORKER_CONCURRENCY,
+                    grace=1,
+                    cwd=ROOT,
+                    env={"NERVENET_REDIS_URL": self.url},  # the example module's pool reads it
+                )
+            )
 
-    async def registered(self, pool: Pool, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(await pool.workers()) < len(self.children):
-            for child in self.children:
-                child.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self.children)} workers did not register in time")
-            await asyncio.sleep(0.05)
-
-    def check_alive(self) -> None:
+    def check_running(self) -> None:
         for child in self.children:
-            child.check_alive()
+            child.check_running()
 
     def stop(self) -> None:
         """Stop every worker by its PID; keep its log in ``log_dir``."""
         for child in self.children:  # all at once: each has a grace second to finish
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)
+        slug = self.config.replace(" ", "-").replace("=", "")
         for child in self.children:
-            try:
-                child.process.wait(5)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-            slug = self.config.replace(" ", "-").replace("=", "")
-            with open(self.log_dir / f"{slug}-{child.name}.log", "w") as out:
-                out.write(child.log.read_text(errors="replace"))
             child.stop()
+            (self.log_dir / f"{slug}-{child.name}.log").write_text(child.output())
         self.children.clear()
 
 
@@ -383,14 +367,14 @@ async def run_config(
             partitions = pool.keys.partitions
             reply = list(pool.inbox.addresses)
             workers.add(1)
-            await workers.registered(pool)
+            await registered(pool, workers.children)
             meter = Meter(ports, {})
             loop = Loop(graph, options.clients)
             loop.start()
             for step in options.steps:
                 if step > len(workers.children):
                     workers.add(step - len(workers.children))
-                    await workers.registered(pool)
+                    await registered(pool, workers.children)
                 meter.pids = {
                     **pids,
                     "coordinator": os.getpid(),
@@ -400,7 +384,7 @@ async def run_config(
                     loop, meter, config, step, options.warmup, options.seconds
                 )
                 phases.append(phase)
-                workers.check_alive()
+                workers.check_running()
             where = placement(ports)
             where.partitions, where.reply = partitions, reply
             await loop.stop()
@@ -653,15 +637,14 @@ async def run_all(options: argparse.Namespace) -> None:
     phases: list[Phase] = []
     placements: dict[str, Placement] = {}
     port_names: dict[int, str] = {}
-    server = RedisServer()
-    cluster = RedisClusterServers(primaries=PRIMARIES)
+    server = RedisServer(own_session=True, die_with_parent=True)
+    cluster = RedisClusterServers(primaries=PRIMARIES, die_with_parent=True)
     try:
         server.start()
-        assert server.process is not None
         port_names[server.port] = "redis-server"
-        console.print(f"redis-server pid {server.process.pid} on {server.url}")
+        console.print(f"redis-server pid {server.pid} on {server.url}")
         found, where = await run_config(
-            "single", server.url, [server.port], None, {"redis": server.process.pid}, options
+            "single", server.url, [server.port], None, {"redis": server.pid}, options
         )
         phases += found
         placements["single"] = where
@@ -669,7 +652,7 @@ async def run_all(options: argparse.Namespace) -> None:
 
         cluster.start()
         ports = [n.port for n in cluster.nodes]
-        pids = {f"redis-{n.port}": n.process.pid for n in cluster.nodes if n.process}
+        pids = {f"redis-{n.port}": n.child.pid for n in cluster.nodes if n.child}
         for i, node in enumerate(cluster.nodes):
             port_names[node.port] = f"shard {i + 1} (:{node.port})"
         console.print(f"cluster pids {', '.join(map(str, pids.values()))} on {cluster.url}")

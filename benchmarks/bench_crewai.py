@@ -40,7 +40,6 @@ go_offline()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import gc  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -56,17 +55,19 @@ from _common import (  # noqa: E402
     Child,
     console,
     cpu_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
+    wait_registered,
 )
-from crewai import Agent, Crew, CrewOutput, Task  # noqa: E402
-from crewai.llms.base_llm import BaseLLM  # noqa: E402
+from crewai import Crew, CrewOutput  # noqa: E402
 from nervenet_crewai import distribute_crew, locks  # noqa: E402
+from nervenet_crewai.testing import FakeCall, FakeLLM, Observer, research_crew  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
+from nervenet.testing import RedisServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LATENCY_ENV = "BENCH_CREW_LATENCY"
@@ -78,30 +79,16 @@ LLM_CALLS_IN_PROGRESS = 0
 FINISHED_AT: list[float] = []
 
 
-class SleepyLLM(BaseLLM):
-    """Sleeps like a hosted model, then answers with a hash of the prompt (deterministic)."""
+def _calls_in_progress(call: FakeCall) -> None:
+    global LLM_CALLS_IN_PROGRESS
+    LLM_CALLS_IN_PROGRESS += {"begin": 1, "end": -1}.get(call.phase, 0)
 
-    latency: float = 0.5
 
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        global LLM_CALLS_IN_PROGRESS
-        LLM_CALLS_IN_PROGRESS += 1
-        try:
-            time.sleep(self.latency)
-        finally:
-            LLM_CALLS_IN_PROGRESS -= 1
-        text = messages if isinstance(messages, str) else "".join(str(m) for m in messages)
-        digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-        self._track_token_usage_internal(
-            {"prompt_tokens": len(text) // 4, "completion_tokens": 12, "total_tokens": 12}
-        )
-        return f"Thought: I now know the final answer\nFinal Answer: {self.model} {digest}"
-
-    def supports_function_calling(self) -> bool:
-        return False
-
-    def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+def model(observers: list[Observer] | None = None) -> FakeLLM:
+    """The fake model every agent asks: it sleeps ``BENCH_CREW_LATENCY`` seconds (0.5 by
+    default) like a hosted model, then answers a hash of the prompt (deterministic)."""
+    latency = float(os.environ.get(LATENCY_ENV, "0.5"))
+    return FakeLLM(model="sleepy", latency=latency, observers=observers or [])
 
 
 def finished(output: CrewOutput) -> CrewOutput:
@@ -110,28 +97,9 @@ def finished(output: CrewOutput) -> CrewOutput:
 
 
 def bench_crew() -> Crew:
-    llm = SleepyLLM(model="sleepy", latency=float(os.environ.get(LATENCY_ENV, "0.5")))
-    researcher = Agent(role="Researcher", goal="Find facts on {topic}", backstory="b", llm=llm)
-    analyst = Agent(role="Analyst", goal="Weigh the facts", backstory="b", llm=llm)
-    writer = Agent(role="Writer", goal="Write about {topic}", backstory="b", llm=llm)
-    research = Task(description="Research {topic}", expected_output="facts", agent=researcher)
-    analyse = Task(
-        description="Analyse the facts",
-        expected_output="an analysis",
-        agent=analyst,
-        context=[research],
-    )
-    write = Task(
-        description="Write a note on {topic}",
-        expected_output="a note",
-        agent=writer,
-        context=[research, analyse],
-    )
-    return Crew(
-        agents=[researcher, analyst, writer],
-        tasks=[research, analyse, write],
-        after_kickoff_callbacks=[finished],
-    )
+    made = research_crew(model([_calls_in_progress]))
+    made.after_kickoff_callbacks = [finished]
+    return made
 
 
 #: Workers run a thread per agent task in flight; every kickoff of a batch can have one.
@@ -258,13 +226,13 @@ async def memory_probe(system: str, url: str, runs: int) -> None:
 def measure_memory(url: str, runs: int) -> dict[str, dict[str, float]]:
     results = {}
     for system in ("plain", "threads", "native"):
-        with running(
+        with Child.run(
             f"memory-{system}",
             [sys.executable, __file__, "--memory-probe", system, "--url", url, "--runs", str(runs)],
             cwd=HERE,
         ) as probe:
-            probe.process.wait(timeout=300)
-            if probe.process.returncode != 0:
+            probe.wait(300)
+            if probe.returncode != 0:
                 raise RuntimeError(f"memory probe {system} failed:\n{probe.output()}")
             results[system] = json.loads(probe.output().strip().splitlines()[-1])
     return results
@@ -272,51 +240,23 @@ def measure_memory(url: str, runs: int) -> dict[str, dict[str, float]]:
 
 # --- processes -------------------------------------------------------------------------------
 def worker(name: str, url: str, latency: float) -> Child:
-    os.environ[LATENCY_ENV] = str(latency)
-    try:
-        return Child(
-            name,
-            [
-                *nervenet_command(),
-                "worker",
-                "bench_crewai:crew",
-                "--redis",
-                url,
-                "--concurrency",
-                "5000",
-                "--grace",
-                "1",
-            ],
-            cwd=HERE,
-        )
-    finally:
-        os.environ.pop(LATENCY_ENV, None)
-
-
-async def registered(pool: Pool, workers: list[Child], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(await pool.workers()) < len(workers):
-        for child in workers:
-            child.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not register in time")
-        await asyncio.sleep(0.1)
-
-
-async def wait_registered(url: str, child: Child) -> None:
-    async with Pool.from_url(url) as pool:
-        await registered(pool, [child])
+    """A worker serving the bench crew, whose model waits ``latency`` seconds a call."""
+    env = {LATENCY_ENV: str(latency)}
+    return nervenet_worker(
+        "bench_crewai:crew", url, name=name, concurrency=5000, grace=1, cwd=HERE, env=env
+    )
 
 
 # --- the run ---------------------------------------------------------------------------------
-async def measure(url: str, server: Child, options: argparse.Namespace) -> dict[str, Batch]:
+async def measure(url: str, server: RedisServer, options: argparse.Namespace) -> dict[str, Batch]:
     os.environ[LATENCY_ENV] = str(options.latency)
     count = options.kickoffs
     me = os.getpid()
-    expected = {
-        value["topic"]: (await asyncio.to_thread(bench_crew().kickoff, inputs=value)).raw
-        for value in inputs(10)
-    }
+    expected = {}
+    for value in inputs(10):
+        output = await asyncio.to_thread(bench_crew().kickoff, inputs=value)
+        assert isinstance(output, CrewOutput)  # not streaming
+        expected[value["topic"]] = output.raw
     rows: dict[str, Batch] = {}
     console.print(f"plain, as shipped ({count} kickoffs) ...")
     rows["plain, as shipped"] = await batch(plain_batch, count, expected, {"this process": me})
@@ -420,12 +360,9 @@ def main() -> None:
         return
     with private_redis() as (url, server):
         rows = asyncio.run(measure(url, server, options))
-        holder = worker("hold-worker", url, HOLD)
-        try:
-            asyncio.run(wait_registered(url, holder))
+        with worker("hold-worker", url, HOLD) as holder:
+            wait_registered(url, [holder])
             memory = measure_memory(url, options.memory_runs)
-        finally:
-            holder.stop(grace=1)
     report(rows, memory, options.latency)
 
 

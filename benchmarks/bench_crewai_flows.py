@@ -39,11 +39,20 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import redis  # noqa: E402
-from _common import Child, console, nervenet_command, percentile, print_table, private_redis  # noqa: E402
-from bench_crewai import LATENCY_ENV, SleepyLLM, bench_crew  # noqa: E402
-from crewai import CrewOutput  # noqa: E402
+from _common import (  # noqa: E402
+    Child,
+    console,
+    nervenet_worker,
+    percentile,
+    print_table,
+    private_redis,
+    registered,
+)
+from bench_crewai import LATENCY_ENV, model  # noqa: E402
+from crewai import Crew, CrewOutput  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
 from nervenet_crewai import distribute_crew, distribute_flow  # noqa: E402
+from nervenet_crewai.testing import RedisCallCounter, research_crew  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
@@ -54,28 +63,10 @@ CALLS_KEY = "bench:flow:model-calls"
 CALLS_PER_RUN = 3  # the crew's three agent tasks, one model call each
 
 
-class CountedLLM(SleepyLLM):
-    """The sleepy model, counting its calls in Redis when ``BENCH_FLOW_COUNT_URL`` is set."""
-
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        answer = super().call(messages, *args, **kwargs)
-        url = os.environ.get(COUNT_URL)
-        if url:
-            client = redis.Redis.from_url(url)
-            try:
-                client.incr(CALLS_KEY)
-            finally:
-                client.close()
-        return answer
-
-
-def counted_crew() -> Any:
-    made = bench_crew()
-    made.after_kickoff_callbacks = []
-    llm = CountedLLM(model="sleepy", latency=float(os.environ.get(LATENCY_ENV, "0.5")))
-    for agent in made.agents:
-        agent.llm = llm
-    return made
+def counted_crew() -> Crew:
+    """The bench crew, counting its model calls in Redis when ``BENCH_FLOW_COUNT_URL`` is set."""
+    url = os.environ.get(COUNT_URL)
+    return research_crew(model([RedisCallCounter(url, CALLS_KEY)] if url else []))
 
 
 #: Workers: ``nervenet worker bench_crewai_flows:crew``.
@@ -100,9 +91,10 @@ class BriefFlow(Flow[Brief]):
     async def research(self) -> str:
         inputs = {"topic": self.state.topic}
         if PLAIN:
-            output: CrewOutput = await counted_crew().kickoff_async(inputs=inputs)
+            output = await counted_crew().kickoff_async(inputs=inputs)
         else:
             output = await crew.kickoff_async(inputs=inputs)
+        assert isinstance(output, CrewOutput)  # not streaming
         self.state.draft = output.raw
         return output.raw
 
@@ -160,23 +152,11 @@ async def batch(label: str, run: Any, count: int, expected: dict[str, Any]) -> l
 
 
 def worker(name: str, url: str, latency: float) -> Child:
-    env_before = dict(os.environ)
-    os.environ[LATENCY_ENV] = str(latency)
-    os.environ[COUNT_URL] = url
-    try:
-        command = [*nervenet_command(), "worker", "bench_crewai_flows:crew", "--redis", url]
-        return Child(name, [*command, "--concurrency", "5000", "--grace", "1"], cwd=HERE)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-
-
-async def registered(pool: Pool, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(await pool.workers()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not register in time")
-        await asyncio.sleep(0.1)
+    """A worker serving the bench crew (model latency ``latency``), counting model calls."""
+    env = {LATENCY_ENV: str(latency), COUNT_URL: url}
+    return nervenet_worker(
+        "bench_crewai_flows:crew", url, name=name, concurrency=5000, grace=1, cwd=HERE, env=env
+    )
 
 
 async def throughput(url: str, count: int, latency: float) -> list[list[str]]:
@@ -203,7 +183,7 @@ async def throughput(url: str, count: int, latency: float) -> list[list[str]]:
     workers = [worker(f"worker-{n}", url, latency) for n in (1, 2)]
     try:
         async with pool:
-            await registered(pool, 2)
+            await registered(pool, workers, timeout=120)
             await flows.kickoff_async(inputs=topics(1)[0])  # warm up the workers
             console.print(f"nervenet, {count} flows on 2 workers ...")
             rows.append(
@@ -248,7 +228,7 @@ async def recovery(url: str, count: int, latency: float) -> list[list[str]]:
     client.delete(CALLS_KEY)
     workers = [worker(f"worker-{n}", url, latency) for n in (1, 2)]
     os.environ[LATENCY_ENV] = str(latency)
-    child = Child(
+    child = Child.run(
         "coordinator",
         [sys.executable, __file__, "--coordinator", "--url", url, "--recovery", str(count)],
         cwd=HERE,
@@ -261,7 +241,7 @@ async def recovery(url: str, count: int, latency: float) -> list[list[str]]:
             needed = 2 * count * CALLS_PER_RUN
             deadline = time.monotonic() + 300
             while int(client.get(CALLS_KEY) or 0) < needed // 3:
-                child.check_alive()
+                child.check_running()
                 if time.monotonic() > deadline:
                     raise RuntimeError("the coordinator made no progress")
                 await asyncio.sleep(0.05)

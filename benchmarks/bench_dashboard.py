@@ -17,10 +17,11 @@ import sys
 import time
 
 import httpx
-from _common import console, free_port, nervenet_command, print_table, private_redis, running
+from _common import Child, console, print_table, private_redis
 
 from nervenet import Pool, RunStatus
 from nervenet.runs import node_fields
+from nervenet.testing import free_port, nervenet_script
 
 PAGES = ("/", "/runs", "/runs?status=failed", "/runs/run-00000", "/escalations", "/metrics")
 
@@ -94,8 +95,8 @@ def main() -> None:
         asyncio.run(record_runs(url, args.runs))
         console.print(f"recorded {args.runs} runs in {time.perf_counter() - started:.1f} s")
         port = free_port()
-        command = [*nervenet_command(), "dashboard", "--redis", url, "--port", str(port)]
-        with running("dashboard", command):
+        command = [nervenet_script(), "dashboard", "--redis", url, "--port", str(port)]
+        with Child.run("dashboard", command):
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_up(base))
             rows = asyncio.run(time_pages(base, args.loads))
@@ -107,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

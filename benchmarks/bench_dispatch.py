@@ -43,11 +43,11 @@ from _common import (
     Child,
     console,
     cpu_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
 )
 from bare_streams import CLIENTS, BareStreams
 from echo_handlers import TASK_TYPE, echo
@@ -257,23 +257,13 @@ class Results:
     """Closed-loop phases by in-flight level, then by system."""
 
 
-async def registered(pool: Pool, worker: Child, timeout: float = 30.0) -> None:
-    """Wait for the worker process to register; fail at once, with its output, if it died."""
-    deadline = time.monotonic() + timeout
-    while not await pool.workers():
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not register within {timeout:g} s")
-        await asyncio.sleep(0.05)
-
-
 async def nervenet_dispatch(pool: Pool, worker: Child) -> Dispatch:
     coordinator = pool.coordinator("bench-dispatch")
 
     async def dispatch() -> bytes:
         return await coordinator.dispatch(TASK_TYPE, PAYLOAD)
 
-    await registered(pool, worker)
+    await registered(pool, [worker])
     assert await dispatch() == PAYLOAD, "the echo worker answered something else"
     return dispatch
 
@@ -306,7 +296,7 @@ async def measure(
 
         def check_alive() -> None:
             for worker in workers.values():
-                worker.check_alive()
+                worker.check_running()
 
         results = Results({}, {})
         for name, dispatch in systems.items():
@@ -444,31 +434,37 @@ def main() -> None:
     samples = 1_000 if args.quick else 5_000
     levels = [int(level) for level in args.levels.split(",")]
 
-    with private_redis() as (url, server):
-        worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
-        worker_args += ["--concurrency", str(WORKER_CONCURRENCY)]
-        on_redis_py = [*worker_args, "--namespace", REDIS_PY_NAMESPACE, "--redis-py-connections"]
-        with contextlib.ExitStack() as children:
-            workers = {
-                NERVENET: children.enter_context(running("worker", worker_args, cwd=HERE)),
-                ON_REDIS_PY: children.enter_context(
-                    running("worker-redis-py", on_redis_py, cwd=HERE)
-                ),
-            }
-            pids = {"coordinator": os.getpid(), "redis": server.pid}
-            pids["worker"], pids["worker on redis-py"] = (w.pid for w in workers.values())
-            for kind in CLIENTS:
-                bare_args = [sys.executable, str(HERE / "bare_streams.py"), url, kind]
-                pids[kind] = children.enter_context(
-                    running(f"bare-{kind}", bare_args, cwd=HERE)
-                ).pid
-            console.print(
-                f"redis-server pid {server.pid}, worker pids {pids['worker']} and "
-                f"{pids['worker on redis-py']} (redis-py connections), on {url}; "
-                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-            )
-            meter = Meter(url, pids)
-            results = asyncio.run(measure(url, workers, meter, samples, seconds, levels))
+    with private_redis() as (url, server), contextlib.ExitStack() as children:
+        workers = {
+            NERVENET: children.enter_context(
+                nervenet_worker(
+                    "echo_handlers:handlers", url, concurrency=WORKER_CONCURRENCY, cwd=HERE
+                )
+            ),
+            ON_REDIS_PY: children.enter_context(
+                nervenet_worker(
+                    "echo_handlers:handlers",
+                    url,
+                    name="worker-redis-py",
+                    concurrency=WORKER_CONCURRENCY,
+                    cwd=HERE,
+                    options=["--namespace", REDIS_PY_NAMESPACE, "--redis-py-connections"],
+                )
+            ),
+        }
+        pids = {"coordinator": os.getpid(), "redis": server.pid}
+        pids["worker"], pids["worker on redis-py"] = (w.pid for w in workers.values())
+        for kind in CLIENTS:
+            bare_args = [sys.executable, str(HERE / "bare_streams.py"), url, kind]
+            bare = children.enter_context(Child.run(f"bare-{kind}", bare_args, cwd=HERE))
+            pids[kind] = bare.pid
+        console.print(
+            f"redis-server pid {server.pid}, worker pids {pids['worker']} and "
+            f"{pids['worker on redis-py']} (redis-py connections), on {url}; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
+        meter = Meter(url, pids)
+        results = asyncio.run(measure(url, workers, meter, samples, seconds, levels))
     report(results, seconds)
     console.print(
         f"load average {os.getloadavg()[0]:.1f} at the end: when it is above the core count, "

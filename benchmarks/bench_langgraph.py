@@ -42,12 +42,14 @@ from _common import (
     console,
     cpu_seconds,
     machine_busy_seconds,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    registered,
 )
+
+from nervenet.testing import RedisServer
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -263,7 +265,7 @@ async def memory_probe(system: str, url: str, runs: int) -> None:
 def measure_memory(url: str, runs: int) -> dict[str, Memory]:
     """Both probes at once, each in its own fresh process."""
     probes = {
-        system: Child(
+        system: Child.run(
             f"memory-{system}",
             [sys.executable, __file__, "--memory-probe", system, "--url", url, "--runs", str(runs)],
             cwd=HERE,
@@ -273,8 +275,8 @@ def measure_memory(url: str, runs: int) -> dict[str, Memory]:
     results = {}
     try:
         for system, probe in probes.items():
-            probe.process.wait(timeout=300)
-            if probe.process.returncode != 0:
+            probe.wait(300)
+            if probe.returncode != 0:
                 raise RuntimeError(f"memory probe failed:\n{probe.output()}")
             lines = [line for line in probe.output().splitlines() if line.startswith("{")]
             if not lines:
@@ -291,28 +293,16 @@ def measure_memory(url: str, runs: int) -> dict[str, Memory]:
 
 
 # --- processes ------------------------------------------------------------------------------
-def worker_args(url: str) -> list[str]:
-    return [
-        *nervenet_command(),
-        *("worker", "lg_bench_app:graph", "--redis", url),
-        *("--concurrency", str(WORKER_CONCURRENCY), "--grace", "1"),
-    ]
-
-
-async def registered(pool: Any, workers: list[Child], timeout: float = 60.0) -> None:
-    """Wait until ``workers`` are registered; fail with their output if one died."""
-    deadline = time.monotonic() + timeout
-    while len(await pool.workers()) < len(workers):
-        for worker in workers:
-            worker.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(workers)} workers did not register within {timeout:g} s")
-        await asyncio.sleep(0.05)
+def start_worker(url: str, name: str = "worker") -> Child:
+    target = "lg_bench_app:graph"
+    return nervenet_worker(
+        target, url, name=name, concurrency=WORKER_CONCURRENCY, grace=1, cwd=APPS
+    )
 
 
 @contextlib.contextmanager
 def extra_worker(url: str) -> Iterator[Child]:
-    with running("worker-2", worker_args(url), cwd=APPS) as child:
+    with start_worker(url, "worker-2") as child:
         yield child
 
 
@@ -329,7 +319,9 @@ class Results:
     seconds: float
 
 
-async def measure(url: str, server: Child, worker: Child, options: argparse.Namespace) -> Results:
+async def measure(
+    url: str, server: RedisServer, worker: Child, options: argparse.Namespace
+) -> Results:
     plain = checked(app.plain())
     graph = app.distributed(url)
     distributed = checked(graph)
@@ -341,7 +333,7 @@ async def measure(url: str, server: Child, worker: Child, options: argparse.Name
         results.latency = await sequential(
             {"plain": plain, "distributed": distributed}, options.sequential, blocks=5
         )
-        worker.check_alive()
+        worker.check_running()
         console.print(f"[dim]sequential runs done ({options.sequential} each)[/]")
 
         base = {"coordinator": os.getpid()}
@@ -358,7 +350,7 @@ async def measure(url: str, server: Child, worker: Child, options: argparse.Name
                     invoke, options.clients, SLEEP, options.warmup, options.seconds, pids
                 )
                 results.throughput[row].append(phase)
-                worker.check_alive()
+                worker.check_running()
                 console.print(f"[dim]round {round_ + 1}: {row}: {phase.rate:,.0f} runs/s[/]")
 
         with extra_worker(url) as second:
@@ -536,11 +528,11 @@ def main() -> None:
 
     with private_redis() as (url, server):
         os.environ["NERVENET_REDIS_URL"] = url  # the workers' module-level graph reads it
-        with running("worker", worker_args(url), cwd=APPS) as worker:
+        with start_worker(url) as worker:
             console.print(f"redis-server pid {server.pid}, worker pid {worker.pid}, on {url}")
             results = asyncio.run(measure(url, server, worker, args))
             results.memory = measure_memory(url, memory_runs)
-            worker.check_alive()
+            worker.check_running()
             console.print(f"[dim]memory with {memory_runs:,} runs in flight done[/]")
     report(results)
 

@@ -17,7 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from _common import nervenet_command, percentile, print_table, private_redis, running
+from _common import (
+    nervenet_worker,
+    percentile,
+    print_table,
+    private_redis,
+    wait_registered,
+)
 
 from nervenet import Pool
 
@@ -97,11 +103,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--seconds", type=float, help="closed-loop seconds per task type")
     options = parser.parse_args()
-    with private_redis() as (url, _server):
-        worker = [*nervenet_command(), "worker", "limited_handlers:handlers", "--redis", url]
-        with running("worker", worker, cwd=HERE):
-            time.sleep(2.0)  # the worker registers
-            asyncio.run(measure(url, options))
+    with (
+        private_redis() as (url, _server),
+        nervenet_worker("limited_handlers:handlers", url, cwd=HERE) as worker,
+    ):
+        wait_registered(url, [worker])
+        asyncio.run(measure(url, options))
 
 
 if __name__ == "__main__":

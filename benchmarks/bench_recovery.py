@@ -38,11 +38,11 @@ import redis
 from _common import (
     Child,
     console,
-    nervenet_command,
+    nervenet_worker,
     percentile,
     print_table,
     private_redis,
-    running,
+    wait_registered,
 )
 
 from nervenet import Pool, PoolSettings
@@ -63,18 +63,7 @@ DEFAULTS = PoolSettings()
 # --- processes ------------------------------------------------------------------------------
 def coordinator(name: str, mode: str, count: int, value: float) -> Child:
     args = [sys.executable, str(APPS / "lg_recovery_app.py"), name, mode, str(count), str(value)]
-    return Child(f"coordinator-{name}", args, cwd=APPS)
-
-
-def wait_for_output(child: Child, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in child.output(last=100_000):
-        child.check_alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{child.name} printed no {text!r} in {timeout:g} s:\n{child.output()}"
-            )
-        time.sleep(0.02)
+    return Child.run(f"coordinator-{name}", args, cwd=APPS)
 
 
 class Coordinators:
@@ -97,10 +86,10 @@ class Coordinators:
 
 def stop_and_read(child: Child) -> None:
     """SIGTERM a live coordinator: it writes what it saw to Redis, then exits."""
-    child.check_alive()
-    child.process.send_signal(signal.SIGTERM)
-    child.process.wait(timeout=30)
-    if child.process.returncode != 0:
+    child.check_running()
+    child.send_signal(signal.SIGTERM)
+    child.wait(30)
+    if child.returncode != 0:
         raise RuntimeError(f"{child.name} failed on stop:\n{child.output()}")
 
 
@@ -127,18 +116,6 @@ def executions(client: redis.Redis, prefix: str) -> int:
 
 def owner(run_id: str) -> str:
     return run_id.rsplit("-", 1)[0]
-
-
-async def registered(url: str, workers: list[Child], timeout: float = 60.0) -> None:
-    """Wait until every worker process is registered; fail with its output if one died."""
-    deadline = time.monotonic() + timeout
-    async with Pool.from_url(url) as pool:
-        while len(await pool.workers()) < len(workers):
-            for worker in workers:
-                worker.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not register within {timeout:g} s")
-            await asyncio.sleep(0.05)
 
 
 # --- control: loaded coordinators, nobody killed ---------------------------------------------
@@ -175,7 +152,7 @@ def control(url: str, client: redis.Redis, clients: int, seconds: float) -> Cont
         for name in names:
             coordinators.start(name, "load", clients, seconds)
         for child in coordinators.children.values():
-            wait_for_output(child, "finished", timeout=seconds + 120)
+            child.wait_for_line("finished", timeout=seconds + 120)
         # A claim needs an expired lease: wait longer than one, so a late false takeover shows,
         # and let runs that changed hands finish.
         time.sleep(DEFAULTS.lease_ttl + 2 * DEFAULTS.heartbeat_interval)
@@ -237,10 +214,10 @@ def kill_trial(url: str, client: redis.Redis, number: int, runs: int) -> Trial:
         for name in (victim, survivor):
             coordinators.start(name, "batch", runs, NODE_SECONDS)
         for child in coordinators.children.values():
-            wait_for_output(child, "submitted", timeout=120)
+            child.wait_for_line("submitted", timeout=120)
         time.sleep(offset)
         killed_at = time.time()
-        coordinators.children[victim].process.send_signal(signal.SIGKILL)
+        coordinators.children[victim].send_signal(signal.SIGKILL)
         run_ids = [f"{name}-{n}" for name in (victim, survivor) for n in range(runs)]
         outputs = asyncio.run(wait_all(url, run_ids, timeout=120))
         stop_and_read(coordinators.children[survivor])
@@ -390,18 +367,25 @@ def main() -> None:
 
     with private_redis() as (url, server):
         os.environ["NERVENET_REDIS_URL"] = url  # the app module's graph and nodes read it
-        worker_args = [*nervenet_command(), "worker", "lg_recovery_app:graph", "--redis", url]
-        worker_args += ["--concurrency", str(WORKER_CONCURRENCY), "--grace", "1"]
         with contextlib.ExitStack() as stack:
             workers = [
-                stack.enter_context(running(f"worker-{i}", worker_args, cwd=APPS))
+                stack.enter_context(
+                    nervenet_worker(
+                        "lg_recovery_app:graph",
+                        url,
+                        name=f"worker-{i}",
+                        concurrency=WORKER_CONCURRENCY,
+                        grace=1,
+                        cwd=APPS,
+                    )
+                )
                 for i in range(args.workers)
             ]
             console.print(
                 f"redis-server pid {server.pid}, worker pids "
                 f"{', '.join(str(w.pid) for w in workers)}, on {url}"
             )
-            asyncio.run(registered(url, workers))
+            wait_registered(url, workers)
             client = redis.Redis.from_url(url)
             ctl = control(url, client, clients, load_seconds)
             console.print(f"[dim]control done ({clients} runs in flight per coordinator)[/]")
@@ -409,7 +393,7 @@ def main() -> None:
             for number, count in enumerate(runs, 1):
                 trials.append(kill_trial(url, client, number, count))
                 for worker in workers:
-                    worker.check_alive()
+                    worker.check_running()
                 console.print(f"[dim]kill trial {number} done ({count} runs per coordinator)[/]")
             client.close()
     report(ctl, trials)

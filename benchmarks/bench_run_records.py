@@ -15,19 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import redis
 from _common import (
     console,
     cpu_seconds,
-    nervenet_command,
+    nervenet_worker,
     print_table,
     private_redis,
-    running,
 )
 from echo_handlers import TASK_TYPE
 
@@ -59,7 +58,7 @@ async def one_round(pool: Pool) -> float:
     handles = []
     for _ in range(RUNS):
         run_id = uuid.uuid4().hex
-        handles.append(await pool.workflows.start("bench", run_id, b"", lambda r=run_id: body(r)))
+        handles.append(await pool.workflows.start("bench", run_id, b"", partial(body, run_id)))
     await asyncio.gather(*(h.result() for h in handles))
     return time.perf_counter() - started
 
@@ -117,12 +116,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 6)
-    with private_redis() as (url, server):
-        worker_args = [*nervenet_command(), "worker", "echo_handlers:handlers", "--redis", url]
-        with running("worker", [*worker_args, "-c", "256"], cwd=HERE) as worker:
-            console.print(f"redis {url}, worker pid {worker.process.pid}")
-            asyncio.run(measure(url, worker.process.pid, server.process.pid, rounds))
+    with (
+        private_redis() as (url, server),
+        nervenet_worker("echo_handlers:handlers", url, concurrency=256, cwd=HERE) as worker,
+    ):
+        console.print(f"redis {url}, worker pid {worker.pid}")
+        asyncio.run(measure(url, worker.pid, server.pid, rounds))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

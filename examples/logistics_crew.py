@@ -9,8 +9,9 @@ customer message from both. The crew is ordinary CrewAI code; the port is one li
     crew = distribute_crew(logistics_crew, pool=pool, name="logistics")        # after
     output = crew.kickoff(inputs=...)      # same CrewOutput; each agent's work on a worker
 
-The LLM is a deterministic fake by default (no key, no network; ``LOGISTICS_LATENCY`` sets
-its per-call delay, 0.05 s by default). ``LOGISTICS_LLM=openai/gpt-4o-mini`` (or any CrewAI
+The LLM is a deterministic fake by default (``nervenet_crewai.testing.FakeLLM`` playing the
+three roles: no key, no network; ``LOGISTICS_LATENCY`` sets its per-call delay, 0.05 s by
+default). ``LOGISTICS_LLM=openai/gpt-4o-mini`` (or any CrewAI
 model string) uses a real model instead, with that provider's API key.
 
 On one machine, nothing to install (embedded pool, two workers in this process)::
@@ -47,6 +48,7 @@ from crewai import LLM, Agent, Crew, CrewOutput, Task  # noqa: E402
 from crewai.llms.base_llm import BaseLLM  # noqa: E402
 from crewai.tasks.task_output import TaskOutput  # noqa: E402
 from nervenet_crewai import distribute_crew  # noqa: E402
+from nervenet_crewai.testing import FakeLLM  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
@@ -69,38 +71,17 @@ class ShipmentUpdate(BaseModel):
 
 
 # --- the fake model ---------------------------------------------------------------------------
-class FakeLogisticsLLM(BaseLLM):
+class FakeLogisticsLLM(FakeLLM):
     """Plays each of the three agents from the prompt alone, like a model would; deterministic."""
 
     latency: float = 0.05
 
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        time.sleep(self.latency)
-        text = (
-            messages
-            if isinstance(messages, str)
-            else "\n".join(str(m.get("content", "")) for m in messages)
-        )
-        if "Carrier update:" in text:
-            answer = json.dumps(_parse(text.split("Carrier update:", 1)[1].splitlines()[0]))
-        elif "Notify the customer" in text:
-            answer = _notify(text)
-        else:
-            answer = _check(text)
-        self._track_token_usage_internal(
-            {
-                "prompt_tokens": len(text) // 4,
-                "completion_tokens": len(answer) // 4,
-                "total_tokens": (len(text) + len(answer)) // 4,
-            }
-        )
-        return f"Thought: I now know the final answer\nFinal Answer: {answer}"
-
-    def supports_function_calling(self) -> bool:
-        return False
-
-    def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+    def final_answer(self, prompt: str) -> str:
+        if "Carrier update:" in prompt:
+            return json.dumps(_parse(prompt.split("Carrier update:", 1)[1].splitlines()[0]))
+        if "Notify the customer" in prompt:
+            return _notify(prompt)
+        return _check(prompt)
 
 
 def _parse(update: str) -> dict[str, Any]:
@@ -178,7 +159,7 @@ def logistics_crew() -> Crew:
         expected_output="EXCEPTION <kind>: ... or OK: ...",
         agent=desk,
         context=[parse],
-        guardrail=actionable,
+        guardrail=actionable,  # type: ignore[arg-type]  # unannotated for CrewAI (see there)
     )
     notify = Task(
         description="Notify the customer about the shipment",

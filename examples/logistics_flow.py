@@ -35,6 +35,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import time  # noqa: E402
 
+from crewai import CrewOutput  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
 from logistics_crew import crew, logistics_crew, pool, updates  # noqa: E402
 from nervenet_crewai import distribute_flow  # noqa: E402
@@ -61,11 +62,13 @@ class ShipmentFlow(Flow[Shipment]):
             output = await logistics_crew().kickoff_async(inputs=inputs)
         else:
             output = await crew.kickoff_async(inputs=inputs)
+        assert isinstance(output, CrewOutput)  # not streaming
         record = output.tasks_output[0].pydantic
         self.state.shipment_id = getattr(record, "shipment_id", "unknown")
-        self.state.verdict = output.tasks_output[1].raw
+        verdict = output.tasks_output[1].raw
+        self.state.verdict = verdict
         self.state.message = output.raw
-        return self.state.verdict
+        return verdict
 
     @router(intake)
     def triage(self) -> str:

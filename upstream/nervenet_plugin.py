@@ -214,7 +214,7 @@ class _uuid_unmocked:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    StateGraph.compile = _distributed_compile  # type: ignore[method-assign]
+    StateGraph.compile = _distributed_compile  # type: ignore[method-assign, assignment]
     entrypoint.__call__ = _distributed_entrypoint  # type: ignore[method-assign]
     if _NESTED == "unwrap":
         Pregel.get_subgraphs = _get_subgraphs  # type: ignore[method-assign]

@@ -182,7 +182,8 @@ def pytest_command(args: argparse.Namespace, distributed: bool) -> list[str]:
     ]
     if args.k:
         cmd += ["-k", args.k]
-    return cmd + args.pytest_args
+    extra: list[str] = args.pytest_args
+    return cmd + extra
 
 
 def run_suite(args: argparse.Namespace, root: Path, label: str) -> subprocess.Popen[bytes]:
@@ -209,7 +210,8 @@ def run_suite(args: argparse.Namespace, root: Path, label: str) -> subprocess.Po
 def wait(proc: subprocess.Popen[bytes]) -> float:
     proc.wait()
     proc.log.close()  # type: ignore[attr-defined]
-    return time.monotonic() - proc.started  # type: ignore[attr-defined]
+    started: float = proc.started  # type: ignore[attr-defined]
+    return time.monotonic() - started
 
 
 def counts(outcomes: dict[str, dict[str, str]]) -> dict[str, int]:

@@ -1,9 +1,10 @@
 """The durable graph ``bench_recovery.py`` kills coordinators under, and the coordinator process.
 
-Four nodes in a row; each waits ``delay`` seconds (the state says how long), counts its execution
-in Redis (hash ``bench:executions``, field ``<thread id>:<node>``) and appends its name to
-``trail``. Default :class:`~nervenet.PoolSettings` everywhere, a :class:`RedisSaver` checkpointer,
-so runs submitted with ``asubmit`` are durable.
+Four nodes in a row (``nervenet_langgraph.testing.counted_chain``, as the crash-recovery tests
+run it); each waits ``delay`` seconds (the state says how long), counts its execution in Redis
+(hash ``bench:executions``, field ``<thread id>:<node>``) and appends its name to ``trail``.
+Default :class:`~nervenet.PoolSettings` everywhere, a :class:`RedisSaver` checkpointer, so runs
+submitted with ``asubmit`` are durable.
 
 Workers (from this folder, ``NERVENET_REDIS_URL`` set, as the benchmark does it):
 
@@ -23,19 +24,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import operator
 import os
 import signal
 import sys
 import time
 from collections import Counter
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
-import redis.asyncio as aioredis
-from langgraph.config import get_config
-from langgraph.graph import START, StateGraph
-from nervenet_langgraph import DistributedGraph, RedisSaver, distribute
+from langchain_core.runnables import RunnableConfig
+from nervenet_langgraph import DistributedGraph, RedisSaver, distribute, testing
 from nervenet_langgraph.runs import RUN_ID_KEY
+from nervenet_langgraph.testing import ExecutionCounter, Job, counted_chain, job
 
 from nervenet import Pool
 
@@ -43,56 +42,20 @@ NAME = "recovery"
 NODES = ("fetch", "analyze", "draft", "report")
 EXECUTIONS = "bench:executions"
 
-_counter: aioredis.Redis | None = None
-
-
-class Job(TypedDict):
-    n: int
-    delay: float
-    trail: Annotated[list[str], operator.add]
-
-
-def _node(name: str) -> Any:
-    async def node(state: Job) -> dict[str, Any]:
-        global _counter
-        if state["delay"]:
-            await asyncio.sleep(state["delay"])
-        if _counter is None:
-            _counter = aioredis.Redis.from_url(os.environ["NERVENET_REDIS_URL"])
-        thread_id = get_config()["configurable"]["thread_id"]
-        await _counter.hincrby(EXECUTIONS, f"{thread_id}:{name}", 1)
-        return {"trail": [name]}
-
-    node.__name__ = name
-    return node
-
-
-def build() -> StateGraph[Job]:
-    builder = StateGraph(Job)
-    previous = START
-    for name in NODES:
-        builder.add_node(name, _node(name))
-        builder.add_edge(previous, name)
-        previous = name
-    return builder
-
 
 def make_graph(url: str) -> DistributedGraph:
     """Default pool settings (heartbeat 0.5 s, lease 1.5 s): what the recovery target is for."""
+    chain = counted_chain(NODES, ExecutionCounter(url, EXECUTIONS))
     return distribute(
-        build(), pool=Pool.from_url(url), name=NAME, checkpointer=RedisSaver.from_url(url)
+        chain, pool=Pool.from_url(url), name=NAME, checkpointer=RedisSaver.from_url(url)
     )
 
 
-def job(n: int, delay: float) -> Job:
-    return {"n": n, "delay": delay, "trail": []}
+def expected_output(n: int, delay: float) -> Job:
+    return testing.expected_output(n, delay, NODES)
 
 
-def expected_output(n: int, delay: float) -> dict[str, Any]:
-    return {"n": n, "delay": delay, "trail": list(NODES)}
-
-
-def config_of(run_id: str) -> dict[str, Any]:
+def config_of(run_id: str) -> RunnableConfig:
     """The run id doubles as the thread id, so the benchmark knows both from the name."""
     return {"configurable": {"thread_id": run_id, RUN_ID_KEY: run_id}}
 

@@ -14,12 +14,9 @@ from typing import Any, ClassVar
 import workload
 from arq.connections import RedisSettings
 
-graph = workload.build().compile()
-
 
 async def run_workflow(ctx: dict[str, Any], wf: str) -> dict[str, Any]:
-    state = await graph.ainvoke(workload.initial_state(wf))
-    return workload.summary(state)
+    return await workload.run_whole(wf)
 
 
 class WorkerSettings:

@@ -28,7 +28,6 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
-graph = workload.build().compile()
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
@@ -42,10 +41,6 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return _loop
 
 
-async def _run(wf: str) -> dict[str, Any]:
-    return workload.summary(await graph.ainvoke(workload.initial_state(wf)))
-
-
 @app.task(name="production.run_workflow")
 def run_workflow(wf: str) -> dict[str, Any]:
-    return asyncio.run_coroutine_threadsafe(_run(wf), _event_loop()).result()
+    return asyncio.run_coroutine_threadsafe(workload.run_whole(wf), _event_loop()).result()

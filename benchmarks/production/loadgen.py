@@ -81,7 +81,9 @@ class Load:
             while time.monotonic() < stop_at:
                 records.append(await self.one(f"{prefix}-{next(numbers)}", t0, timeout))
 
-        tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+        tasks: list[asyncio.Future[None]] = [
+            asyncio.ensure_future(client()) for _ in range(clients)
+        ]
         progress = asyncio.ensure_future(self._progress(cmd)) if cmd.get("progress") else None
         await asyncio.wait(tasks, timeout=stop_at - t0 + cmd.get("drain", timeout))
         return self._finish(records, tasks, progress, t0)
@@ -185,8 +187,8 @@ async def _serve(
         cmd = json.loads(line)
         if cmd["op"] == "quit":
             break
-        task = asyncio.ensure_future(handle(cmd))
-        running.add(task)
-        task.add_done_callback(running.discard)
+        handling = asyncio.ensure_future(handle(cmd))
+        running.add(handling)
+        handling.add_done_callback(running.discard)
     for task in running:
         task.cancel()

@@ -11,7 +11,6 @@ the load on the machine that is not ours.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -25,19 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds
+from _common import cpu_seconds, machine_busy_seconds
 
 FOREIGN_LIMIT = 0.15
 """Cores of CPU used by processes outside the run above which a phase is flagged."""
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -136,12 +126,13 @@ class Window:
         return self
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Runner:
-    """A runner process (see ``loadgen``): send commands, wait for their answers."""
+    """A runner process (see ``loadgen``): send commands, wait for their answers.
+
+    Unlike the benchmark's other children it talks over pipes, which is its protocol: a thread
+    reads its stdout as fast as it writes, and its stderr goes to a log file. It needs no
+    signal to die with the driver: it exits at the end of its stdin.
+    """
 
     def __init__(self, name: str, args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> None:
         self.name = name
@@ -155,8 +146,7 @@ class Runner:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+                start_new_session=True,  # Ctrl-C reaches the driver, which stops it in order
             )
         self._replies: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -221,6 +211,7 @@ class Runner:
         self.process.wait()
 
     def stop(self) -> None:
+        """Ask it to quit; SIGKILL it if it has not within 10 s."""
         if self.process.poll() is None:
             try:
                 self.send("quit")

@@ -35,36 +35,31 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-import run  # noqa: E402
 from _common import console  # noqa: E402
 from measure import Sampler  # noqa: E402
+from phase import Phase, run_phase  # noqa: E402
+from plan import FULL, QUICK, TIMEOUT  # noqa: E402
+from run import print_row  # noqa: E402
 from stacks import digest  # noqa: E402
+from systems import deploy  # noqa: E402
 
 
 def profile_system(
     system: str, args: argparse.Namespace, sampler: Sampler, out: Path
 ) -> dict[str, Any]:
-    plan = run.Plan(
-        **{
-            **run.QUICK.__dict__,
-            "coordinators": args.coordinators,
-            "uvloop": args.uvloop,
-        }
-    )
+    plan = QUICK.but(coordinators=args.coordinators, uvloop=args.uvloop)
     console.print(f"[bold]{system}[/] closed {args.clients}, {args.seconds:g} s window")
-    with run.deploy(system, plan, sampler) as d:
-        row = run.run_phase(
-            d,
-            "closed",
-            args.clients,
-            (args.warmup, args.seconds),
-            run.TIMEOUT,
-            sampler,
-            prefix=f"prof{args.clients}",
-            profile=args.seconds - 1.0 if args.spy else 0.0,
-            out=out,
-        )
-    run._print_row(row)
+    phase = Phase(
+        "closed",
+        args.clients,
+        (args.warmup, args.seconds),
+        TIMEOUT,
+        prefix=f"prof{args.clients}",
+        profile=args.seconds - 1.0 if args.spy else 0.0,
+    )
+    with deploy(system, plan, sampler) as d:
+        row = run_phase(d, phase, sampler, out)
+    print_row(row)
     row["uptime_load"] = row["loadavg"]
     return row
 
@@ -140,8 +135,8 @@ def main() -> None:
     )
     parser.add_argument("--systems", default="nervenet,celery")
     parser.add_argument("--clients", type=int, default=500)
-    parser.add_argument("--coordinators", type=int, default=run.FULL.coordinators)
-    parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=run.FULL.uvloop)
+    parser.add_argument("--coordinators", type=int, default=FULL.coordinators)
+    parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=FULL.uvloop)
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--no-spy", dest="spy", action="store_false", help="CPU from /proc only")

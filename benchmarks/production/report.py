@@ -70,8 +70,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     wl = results["workload"]
     nn = max_sustained(results, "nervenet")
-    peers = {s: max_sustained(results, s) for s in PEERS}
-    peers = {s: p for s, p in peers.items() if p}
+    peers = {s: p for s in PEERS if (p := max_sustained(results, s))}
     if nn and peers:
         best_name, best = max(peers.items(), key=lambda kv: kv[1]["per_min"])
         ratio = nn["per_min"] / best["per_min"]
@@ -138,7 +137,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         peer = next(
             (p for p in _phases(results, "central", "closed") if p["load"] == big["load"]), None
         )
-        central_kib = peer and peer["holder_kib_per_workflow"]
+        central_kib = peer["holder_kib_per_workflow"] if peer else None
         ratio = kib / central_kib if kib and central_kib else None
         rows.append(
             (
@@ -254,7 +253,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "",
         f"Document pipeline (classify -> extract -> 3x enrich via `Send` -> validate -> [repair -> validate] -> "
         f"summarize), {wl['nodes_per_workflow']:.2f} LLM nodes per workflow on average ({wl['repair_share']:.0%} repaired); "
-        f"each node does {wl['node_cpu_ms']:.2f} ms of CPU (JSON round trips of the ~10 KB document and messages) and "
+        f"each node does {wl['node_cpu_ms']:.2f} ms of CPU (its fake model call and JSON round trips of the ~10 KB document and messages) and "
         f"waits a lognormal latency (median 150 ms, sigma 0.5, cap 2 s) seeded by (workflow, node). Ideal latency "
         f"(critical path): P50 {_ms(wl['ideal_p50'])}, P99 {_ms(wl['ideal_p99'])}. Physical limit: "
         f"{m['cores']} cores / ({wl['node_cpu_ms']:.2f} ms x {wl['nodes_per_workflow']:.2f}) = "
@@ -401,8 +400,7 @@ def readme_table(results: dict[str, Any]) -> str:
         return (_ms(p[key]) if key in ("p50", "p99") else f"{p[key]:,.0f}") + mark
 
     def best_peer() -> str:
-        peers = {s: max_sustained(results, s) for s in ("arq", "celery")}
-        peers = {s: p for s, p in peers.items() if p}
+        peers = {s: p for s in ("arq", "celery") if (p := max_sustained(results, s))}
         return max(peers, key=lambda s: peers[s]["per_min"]) if peers else "arq"
 
     peer = best_peer()

@@ -14,14 +14,12 @@ from typing import Any
 import loadgen
 import workload
 
-graph = workload.build().compile()
 limit = asyncio.Semaphore(int(sys.argv[1]) if len(sys.argv) > 1 else 2_000)
 
 
 async def invoke(wf: str) -> dict[str, Any]:
     async with limit:
-        state = await graph.ainvoke(workload.initial_state(wf))
-    return workload.summary(state)
+        return await workload.run_whole(wf)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 import loadgen
 import nervenet_app
 import workload
+from langchain_core.runnables import RunnableConfig
 from nervenet_langgraph.wire import unpack
 
 from nervenet.owned_process import tune_collector
@@ -34,7 +35,7 @@ async def setup() -> None:
 
 async def invoke(wf: str) -> dict[str, Any]:
     if DURABLE:
-        config = {"configurable": {"thread_id": wf, "__nervenet_run_id": wf}}
+        config: RunnableConfig = {"configurable": {"thread_id": wf, "__nervenet_run_id": wf}}
         run = await graph.asubmit(workload.initial_state(wf), config)
         state = await run.result()
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 #: (group, markers in a frame's "function (file:line)"), first match wins, innermost frame first.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("workload's own node CPU", ("workload.py",)),
+    ("workload's own node CPU", ("workload.py", "document_pipeline.py")),
     (
         "serialization (serde/msgpack/orjson)",
         (

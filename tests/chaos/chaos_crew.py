@@ -1,5 +1,6 @@
-"""The crew the chaos run kicks off (intake -> triage -> reply, a deterministic fake model), and
-the flow it runs (the crew, then a router: urgent or routine).
+"""The crew the chaos run kicks off (``nervenet_crewai.testing.research_crew`` with a
+deterministic fake model per agent), and the flow it runs (the crew, then a router: urgent or
+routine).
 
 Each agent's answer is its role plus a hash of its whole prompt, and each prompt carries the
 answers before it (task context): the final output of a kickoff equals a clean run's only if
@@ -18,14 +19,10 @@ from nervenet_crewai.offline import go_offline
 # CrewAI reads its telemetry switches when it is imported: keep it off the network first.
 go_offline(storage_dir=os.environ.get("CREWAI_STORAGE_DIR") or tempfile.mkdtemp(prefix="chaos-"))
 
-import hashlib  # noqa: E402
-import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-import redis  # noqa: E402
-from crewai import Agent, Crew, Task  # noqa: E402
+from crewai import Crew  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
-from crewai.llms.base_llm import BaseLLM  # noqa: E402
 from nervenet_crewai import (  # noqa: E402
     DistributedCrew,
     DistributedFlow,
@@ -33,6 +30,7 @@ from nervenet_crewai import (  # noqa: E402
     distribute_crew,
     distribute_flow,
 )
+from nervenet_crewai.testing import FakeCall, FakeLLM, RedisCallCounter, research_crew  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from nervenet import Pool  # noqa: E402
@@ -41,86 +39,31 @@ NAME = "chaos-crew"
 TASK_COUNT = 3
 
 
-def _text(messages: Any) -> str:
-    if isinstance(messages, str):
-        return messages
-    return "\n".join(str(m.get("content", "")) for m in messages)
-
-
-class EchoLLM(BaseLLM):
-    """Answers at once with a hash of the prompt, after ``latency`` seconds."""
-
-    latency: float = 0.0
-    """Seconds each call sleeps, so kickoffs are in flight when the schedule strikes."""
-
-    def call(self, messages: Any, *args: Any, **kwargs: Any) -> str:
-        text = _text(messages)
-        time.sleep(self.latency)
-        task = current_task()
-        if task is not None:  # on a worker (a clean run in the test process is not counted)
-            client = redis.Redis.from_url(os.environ["NERVENET_REDIS_URL"])
-            try:
-                client.incr(f"chaos:crew-executions:{task.workflow_id}:{self.model}")
-            finally:
-                client.close()
-        digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-        answer = f"{self.model}:{digest}"
-        self._track_token_usage_internal(
-            {
-                "prompt_tokens": len(text) // 4,
-                "completion_tokens": len(answer) // 4,
-                "total_tokens": (len(text) + len(answer)) // 4,
-            }
-        )
-        return f"Thought: I now know the final answer\nFinal Answer: {answer}"
-
-    def supports_function_calling(self) -> bool:
-        return False
-
-    def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-
 def support_crew() -> Crew:
+    """The shared three-agent crew, one fake model per agent, each counting its calls on
+    workers in Redis."""
     latency = float(os.environ.get("CHAOS_CREW_SECONDS", "0"))
-    intake = Agent(
-        role="Intake",
-        goal="Restate ticket {ticket} precisely",
-        backstory="Reads every ticket first.",
-        llm=EchoLLM(model="intake", latency=latency),
+    counter = RedisCallCounter(
+        os.environ.get("NERVENET_REDIS_URL", ""),  # set for every worker of the chaos run
+        executions_key,
+        on_workers_only=True,  # a clean run in the test process is not counted
     )
-    triage = Agent(
-        role="Triage",
-        goal="Decide how urgent a ticket is",
-        backstory="Knows what can wait.",
-        llm=EchoLLM(model="triage", latency=latency),
+    return research_crew(
+        [
+            FakeLLM(model=role, latency=latency, digest_size=6, observers=[counter])
+            for role in ("researcher", "analyst", "writer")
+        ]
     )
-    writer = Agent(
-        role="Writer",
-        goal="Answer customers plainly",
-        backstory="Short, calm replies.",
-        llm=EchoLLM(model="writer", latency=latency),
-    )
-    restate = Task(
-        description="Restate ticket {ticket}: {text}", expected_output="one line", agent=intake
-    )
-    rate = Task(
-        description="Rate the urgency of ticket {ticket}",
-        expected_output="low, normal or high, and why",
-        agent=triage,
-        context=[restate],
-    )
-    reply = Task(
-        description="Write the reply to ticket {ticket}",
-        expected_output="two sentences",
-        agent=writer,
-        context=[restate, rate],
-    )
-    return Crew(agents=[intake, triage, writer], tasks=[restate, rate, reply])
+
+
+def executions_key(call: FakeCall) -> str | None:
+    task = current_task()
+    return None if task is None else f"chaos:crew-executions:{task.workflow_id}:{call.model}"
 
 
 def kickoff_inputs(k: int) -> dict[str, str]:
-    return {"ticket": f"T-{k:04d}", "text": f"order {k} arrived {'late' if k % 3 else 'damaged'}"}
+    ticket, text = f"T-{k:04d}", f"order {k} arrived {'late' if k % 3 else 'damaged'}"
+    return {"ticket": ticket, "text": text, "topic": f"ticket {ticket}: {text}"}
 
 
 def run_id(k: int) -> str:
@@ -140,6 +83,7 @@ class Ticket(BaseModel):
     id: str = ""
     ticket: str = ""
     text: str = ""
+    topic: str = ""
     reply: str = ""
 
 
@@ -150,7 +94,7 @@ DISTRIBUTED: list[DistributedCrew] = []
 class SupportFlow(Flow[Ticket]):
     @start()
     def answer(self) -> str:
-        inputs = {"ticket": self.state.ticket, "text": self.state.text}
+        inputs = {"topic": self.state.topic}
         if DISTRIBUTED:
             output = DISTRIBUTED[0].kickoff(inputs=inputs)
         else:

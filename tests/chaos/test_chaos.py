@@ -36,11 +36,9 @@ import redis.asyncio
 
 pytest.importorskip("langgraph")
 
-from logged_processes import LoggedProcesses
-from redis_server import RedisServer
-
 from nervenet import Pool
 from nervenet.keys import WORKER_GROUP, Keys
+from nervenet.testing import ChildProcesses, RedisServer
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -101,14 +99,14 @@ def crew_kickoffs(count: int) -> int:
 
 
 @pytest.fixture
-def cluster(own_redis: RedisServer, tmp_path: Path) -> Iterator[LoggedProcesses]:
+def cluster(own_redis: RedisServer, tmp_path: Path) -> Iterator[ChildProcesses]:
     env = {
         "NERVENET_REDIS_URL": own_redis.url,
         "CHAOS_NODE_SECONDS": "0.8",
         "CHAOS_CREW_SECONDS": "0.5",
         "CREWAI_STORAGE_DIR": str(tmp_path / "crewai"),
     }
-    procs = LoggedProcesses(APP, env, tmp_path)
+    procs = ChildProcesses(APP, env, tmp_path)
     try:
         yield procs
     finally:
@@ -124,7 +122,7 @@ def spans(total: int, parts: int) -> list[str]:
     return [f"{s}:{n}" for s, n in zip(starts, sizes, strict=True)]
 
 
-async def run_chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, seed: int) -> list[str]:
+async def run_chaos(server: RedisServer, procs: ChildProcesses, mix: Mix, seed: int) -> list[str]:
     rng = random.Random(seed)
     url = server.url
     if mix.kickoffs:
@@ -136,14 +134,14 @@ async def run_chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, seed:
         for runs, kicks in zip(spans(mix.runs, 3), kick_spans, strict=True)
     ]
     for coordinator in coordinators:
-        await procs.wait_for_line_async(coordinator, b"ready", timeout=600)
+        await coordinator.line("ready", timeout=600)
     await registered_workers(url, len(workers))
     note(procs, f"{len(coordinators)} coordinators and {len(workers)} workers up")
     client = redis.asyncio.Redis.from_url(url)
     await client.set(GO, 1)
     await client.aclose()
     for coordinator in coordinators:
-        await procs.wait_for_line_async(coordinator, b"submitted", timeout=120)
+        await coordinator.line("submitted", timeout=120)
     events = [name for name, count in mix.events.items() for _ in range(count)]
     rng.shuffle(events)
     log: list[str] = []
@@ -183,7 +181,7 @@ async def registered_workers(url: str, count: int, timeout: float = 600) -> None
         await client.aclose()
 
 
-def note(procs: LoggedProcesses, line: str) -> None:
+def note(procs: ChildProcesses, line: str) -> None:
     """Progress of the test itself, in ``driver.log`` beside the children's logs."""
     with (procs.log_dir / "driver.log").open("a") as out:
         out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -360,7 +358,7 @@ class Monitor:
             await client.aclose()
 
 
-async def chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, budget: float) -> None:
+async def chaos(server: RedisServer, procs: ChildProcesses, mix: Mix, budget: float) -> None:
     started = time.monotonic()
     monitor = Monitor(server.url, procs.log_dir / "monitor.log")
     sampling = asyncio.create_task(monitor.run())
@@ -403,7 +401,7 @@ async def chaos(server: RedisServer, procs: LoggedProcesses, mix: Mix, budget: f
 
 @pytest.mark.timeout(600)
 async def test_nothing_is_lost_under_kills_zombies_and_a_redis_restart(
-    own_redis: RedisServer, cluster: LoggedProcesses
+    own_redis: RedisServer, cluster: ChildProcesses
 ) -> None:
     mix = Mix(200, crew_kickoffs(40), CI_EVENTS, gap=(0.6, 1.2), stopped=4.0)
     await chaos(own_redis, cluster, mix, budget=300)
@@ -412,7 +410,7 @@ async def test_nothing_is_lost_under_kills_zombies_and_a_redis_restart(
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 async def test_soak_of_1000_workflows_under_chaos(
-    own_redis: RedisServer, cluster: LoggedProcesses
+    own_redis: RedisServer, cluster: ChildProcesses
 ) -> None:
     mix = Mix(1000, crew_kickoffs(200), SOAK_EVENTS, gap=(1.5, 2.5), stopped=4.0)
     await chaos(own_redis, cluster, mix, budget=1200)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import sys
 import time
 from collections import Counter
@@ -36,12 +35,9 @@ import redis.cluster
 
 pytest.importorskip("langgraph")
 
-from logged_processes import LoggedProcesses
-from redis_cluster import ClusterNode, RedisClusterServers
-from redis_server import redis_required
-
 from nervenet import Pool
 from nervenet.keys import WORKER_GROUP, Keys
+from nervenet.testing import ChildProcesses, ClusterNode, RedisClusterServers
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.cluster]
 
@@ -72,12 +68,8 @@ def node_timeout_ms(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture(scope="module")
-def failover_cluster(node_timeout_ms: int) -> Iterator[RedisClusterServers]:
+def failover_cluster(node_timeout_ms: int, cluster_binaries: None) -> Iterator[RedisClusterServers]:
     """A private cluster of 3 primaries and 1 replica each, for one failover (it kills one)."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        if redis_required():
-            pytest.fail("redis-server/redis-cli are not on PATH but CI requires the cluster tests")
-        pytest.skip("redis-server/redis-cli are not on PATH")
     with RedisClusterServers(primaries=3, replicas=1) as cluster:
         yield cluster
 
@@ -85,23 +77,19 @@ def failover_cluster(node_timeout_ms: int) -> Iterator[RedisClusterServers]:
 @pytest.fixture(scope="module")
 def procs(
     failover_cluster: RedisClusterServers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LoggedProcesses]:
+) -> Iterator[ChildProcesses]:
     env = {
         "NERVENET_REDIS_URL": failover_cluster.url,
         "CHAOS_NODE_SECONDS": "1.0",
         "CHAOS_CLUSTER": "1",
         "CHAOS_LOG": "1",
     }
-    children = LoggedProcesses(APP, env, tmp_path_factory.mktemp("failover"))
+    children = ChildProcesses(APP, env, tmp_path_factory.mktemp("failover"))
     try:
         yield children
     finally:
         children.close()
     assert not children.alive(), "stray processes"
-
-
-def node_url(node: ClusterNode) -> str:
-    return f"redis://{node.address}/0"
 
 
 def primary_of(cluster: RedisClusterServers, key: str) -> ClusterNode:
@@ -114,7 +102,7 @@ def primary_of(cluster: RedisClusterServers, key: str) -> ClusterNode:
     return node
 
 
-def note(procs: LoggedProcesses, line: str) -> None:
+def note(procs: ChildProcesses, line: str) -> None:
     with (procs.log_dir / "driver.log").open("a") as out:
         out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
@@ -164,12 +152,12 @@ async def pending_entries(client: redis.asyncio.cluster.RedisCluster) -> int:
     return pending
 
 
-def log_problems(procs: LoggedProcesses) -> tuple[list[str], list[str], Counter[str]]:
+def log_problems(procs: ChildProcesses) -> tuple[list[str], list[str], Counter[str]]:
     """Tracebacks, warnings repeated past :data:`REPEATS_PER_INCIDENT` in one child, and every
     warning or error (its text with ids and numbers blanked) with how many children logged it."""
     tracebacks, repeated = [], []
     kinds: Counter[str] = Counter()
-    for path in sorted(procs.logs.values()):
+    for path in sorted(c.log for c in procs.children):
         text = path.read_text(errors="replace")
         if "Traceback" in text:
             start = text.index("Traceback")
@@ -207,7 +195,7 @@ class Failover:
 
 
 async def fail_over(
-    cluster: RedisClusterServers, procs: LoggedProcesses, node_timeout_ms: int
+    cluster: RedisClusterServers, procs: ChildProcesses, node_timeout_ms: int
 ) -> Failover:
     """Start the children, submit the runs, kill the leases' primary mid-run, wait for all."""
     from chaos_app import NODE_COUNT
@@ -216,7 +204,7 @@ async def fail_over(
     started = time.monotonic()
     victim = primary_of(cluster, keys.workflows)  # leases, owners, done stream: the worst shard
     survivor = next(n for n in cluster.primary_nodes() if n is not victim)
-    client = redis.asyncio.cluster.RedisCluster.from_url(node_url(survivor))
+    client = redis.asyncio.cluster.RedisCluster.from_url(survivor.url)
     try:
         workers = [procs.worker(TARGET, url, *WORKER_OPTIONS) for _ in range(WORKERS)]
         share = RUNS // COORDINATORS
@@ -225,9 +213,9 @@ async def fail_over(
             for i in range(COORDINATORS)
         ]
         for child in coordinators:
-            await procs.wait_for_line_async(child, b"ready", timeout=120)
+            await child.line("ready", timeout=120)
         for child in workers:
-            await procs.wait_for_line_async(child, b"serving", timeout=120)
+            await child.line("serving", timeout=120)
 
         async def workers_registered() -> bool:
             now_ms = int(time.time() * 1000)
@@ -238,7 +226,7 @@ async def fail_over(
         note(procs, f"up after {up:.1f} s; the victim is primary {victim.address}")
         await client.set(GO, 1)
         for child in coordinators:
-            await procs.wait_for_line_async(child, b"submitted", timeout=60)
+            await child.line("submitted", timeout=60)
         await asyncio.sleep(KILL_AFTER)
 
         for node in cluster.nodes:  # how long the survivors wait before promoting the replica
@@ -251,7 +239,7 @@ async def fail_over(
         failover = time.monotonic() - killed
         note(procs, f"failover done after {failover:.1f} s")
 
-        lost = await outcomes(node_url(survivor), budget=90)
+        lost = await outcomes(survivor.url, budget=90)
         all_done = time.monotonic() - killed
         note(procs, f"every run ended {all_done:.1f} s after the kill")
 
@@ -271,7 +259,7 @@ async def fail_over(
         await client.aclose()
     tracebacks, repeated, warnings = log_problems(procs)
     silent, chatty = [], []
-    for path in sorted(procs.logs.values()):
+    for path in sorted(c.log for c in procs.children):
         lines = [
             line
             for line in path.read_text(errors="replace").splitlines()
@@ -312,7 +300,7 @@ async def fail_over(
 
 @pytest.fixture(scope="module")
 def failover(
-    node_timeout_ms: int, failover_cluster: RedisClusterServers, procs: LoggedProcesses
+    node_timeout_ms: int, failover_cluster: RedisClusterServers, procs: ChildProcesses
 ) -> Failover:
     """One failover under load, judged by the tests below."""
     return asyncio.run(fail_over(failover_cluster, procs, node_timeout_ms))

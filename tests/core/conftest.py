@@ -115,7 +115,7 @@ def worker_processes(tmp_path: Path) -> Iterator[WorkerProcesses]:
     test. Their output is printed at teardown (pytest shows it when the test failed)."""
     processes = WorkerProcesses(tmp_path)
     yield processes
-    processes.kill_all()
-    for process in processes.started:
-        print(f"--- worker pid {process.pid} exited {process.popen.returncode}:")
+    processes.close()
+    for process in processes.children:
+        print(f"--- worker pid {process.pid} exited {process.returncode}:")
         print(process.output()[-20_000:])

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,11 +18,11 @@ from redis.exceptions import ResponseError
 from nervenet import EnvelopeError, Pool, PoolSettings
 from nervenet.envelope import Reply
 from nervenet.registry import WorkerInfo
+from nervenet.testing import Child, ChildProcesses, child_environment, nervenet_script
 
 HERE = Path(__file__).resolve().parent
 RUN_WORKER = HERE / "core_worker.py"
-#: The installed ``nervenet`` console script (``python -m nervenet`` runs it too).
-NERVENET = str(Path(sys.executable).with_name("nervenet"))
+NERVENET = nervenet_script()
 
 #: Short heartbeats and visibility timeout so that reclaiming and registry expiry take about a
 #: second instead of the production defaults' five.
@@ -94,11 +90,7 @@ class ReplyTap:
 
 def child_env(**extra: str) -> dict[str, str]:
     """Environment of a child process: unbuffered, wide rich tables, no inherited Redis URL."""
-    env = dict(os.environ)
-    env.pop("NERVENET_REDIS_URL", None)
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="250", NO_COLOR="1", TERM="dumb")
-    env.update(extra)
-    return env
+    return child_environment(COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
 
 
 @dataclass
@@ -129,54 +121,26 @@ async def run_cli(*args: str, timeout: float = 60.0, cwd: Path = HERE) -> CliRes
     return CliResult(process.returncode, out.decode(errors="replace"))
 
 
-@dataclass
-class WorkerProcess:
-    """One ``nervenet worker`` (or ``core_worker.py``) child process."""
+async def registered(pool: Pool, worker: Child, timeout: float = 15.0) -> str:
+    """Wait until the worker child process is in the registry; return its worker id."""
 
-    popen: subprocess.Popen[bytes]
-    log_path: Path
+    async def find() -> str | None:
+        if not worker.running:
+            raise AssertionError(f"worker exited with {worker.returncode}:\n{worker.output()}")
+        for info in await pool.workers():
+            if info.host.endswith(f":{worker.pid}"):
+                return info.worker_id
+        return None
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def send(self, sig: signal.Signals) -> None:
-        self.popen.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean anything up."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-
-    async def exit_code(self, timeout: float = 20.0) -> int:
-        return await asyncio.to_thread(self.popen.wait, timeout)
-
-    async def registered(self, pool: Pool, timeout: float = 15.0) -> str:
-        """Wait until this process's worker is in the registry; return its worker id."""
-
-        async def find() -> str | None:
-            if self.popen.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.popen.returncode}:\n{self.output()}"
-                )
-            for info in await pool.workers():
-                if info.host.endswith(f":{self.pid}"):
-                    return info.worker_id
-            return None
-
-        return await wait_until(find, timeout=timeout, what=f"worker pid {self.pid} to register")
+    return await wait_until(find, timeout=timeout, what=f"worker pid {worker.pid} to register")
 
 
-@dataclass
-class WorkerProcesses:
-    """Starts worker child processes for one test and kills every one of them afterwards."""
+class WorkerProcesses(ChildProcesses):
+    """Worker child processes of one test, started from this folder (so ``core_apps`` is
+    importable) with wide, uncoloured output, and killed by PID afterwards."""
 
-    log_dir: Path
-    started: list[WorkerProcess] = field(default_factory=list)
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(HERE, {"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}, log_dir)
 
     def cli(
         self,
@@ -188,44 +152,24 @@ class WorkerProcesses:
         fast: bool = True,
         options: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-    ) -> WorkerProcess:
-        """``nervenet worker TARGET --redis URL [OPTIONS]`` as an operator runs it, from this
-        folder so ``core_apps`` is importable; with :data:`FAST` heartbeats unless
-        ``fast=False``, and ``env`` added to its environment."""
-        args = [
-            NERVENET, "worker", target, "--redis", url,
-            "--grace", str(grace), "--concurrency", str(concurrency),
-        ]  # fmt: skip
+    ) -> Child:
+        """``nervenet worker TARGET --redis URL [OPTIONS]`` as an operator runs it, with
+        :data:`FAST` heartbeats unless ``fast=False``, and ``env`` added to its environment."""
+        args = ["--grace", str(grace), "--concurrency", str(concurrency)]
         if fast:
             args += [
                 "--heartbeat", str(FAST.heartbeat_interval),
                 "--visibility-timeout", str(FAST.visibility_timeout),
             ]  # fmt: skip
-        return self._spawn([*args, *options], env)
+        return self.worker(target, url, *args, *options, env=env)
 
-    def runner(self, url: str, *, max_deliveries: int, concurrency: int = 8) -> WorkerProcess:
+    def runner(self, url: str, *, max_deliveries: int, concurrency: int = 8) -> Child:
         """A worker process with :data:`FAST` settings and a ``max_deliveries`` the CLI does not
         expose (``core_worker.py``)."""
-        return self._spawn(
-            [
-                sys.executable, str(RUN_WORKER), url, "core_apps:handlers",
-                "--concurrency", str(concurrency),
-                "--heartbeat-interval", str(FAST.heartbeat_interval),
-                "--visibility-timeout", str(FAST.visibility_timeout),
-                "--max-deliveries", str(max_deliveries),
-            ]
+        return self.python(
+            str(RUN_WORKER), url, "core_apps:handlers",
+            "--concurrency", str(concurrency),
+            "--heartbeat-interval", str(FAST.heartbeat_interval),
+            "--visibility-timeout", str(FAST.visibility_timeout),
+            "--max-deliveries", str(max_deliveries),
         )  # fmt: skip
-
-    def _spawn(self, args: list[str], env: Mapping[str, str] | None = None) -> WorkerProcess:
-        log_path = self.log_dir / f"worker-{len(self.started)}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                args, cwd=HERE, env=child_env(**(env or {})), stdout=log, stderr=subprocess.STDOUT
-            )
-        process = WorkerProcess(popen, log_path)
-        self.started.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            process.kill()

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from core_support import FAST, NERVENET, WorkerProcess, child_env, run_cli, wait_until
-from redis_server import free_port
+from core_support import FAST, NERVENET, child_env, registered, run_cli, wait_until
 
 from nervenet import Handlers, Pool, TaskEscalated
 from nervenet.envelope import TaskEnvelope
+from nervenet.testing import Child, free_port
 
 
 def echo_handlers() -> Handlers:
@@ -27,10 +27,22 @@ def echo_handlers() -> Handlers:
 
 def test_the_core_imports_neither_langgraph_nor_crewai():
     check = (
-        "import sys, nervenet, nervenet.cli, nervenet.demo\n"
+        "import sys, nervenet, nervenet.cli, nervenet.demo, nervenet.testing\n"
         "forbidden = ('langgraph', 'crewai', 'langchain_core', 'nervenet_langgraph',"
         " 'nervenet_crewai')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(forbidden)))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert run.stdout.strip() == "[]"
+
+
+def test_the_core_runtime_does_not_import_its_test_helpers():
+    check = (
+        "import sys, nervenet, nervenet.cli, nervenet.demo, nervenet.worker\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nervenet.testing')))\n"
     )
     run = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
@@ -172,7 +184,7 @@ async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_o
     signed = await pools.open(Pool.from_url(redis_url, settings=FAST, signing_secret=secret))
     unsigned = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, env={"NERVENET_SIGNING_SECRET": secret})
-    await worker.registered(signed)
+    await registered(signed, worker)
 
     assert await signed.dispatch("core/echo", b'"signed"', timeout=10) == b'{"echo":"signed"}'
     with pytest.raises(TaskEscalated):  # not answered: refused entries are only dead-lettered
@@ -182,7 +194,7 @@ async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_o
     assert "signed tasks only" in worker.output()
 
 
-async def said(worker: WorkerProcess, text: str) -> bool:
+async def said(worker: Child, text: str) -> bool:
     return text in worker.output()
 
 
@@ -193,7 +205,7 @@ async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
 ):
     pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, options=["--loop", loop])
-    await worker.registered(pool)
+    await registered(pool, worker)
 
     assert await pool.dispatch("core/echo", b'"hi"', timeout=10) == b'{"echo":"hi"}'
     await wait_until(lambda: said(worker, f"{loop} loop, tuned gc"), what="the banner")
@@ -203,7 +215,7 @@ async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
 async def test_nervenet_gc_default_keeps_cpythons_collector(pools, redis_url, worker_processes):
     pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, env={"NERVENET_GC": "default"})
-    await worker.registered(pool)
+    await registered(pool, worker)
 
     await wait_until(lambda: said(worker, "loop, default gc"), what="the banner")
 

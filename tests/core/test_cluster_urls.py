@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis_cluster import RedisClusterServers, require_cluster_binaries
 
 from nervenet import Pool
 from nervenet.errors import ConfigurationError, PoolConnectionError
+from nervenet.testing import RedisClusterServers
 
 pytestmark = pytest.mark.cluster
 
@@ -34,9 +34,8 @@ async def test_a_database_other_than_0_on_a_cluster_is_refused(cluster_url: str)
 
 
 @pytest.fixture
-def broken_cluster() -> Iterator[RedisClusterServers]:
+def broken_cluster(cluster_binaries: None) -> Iterator[RedisClusterServers]:
     """A cluster one of whose primaries died with no replica to take over its slots."""
-    require_cluster_binaries()
     with RedisClusterServers(primaries=3) as cluster:
         cluster.kill(cluster.nodes[2])
         deadline = time.monotonic() + 15

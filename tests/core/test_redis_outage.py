@@ -13,12 +13,12 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 from core_apps import STARTED
-from core_support import FAST, WorkerProcesses, run_cli
+from core_support import FAST, WorkerProcesses, registered, run_cli
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis_server import RedisServer, free_port
 
 from nervenet import Pool, PoolConnectionError
+from nervenet.testing import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -44,7 +44,7 @@ def restartable_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
 
 async def start_workers(server: RedisServer, processes: WorkerProcesses, pool: Pool) -> None:
     for _ in range(2):
-        await processes.cli(server.url).registered(pool)
+        await registered(pool, processes.cli(server.url))
 
 
 async def test_tasks_in_flight_during_a_restart_complete(restartable_redis, worker_processes):
@@ -117,7 +117,7 @@ async def test_a_dispatch_made_while_redis_is_down_rides_out_a_short_outage(
     own_redis, worker_processes
 ):
     async with Pool.from_url(own_redis.url, settings=FAST) as pool:
-        await worker_processes.cli(own_redis.url).registered(pool)
+        await registered(pool, worker_processes.cli(own_redis.url))
         own_redis.kill()
         pool.registry.invalidate()  # as if the one-second cache had just expired
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_support import registered
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -41,7 +42,7 @@ async def test_one_trace_crosses_the_coordinator_and_worker_processes(
     worker = worker_processes.cli(
         redis_url, "traced_app:handlers", env={"NERVENET_SPANS_FILE": str(spans_file)}
     )
-    await worker.registered(redis_pool)
+    await registered(redis_pool, worker)
     coordinator = redis_pool.coordinator("run-traced")
 
     async def body() -> bytes:
@@ -55,7 +56,7 @@ async def test_one_trace_crosses_the_coordinator_and_worker_processes(
     with provider.get_tracer("caller").start_as_current_span("handle request"):
         handle = await redis_pool.workflows.start("traced/app", "run-traced", b"", body)
     assert await handle.result(timeout=20) == b"ok"
-    worker.send(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
     here = [span_record(s) for s in exporter.get_finished_spans()]
     there = json.loads(spans_file.read_text())

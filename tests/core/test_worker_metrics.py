@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from core_support import wait_until
-from redis_server import free_port
+from core_support import registered, wait_until
 
 from nervenet import Handlers, RemoteTaskError
 from nervenet.metrics import WorkerMetrics
+from nervenet.testing import free_port
 
 
 def handlers() -> Handlers:
@@ -61,7 +61,7 @@ async def test_tasks_are_counted_by_outcome_with_their_times(pool, serve):
 async def test_the_worker_command_serves_metrics(redis_pool, redis_url, worker_processes):
     port = free_port()
     worker = worker_processes.cli(redis_url, options=["--metrics-port", str(port)])
-    await worker.registered(redis_pool)
+    await registered(redis_pool, worker)
 
     await redis_pool.dispatch("core/echo", b'"x"', timeout=10)
     async with httpx.AsyncClient() as client:

@@ -15,10 +15,11 @@ import core_apps
 import orjson
 import pytest
 from core_apps import STARTED, pids_key, runs_key
-from core_support import FAST, ReplyTap, WorkerProcess, WorkerProcesses, wait_until
+from core_support import FAST, ReplyTap, WorkerProcesses, registered, wait_until
 
 from nervenet import Pool, TaskEscalated
 from nervenet.envelope import ReplyKind
+from nervenet.testing import Child
 
 pytestmark = pytest.mark.redis
 
@@ -42,12 +43,8 @@ def slow(key: str, first: float, then: float = 0.05) -> bytes:
     return orjson.dumps({"key": key, "first": first, "then": then})
 
 
-async def said(process: WorkerProcess, text: str) -> bool:
+async def said(process: Child, text: str) -> bool:
     return text in process.output()
-
-
-def by_pid(processes: WorkerProcesses, pid: int) -> WorkerProcess:
-    return next(p for p in processes.started if p.pid == pid)
 
 
 async def assert_stream_settled(pool: Pool, task_type: str) -> None:
@@ -62,7 +59,7 @@ async def test_the_task_of_a_killed_worker_process_is_completed_by_another(
 ):
     tap = ReplyTap(redis_pool)
     for process in [worker_processes.cli(redis_url), worker_processes.cli(redis_url)]:
-        await process.registered(redis_pool)
+        await registered(redis_pool, process)
     dispatch = asyncio.ensure_future(
         redis_pool.dispatch(
             "core/slow", slow("killed", first=60), task_id="killed", timeout=30, retries=0
@@ -70,7 +67,7 @@ async def test_the_task_of_a_killed_worker_process_is_completed_by_another(
     )
 
     first = await next_start(redis_pool)
-    by_pid(worker_processes, first["pid"]).kill()
+    worker_processes.by_pid(first["pid"]).kill()
     result = orjson.loads(await asyncio.wait_for(dispatch, 30))
 
     assert result["run"] == 2
@@ -85,7 +82,7 @@ async def test_a_long_task_on_a_live_worker_is_not_taken_by_another(
 ):
     tap = ReplyTap(redis_pool)
     for process in [worker_processes.cli(redis_url), worker_processes.cli(redis_url)]:
-        await process.registered(redis_pool)
+        await registered(redis_pool, process)
     long = 3.5 * FAST.visibility_timeout
 
     result = await redis_pool.dispatch(
@@ -102,7 +99,7 @@ async def test_a_task_that_keeps_killing_its_workers_is_escalated_not_run_again(
 ):
     for _ in range(2):
         worker = worker_processes.cli(redis_url, options=["--max-deliveries", "1"])
-        await worker.registered(redis_pool)
+        await registered(redis_pool, worker)
 
     with pytest.raises(TaskEscalated) as caught:
         await redis_pool.dispatch(
@@ -120,7 +117,7 @@ async def test_pool_workers_lists_worker_processes_with_their_task_types(
     redis_pool, redis_url, worker_processes
 ):
     process = worker_processes.cli(redis_url, concurrency=3)
-    worker_id = await process.registered(redis_pool)
+    worker_id = await registered(redis_pool, process)
 
     [info] = [w for w in await redis_pool.workers() if w.worker_id == worker_id]
 
@@ -133,7 +130,7 @@ async def test_a_killed_worker_process_leaves_the_registry_after_its_ttl(
     redis_pool, redis_url, worker_processes
 ):
     process = worker_processes.cli(redis_url)
-    worker_id = await process.registered(redis_pool)
+    worker_id = await registered(redis_pool, process)
 
     process.kill()
 
@@ -150,13 +147,13 @@ async def test_sigterm_lets_the_in_flight_task_finish_and_the_worker_exit_zero(
     redis_pool, redis_url, worker_processes
 ):
     process = worker_processes.cli(redis_url, grace=10, fast=False)
-    worker_id = await process.registered(redis_pool)
+    worker_id = await registered(redis_pool, process)
     dispatch = asyncio.ensure_future(
         redis_pool.dispatch("core/slow", slow("graceful", first=1.0), timeout=30, retries=0)
     )
     await next_start(redis_pool)
 
-    process.send(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
 
     assert orjson.loads(await asyncio.wait_for(dispatch, 30))["run"] == 1
     assert await process.exit_code() == 0, process.output()
@@ -173,14 +170,14 @@ async def running_on_one_of_two(
     task_type: str,
     payload: bytes,
     **options: Any,
-) -> tuple[asyncio.Future[bytes], dict[str, Any], WorkerProcess]:
+) -> tuple[asyncio.Future[bytes], dict[str, Any], Child]:
     """Two worker processes with ``grace``; dispatch; return the dispatch, the start record of its
     first run, and the worker process running it."""
     for process in [processes.cli(url, grace=grace, fast=False) for _ in range(2)]:
-        await process.registered(pool)
+        await registered(pool, process)
     dispatch = asyncio.ensure_future(pool.dispatch(task_type, payload, **options))
     first = await next_start(pool)
-    return dispatch, first, by_pid(processes, first["pid"])
+    return dispatch, first, processes.by_pid(first["pid"])
 
 
 async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs_once(
@@ -191,7 +188,7 @@ async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs
         "core/slow-sync", slow("in-a-thread", first=2.0), timeout=30,
     )  # fmt: skip
 
-    stopping.send(signal.SIGTERM)
+    stopping.send_signal(signal.SIGTERM)
 
     result = orjson.loads(await asyncio.wait_for(dispatch, 30))
     assert (result["run"], result["pid"]) == (1, first["pid"])  # finished where it started
@@ -211,10 +208,10 @@ async def test_a_second_ctrl_c_hands_unfinished_tasks_back_at_once(
         "core/slow", slow("hurried", first=60), timeout=30, retries=0,
     )  # fmt: skip
 
-    stopping.send(signal.SIGINT)
+    stopping.send_signal(signal.SIGINT)
     await wait_until(lambda: said(stopping, "Ctrl-C again"), what="the stopping notice")
     assert "1 task(s) in flight get 60 s to finish" in stopping.output()
-    stopping.send(signal.SIGINT)
+    stopping.send_signal(signal.SIGINT)
 
     assert await stopping.exit_code() == 0, stopping.output()
     assert "handed back task entry" in stopping.output()
@@ -231,7 +228,7 @@ async def test_sigterm_hands_back_a_task_that_outlasts_the_grace_period(
         "core/slow", slow("handback", first=60), task_id="handback", timeout=30, retries=0,
     )  # fmt: skip
 
-    stopping.send(signal.SIGTERM)
+    stopping.send_signal(signal.SIGTERM)
 
     assert await stopping.exit_code() == 0, stopping.output()
     assert "handed back task entry" in stopping.output()

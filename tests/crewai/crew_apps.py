@@ -15,6 +15,7 @@ from crewai.project import CrewBase, agent, crew, task
 from crewai.tasks.task_output import TaskOutput
 from crewai.tools import tool
 from nervenet_crewai import distribute_crew
+from nervenet_crewai.testing import research_crew
 from pydantic import BaseModel
 
 TOOL_RUNS: list[dict[str, Any]] = []
@@ -26,27 +27,10 @@ def _latency() -> float:
 
 
 def sequential_crew() -> Crew:
-    """Three agents, three tasks; the second reads the first, the third reads both."""
+    """Three agents, three tasks; the second reads the first, the third reads both. The first
+    two share one LLM (CrewAI counts a shared LLM's tokens once per agent)."""
     llm = ScriptedLLM(model="seq", latency=_latency())
-    researcher = Agent(role="Researcher", goal="Find facts on {topic}", backstory="b", llm=llm)
-    analyst = Agent(role="Analyst", goal="Weigh facts", backstory="b", llm=llm)
-    writer = Agent(
-        role="Writer", goal="Write about {topic}", backstory="b", llm=ScriptedLLM(model="w")
-    )
-    research = Task(description="Research {topic}", expected_output="facts", agent=researcher)
-    analyse = Task(
-        description="Analyse the facts",
-        expected_output="analysis",
-        agent=analyst,
-        context=[research],
-    )
-    write = Task(
-        description="Write a note on {topic}",
-        expected_output="a note",
-        agent=writer,
-        context=[research, analyse],
-    )
-    return Crew(agents=[researcher, analyst, writer], tasks=[research, analyse, write])
+    return research_crew([llm, llm, ScriptedLLM(model="w")])
 
 
 def parallel_crew() -> Crew:

@@ -1,4 +1,5 @@
-"""A deterministic fake LLM (CrewAI's custom ``BaseLLM`` seam) that records where it was called.
+"""The CrewAI tests' fake model: :class:`nervenet_crewai.testing.FakeLLM` recording where it
+was called, with switches that make it fail.
 
 Its final answer is a hash of the whole prompt, so an answer proves which prompt, context and
 tool observation the agent saw: equal answers from a plain and a distributed crew mean equal
@@ -9,15 +10,14 @@ JSON lines (for worker subprocesses).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
-import time
 from typing import Any
 
-from crewai.llms.base_llm import BaseLLM
 from nervenet_crewai import current_task
+from nervenet_crewai.testing import FakeCall, FakeLLM, Observer
+from pydantic import Field
 
 CALLS: list[dict[str, Any]] = []
 """Every call in this process: model, pid, thread, and the answer's hash."""
@@ -26,12 +26,6 @@ FAILING: set[str] = set()
 FAILING_WORDS: set[str] = set()
 """Words that make a call raise while listed, when its prompt contains one."""
 _lock = threading.Lock()
-
-
-def _text(messages: Any) -> str:
-    if isinstance(messages, str):
-        return messages
-    return "\n".join(str(m.get("content", "")) for m in messages)
 
 
 def where() -> dict[str, Any]:
@@ -45,7 +39,11 @@ def where() -> dict[str, Any]:
     }
 
 
-def _record(entry: dict[str, Any]) -> None:
+def record(call: FakeCall) -> None:
+    """Log a call in :data:`CALLS` and, with ``CREW_TEST_LOG`` set, in that file."""
+    entry = where() | {"model": call.model, "started": call.started, "phase": call.phase}
+    if call.answer is not None:
+        entry["answer"] = call.answer[-40:]
     with _lock:
         CALLS.append(entry)
         path = os.environ.get("CREW_TEST_LOG")
@@ -67,97 +65,19 @@ def read_log(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in log if line.strip()]
 
 
-class ScriptedLLM(BaseLLM):
-    """Answers in CrewAI's ReAct text format; optionally uses one tool first."""
+class ScriptedLLM(FakeLLM):
+    """A :class:`FakeLLM` that logs every call (:func:`record`) and fails while its model is in
+    :data:`FAILING` or its prompt holds a word of :data:`FAILING_WORDS`."""
 
-    latency: float = 0.0
-    """Seconds each call sleeps (a realistic model latency in benchmarks)."""
-    tool: str | None = None
-    """Sanitized name of a tool to call before answering."""
-    tool_input: dict[str, Any] | None = None
-    """Arguments for that tool."""
-    answer: str | None = None
-    """A fixed final answer (e.g. JSON for ``output_pydantic``) instead of the prompt hash."""
-    fail: bool = False
-    """Always raise, like a provider that is down."""
-    converts_to: str | None = None
-    """What it answers when CrewAI asks it to convert a text to JSON (``output_pydantic``)."""
-    verdict: str | None = None
-    """What it answers as a string guardrail's judge (JSON of ``LLMGuardrailResult``)."""
+    observers: list[Observer] = Field(default_factory=lambda: [record])
 
-    def call(
-        self,
-        messages: Any,
-        tools: Any = None,
-        callbacks: Any = None,
-        available_functions: Any = None,
-        from_task: Any = None,
-        from_agent: Any = None,
-        response_model: Any = None,
-    ) -> str:
-        text = _text(messages)
-        entry = where() | {"model": self.model, "started": time.time()}
-        doomed = any(word in text for word in FAILING_WORDS)
-        if self.fail or self.model in FAILING or doomed:
-            _record({**entry, "phase": "failed"})
-            raise RuntimeError(f"fake model {self.model} is down")
-        _record({**entry, "phase": "begin"})
-        if self.latency:
-            time.sleep(self.latency)
-        observed = _observation(messages)
-        if self.converts_to is not None and _is_conversion(messages):
-            out = self.converts_to
-        elif self.verdict is not None and "Guardrail Agent" in text:
-            out = f"Thought: I judged it\nFinal Answer: {self.verdict}"
-        elif self.tool and observed is None:
-            out = (
-                "Thought: I need the tool first\n"
-                f"Action: {self.tool}\nAction Input: {json.dumps(self.tool_input or {})}"
-            )
-        else:
-            digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-            answer = self.answer or f"{self.model}:{digest}"
-            if "verified" in text and self.answer is None:
-                answer = f"verified {answer}"
-            if observed:
-                answer = f"{answer} (tool said {observed})"
-            out = f"Thought: I now know the final answer\nFinal Answer: {answer}"
-        if self.stream:  # as a provider's streaming API would: the answer in pieces
-            for start in range(0, len(out), 16):
-                self._emit_stream_chunk_event(
-                    out[start : start + 16], from_task=from_task, from_agent=from_agent
-                )
-        _record({**entry, "phase": "end", "answer": out[-40:]})
-        self._track_token_usage_internal(
-            {
-                "prompt_tokens": len(text) // 4,
-                "completion_tokens": len(out) // 4,
-                "total_tokens": len(text) // 4 + len(out) // 4,
-            }
-        )
-        return out
+    def fails(self, prompt: str) -> bool:
+        doomed = any(word in prompt for word in FAILING_WORDS)
+        return super().fails(prompt) or self.model in FAILING or doomed
 
-    def supports_function_calling(self) -> bool:
-        return False  # CrewAI's converter calls it without checking it exists
-
-    def get_input_tokens_count(self, *args: Any, **kwargs: Any) -> int:
-        return 0  # the base class estimates and logs a warning per call
-
-
-def _is_conversion(messages: Any) -> bool:
-    """CrewAI's converter sends the schema as system message, not an agent persona."""
-    if isinstance(messages, str) or not messages:
-        return False
-    first = messages[0]
-    return first.get("role") == "system" and "personal goal" not in str(first.get("content"))
-
-
-def _observation(messages: Any) -> str | None:
-    """The tool result CrewAI appended after our action, if any."""
-    if isinstance(messages, str):
-        return None
-    for message in reversed(messages):
-        content = str(message.get("content", ""))
-        if message.get("role") == "assistant" and "\nObservation:" in content:
-            return content.rsplit("\nObservation:", 1)[1].strip()[:80]
-    return None
+    def final_answer(self, prompt: str) -> str:
+        answer = super().final_answer(prompt)
+        # A guardrail's feedback asks for a verified answer: a retry then gives one.
+        if "verified" in prompt and self.answer is None:
+            answer = f"verified {answer}"
+        return answer

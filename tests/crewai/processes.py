@@ -1,65 +1,35 @@
-"""Start and always stop the subprocesses a test needs.
+"""The CrewAI tests' child processes: :class:`nervenet.testing.ChildProcesses` whose children
+guard their network.
 
-Each child's output goes to a log file, never to a pipe nobody reads (a chatty child would block
-on a full pipe). The children guard their network (``worker_proc.py``) and append each attempt
-to ``NET_GUARD_LOG`` the moment it happens, so a child that is SIGKILLed still reported it:
+The children guard their network (``worker_proc.py``) and append each attempt to
+``NET_GUARD_LOG`` the moment it happens, so a child that is SIGKILLed still reported it:
 :meth:`Processes.close` fails the test if any child tried to leave loopback.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+
+from nervenet.testing import Child, ChildProcesses
 
 HERE = Path(__file__).parent
 
 
-class Processes:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="crew-procs-"))
-        self.network_log = self.dir / "network.log"
-        self.env = env  # the test's own dict: what it sets later reaches the children it starts
+class Processes(ChildProcesses):
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None) -> None:
+        super().__init__(HERE, log_dir=log_dir)
+        self.network_log = self.log_dir / "network.log"
         env["NET_GUARD_LOG"] = str(self.network_log)
-        self.started: list[subprocess.Popen[str]] = []
-        self.logs: dict[int, Path] = {}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env = env  # the test's own dict: what it sets later reaches the children it starts
 
-    def worker(self, url: str, target: str, concurrency: int = 8) -> subprocess.Popen[str]:
-        """A worker subprocess, returned once it printed ``ready``."""
-        proc = self.python(str(HERE / "worker_proc.py"), url, target, str(concurrency))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if "ready" in self.output(proc).splitlines():
-                return proc
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}: {self.output(proc)}")
-            time.sleep(0.05)
-        raise RuntimeError("worker did not get ready within 60 s")
+    def crew_worker(self, url: str, target: str, concurrency: int = 8) -> Child:
+        """A network-guarded worker (``worker_proc.py``), returned once it printed ``ready``."""
+        child = self.python(str(HERE / "worker_proc.py"), url, target, str(concurrency))
+        child.wait_for_line("ready", timeout=60)
+        return child
 
-    def python(self, *args: str) -> subprocess.Popen[str]:
-        log = self.dir / f"proc-{len(self.started)}.log"
-        with log.open("w") as out:  # the child keeps its own handle
-            proc = subprocess.Popen(
-                [sys.executable, *args],
-                env=self.env,
-                cwd=HERE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        self.started.append(proc)
-        self.logs[proc.pid] = log
-        return proc
-
-    def output(self, proc: subprocess.Popen[str]) -> str:
-        return self.logs[proc.pid].read_text(errors="replace")
-
-    def close(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
+    def close(self, grace: float = 0.0) -> None:
         attempts = self.network_log.read_text() if self.network_log.exists() else ""
+        super().close(grace)
         assert not attempts, f"a child process tried to leave loopback: {attempts}"

@@ -2,56 +2,38 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("crewai")
 
-from processes import Processes
+from nervenet.testing import ChildProcesses
 
 pytestmark = pytest.mark.crewai
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def nervenet_command() -> list[str]:
-    script = Path(sys.executable).with_name("nervenet")
-    return [str(script)] if script.exists() else [shutil.which("nervenet") or "nervenet"]
-
-
 @pytest.mark.redis
 def test_logistics_example_with_a_nervenet_worker_process(
-    redis_url: str, processes: Processes, crew_env: dict[str, str]
+    redis_url: str, crew_env: dict[str, str]
 ) -> None:
     crew_env.update(LOGISTICS_LATENCY="0", NERVENET_REDIS_URL=redis_url)
-    worker = subprocess.Popen(
-        [*nervenet_command(), "worker", "examples.logistics_crew:crew", "--redis", redis_url],
-        cwd=ROOT,
-        env=crew_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    processes.started.append(worker)
-    assert worker.stdout is not None
-    deadline = time.monotonic() + 60
-    while "serving" not in (line := worker.stdout.readline()):
-        assert line or worker.poll() is None, "the worker exited"
-        assert time.monotonic() < deadline, "the worker did not start"
+    with ChildProcesses(ROOT, crew_env) as processes:
+        worker = processes.worker("examples.logistics_crew:crew", redis_url)
+        worker.wait_for_line("serving", timeout=60)
 
-    done = subprocess.run(
-        [sys.executable, "examples/logistics_crew.py", "--kickoffs", "24"],
-        cwd=ROOT,
-        env=crew_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        done = subprocess.run(
+            [sys.executable, "examples/logistics_crew.py", "--kickoffs", "24"],
+            cwd=ROOT,
+            env=crew_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "24 kickoffs in" in done.stdout and "0 failed" in done.stdout

@@ -127,7 +127,7 @@ async def test_worker_killed_mid_task_its_task_is_redelivered_and_kickoff_comple
     crew_env["CREW_TEST_LATENCY"] = "1.5"
     log = crew_env["CREW_TEST_LOG"]
     for _ in range(2):
-        processes.worker(redis_url, "crew_apps:sequential", concurrency=1)
+        processes.crew_worker(redis_url, "crew_apps:sequential", concurrency=1)
     crew = distribute_crew(crew_apps.sequential_crew, pool=redis_pool, name="seq")
     expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
 

@@ -130,7 +130,7 @@ def test_a_child_process_that_tries_the_network_fails_the_test_even_when_killed(
         "    time.sleep(60)\n",
     )
     deadline = time.monotonic() + 30
-    while "refused" not in processes.output(child) and time.monotonic() < deadline:
+    while "refused" not in child.output() and time.monotonic() < deadline:
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)  # no `finally` of the child runs
 

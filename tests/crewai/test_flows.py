@@ -30,6 +30,7 @@ from processes import Processes
 from pydantic import BaseModel
 
 from nervenet import ConfigurationError, Pool, RunStatus, WorkflowFailed
+from nervenet.testing import Child
 
 pytestmark = pytest.mark.crewai
 
@@ -482,7 +483,7 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
 
     # One process pauses the run and dies: its run is not taken over (it waits, not runs).
     pausing = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, "pause")
-    assert await read_line(processes, pausing, "paused") == "paused review write,review"
+    assert await read_line(pausing, "paused") == "paused review write,review"
 
     async def ended_as_interrupted() -> bool:  # the run's end is written after its result
         return (await redis_pool.runs.get("paused-elsewhere")).status == RunStatus.INTERRUPTED
@@ -499,7 +500,7 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
     # process takes the run over, the settled feedback answered from the journal.
     processes.env["FLOW_REWRITE_SECONDS"] = "10"
     resuming = processes.python("-c", FEEDBACK_COORDINATOR, redis_url, FEEDBACKS[0])
-    assert await read_line(processes, resuming, "resumed") == "resumed"
+    assert await read_line(resuming, "resumed") == "resumed"
     await asyncio.sleep(2.5)  # the feedback is collapsed and journaled; rewrite sleeps 10 s
     resuming.send_signal(signal.SIGKILL)
     resuming.wait(timeout=10)
@@ -513,17 +514,15 @@ async def test_feedback_from_any_process_resumes_a_run_no_process_took_over_whil
     assert ["write", "review", "collapse", *flow_apps.METHOD_RUNS] == plain_methods
 
 
-async def read_line(
-    processes: Processes, process: subprocess.Popen[str], marker: str, timeout: float = 60.0
-) -> str:
+async def read_line(process: Child, marker: str, timeout: float = 60.0) -> str:
     """The first line the process prints starting with ``marker`` (CrewAI prints its panels)."""
     deadline = time.monotonic() + timeout
     while True:
-        output = processes.output(process)
+        output = process.output()
         line = next((x for x in output.splitlines() if x.startswith(marker)), None)
         if line is not None:
             return line.strip()
-        assert process.poll() is None, f"the process ended without printing {marker!r}: {output}"
+        assert process.running, f"the process ended without printing {marker!r}: {output}"
         assert time.monotonic() < deadline, f"no {marker!r} line within {timeout:g} s"
         await asyncio.sleep(0.05)
 

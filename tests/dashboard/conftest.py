@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,20 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "core"))
-
-from core_support import NERVENET, child_env
-from redis_server import free_port, redis_required
+from nervenet.testing import Child, ChildProcesses, free_port, servers_required
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 class Dashboard:
-    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, url: str, child: Child) -> None:
         self.url = url
-        self.process = process
-        self.log = log
+        self.child = child
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=20, **kwargs)
@@ -39,18 +32,14 @@ class Dashboard:
 @pytest.fixture
 async def start_dashboard(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await start_dashboard(redis_url, token=None)``: a running ``nervenet dashboard``."""
-    started: list[Dashboard] = []
+    children = ChildProcesses(env={"COLUMNS": "250", "NO_COLOR": "1"}, log_dir=tmp_path)
 
     async def start(redis_url: str, *, token: str | None = None) -> Dashboard:
         port = free_port()
-        log = tmp_path / f"dashboard-{port}.log"
-        args = [NERVENET, "dashboard", "--redis", redis_url, "--port", str(port)]
-        args += ["--sample-every", "0.3"]
-        env = child_env(**({"NERVENET_DASHBOARD_TOKEN": token} if token else {}))
-        with log.open("wb") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-        dashboard = Dashboard(f"http://127.0.0.1:{port}", process, log)
-        started.append(dashboard)
+        args = ["--redis", redis_url, "--port", str(port), "--sample-every", "0.3"]
+        env = {"NERVENET_DASHBOARD_TOKEN": token} if token else {}
+        child = children.nervenet("dashboard", *args, env=env)
+        dashboard = Dashboard(f"http://127.0.0.1:{port}", child)
         deadline = time.monotonic() + 30
         async with dashboard.client() as client:
             while True:
@@ -59,20 +48,15 @@ async def start_dashboard(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                         return dashboard
                 except httpx.TransportError:
                     pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the dashboard did not start:\n{log.read_text()}")
+                child.check_running()
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the dashboard did not start:\n{child.output()}")
                 await asyncio.sleep(0.1)
 
     yield start
-    for dashboard in started:
-        if dashboard.process.poll() is None:
-            dashboard.process.send_signal(signal.SIGTERM)
-            try:
-                dashboard.process.wait(10)
-            except subprocess.TimeoutExpired:
-                dashboard.process.kill()
-                dashboard.process.wait()
-        print(f"--- dashboard {dashboard.url}:\n{dashboard.log.read_text()[-5000:]}")
+    children.close(grace=10)
+    for child in children.children:
+        print(f"--- dashboard pid {child.pid}:\n{child.output(last=5000)}")
 
 
 @pytest.fixture
@@ -82,7 +66,7 @@ def browser() -> Iterator[Any]:
         message = (
             "chromium and chromium-driver are needed: apt-get install chromium chromium-driver"
         )
-        if redis_required():  # CI=true: the browser test must run
+        if servers_required():  # CI=true: the browser test must run
             pytest.fail(message)
         pytest.skip(message)
     from selenium import webdriver

@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import ChildProcesses
 from fast_settings import FAST
 from nervenet_langgraph import DistributedGraph, distribute
 
 from nervenet import Pool
+from nervenet.testing import ChildProcesses
 
 _names = itertools.count()
 

@@ -35,11 +35,10 @@ from langgraph.checkpoint.serde.types import ERROR
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, StateSnapshot, interrupt
 from nervenet_langgraph.checkpoint import RedisSaver
-from redis_cluster import RedisClusterServers
-from redis_server import free_port
 
 from nervenet.errors import ConfigurationError, PoolConnectionError
 from nervenet.keys import Keys
+from nervenet.testing import RedisClusterServers, free_port
 
 pytestmark = pytest.mark.langgraph
 

@@ -13,17 +13,17 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import NERVENET, ChildProcesses
 from fast_settings import FAST
+from nervenet_langgraph.testing import ExecutionCounter
 
 from nervenet import Pool
-from nervenet.cluster import sync_client
+from nervenet.testing import ChildProcesses
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
-from durable_app import NODES, expected_output  # noqa: E402
+from durable_app import NODES, counter, expected_output, run_input  # noqa: E402
 
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
@@ -55,7 +55,7 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
         for first in (0, per_coordinator)
     ]
     for coordinator in coordinators:
-        processes.wait_for_line(coordinator, b"submitted", timeout=60)
+        coordinator.wait_for_line("submitted", timeout=60)
     await asyncio.sleep(0.5)  # runs are mid-flight: some nodes done, some running
     coordinators[0].send_signal(signal.SIGKILL)
     workers[0].send_signal(signal.SIGKILL)
@@ -70,11 +70,7 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
     graph = importlib.import_module(app).graph
     outputs = [_decode(graph, raw) for raw in results]
     assert outputs == [expected_output(n) for n in range(runs)]
-    counts = sync_client(redis_url)
-    executions = sum(
-        int(counts.get(f"test:executions:{node}:{n}") or 0) for node in NODES for n in range(runs)
-    )
-    counts.close()
+    executions = ExecutionCounter(redis_url, counter.key).total()
     extra = executions - runs * len(NODES)
     print(
         f"\n{runs} runs of {app} finished {recovered_in:.1f} s after the kills; "
@@ -100,16 +96,16 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
     fast = ("--heartbeat", "0.2", "--visibility-timeout", "1.0")
     for _ in range(2):
         processes.worker("durable_app:graph", redis_url, *fast)
-    shared = processes.start(NERVENET, "serve", "durable_app:graph", "--coordinators", "2")
-    doomed = processes.start(NERVENET, "serve", "durable_app:graph")
+    shared = processes.nervenet("serve", "durable_app:graph", "--coordinators", "2")
+    doomed = processes.nervenet("serve", "durable_app:graph")
     for serving in (shared, doomed):
-        processes.wait_for_line(serving, b"running durable runs", timeout=60)
+        serving.wait_for_line("running durable runs", timeout=60)
 
     client = make_graph(redis_url)
     async with client.nervenet.pool as pool:
         for n in range(runs):
             config = {"configurable": {"thread_id": f"q-{n}", "__nervenet_run_id": f"q-{n}"}}
-            await client.asubmit({"n": n, "trail": []}, config, run_here=False)
+            await client.asubmit(run_input(n), config, run_here=False)
         await asyncio.sleep(0.8)  # both coordinators took runs; some nodes done, some running
         status = await pool.status()
         doomed.send_signal(signal.SIGKILL)

@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("langgraph")
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -34,11 +33,12 @@ from nervenet_langgraph.demo import (
 )
 
 from nervenet import Pool
+from nervenet.testing import ChildProcesses, child_environment, nervenet_script
 
 pytestmark = pytest.mark.langgraph
 
 REPO = Path(__file__).resolve().parents[2]
-NERVENET = str(Path(sys.executable).with_name("nervenet"))
+NERVENET = nervenet_script()
 NO_WAIT = constant_latency(0.0)
 DOCUMENTS = range(16)
 
@@ -78,9 +78,7 @@ async def pool(request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "NERVENET_REDIS_URL"}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
-    return env
+    return child_environment(COLUMNS="250", NO_COLOR="1", TERM="dumb", **extra)
 
 
 async def test_final_states_match_plain_langgraph(distributed: Any) -> None:
@@ -181,18 +179,9 @@ def test_example_runs_on_an_embedded_pool() -> None:
 
 @pytest.mark.redis
 def test_example_runs_against_a_worker_process(redis_url: str) -> None:
-    worker = subprocess.Popen(
-        [NERVENET, "worker", "examples.document_pipeline:graph", "--redis", redis_url],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        assert worker.stdout is not None
-        banner = worker.stdout.readline()
-        assert "serving docs/classify" in banner, banner
+    with ChildProcesses(REPO, {"NO_COLOR": "1"}) as processes:
+        worker = processes.worker("examples.document_pipeline:graph", redis_url)
+        worker.wait_for_line("serving docs/classify", timeout=60)
         run = subprocess.run(
             [sys.executable, "examples/document_pipeline.py"],
             cwd=REPO,
@@ -201,14 +190,11 @@ def test_example_runs_against_a_worker_process(redis_url: str) -> None:
             timeout=60,
             env=child_env(NERVENET_REDIS_URL=redis_url),
         )
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        worker.stdout.close()  # type: ignore[union-attr]
+        stopped = worker.stop(grace=30)
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(run.stdout.splitlines()) == 6
-    assert worker.returncode == 0
+    assert stopped == 0, worker.output()
 
 
 def test_notebook_runs_in_jupyters_event_loop() -> None:

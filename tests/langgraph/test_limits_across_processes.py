@@ -12,9 +12,8 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from child_processes import NERVENET, ChildProcesses
-
 from nervenet.cluster import sync_client
+from nervenet.testing import ChildProcesses
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -63,9 +62,9 @@ def counters(redis_url: str, killed_at: float | None = None) -> tuple[int, int]:
 def start(processes: ChildProcesses, redis_url: str) -> list[object]:
     workers = [processes.worker("limited_app:graph", redis_url, *FAST) for _ in range(4)]
     for worker in workers:  # registered: a run claimed before any worker is would fail
-        processes.wait_for_line(worker, b"serving", timeout=60)
-    serving = processes.start(NERVENET, "serve", "limited_app:graph", "--coordinators", "3")
-    processes.wait_for_line(serving, b"running limited runs", timeout=60)
+        worker.wait_for_line("serving", timeout=60)
+    serving = processes.nervenet("serve", "limited_app:graph", "--coordinators", "3")
+    serving.wait_for_line("running limited runs", timeout=60)
     return [serving, *workers]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from child_processes import ChildProcesses
 
 from nervenet import Handlers, Pool, PoolSettings
+from nervenet.testing import ChildProcesses
 
 pytestmark = pytest.mark.redis
 
@@ -76,7 +76,7 @@ def soak_workers(redis_url: str) -> Iterator[ChildProcesses]:
 async def _soak(redis_url: str, procs: ChildProcesses, workflows: int) -> None:
     workers = [procs.worker("soak_app:handlers", redis_url) for _ in range(2)]
     for worker in workers:
-        procs.wait_for_line(worker, b"serving", timeout=30)
+        worker.wait_for_line("serving", timeout=30)
     steps = 3
 
     async def workflow(pool: Pool, n: int) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from redis_server import RedisServer, free_port
 
 from nervenet import Handlers, Pool, PoolConnectionError
+from nervenet.testing import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 

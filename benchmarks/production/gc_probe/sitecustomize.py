@@ -40,7 +40,7 @@ if _DIR:
             "threshold": gc.get_threshold(),
             "frozen": gc.get_freeze_count(),
         }
-        with open(os.path.join(_DIR, f"gc-{os.getpid()}.json"), "w") as f:
+        with open(os.path.join(str(_DIR), f"gc-{os.getpid()}.json"), "w") as f:
             json.dump(record, f)
 
     gc.callbacks.append(_time_collection)
