@@ -184,13 +184,17 @@ class Workflows:
         if thread:
             await self._gate.admit(run_id, thread, check_strategy(multitask))
         keys, redis = self._pool.keys, self._pool.transport.redis
-        expires = self._expiry_ms()
+        leased_at, expires = time.monotonic(), self._expiry_ms()
         async with redis.pipeline(transaction=False) as pipe:
             self._add_record(pipe, kind, run_id, payload, "running", thread)
             pipe.zadd(keys.workflows, {run_id: expires})
             pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
             self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
             await pipe.execute()
+        if not self._owned:
+            # Its lease, just pushed, is the only one: fresh as of now, whenever the last
+            # renewal was (a pool made at import time starts its first run long after).
+            self._last_renewal = max(self._last_renewal, leased_at)
         self._run_here(run_id, run, thread, kind)
         return RunHandle(self, run_id)
 

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from nervenet import Pool
+from nervenet import Pool, PoolSettings
 
 
 async def test_a_run_ending_during_a_lease_renewal_is_not_taken_for_a_lost_lease(
@@ -41,3 +41,23 @@ async def test_a_run_ending_during_a_lease_renewal_is_not_taken_for_a_lost_lease
     announced = await pool.transport.redis.xrange(pool.keys.workflows_done)
     assert [fields[b"run"] for _, fields in announced] == [b"run-1"]
     assert "lost the lease" not in caplog.text
+
+
+async def test_a_pool_made_long_before_its_first_run_holds_that_runs_lease() -> None:
+    """Apps make their pool at import time and start runs much later: the first runs, before
+    the pool's first heartbeat, must count as owned here (they were just leased), not as runs
+    whose renewals lapsed while the pool was idle (which stopped them with LeaseLost and left
+    them running forever)."""
+    pool = Pool.local(settings=PoolSettings(heartbeat_interval=0.3, lease_ttl=0.6))
+    try:
+        await asyncio.sleep(0.7)  # idle longer than a lease, before the pool starts
+
+        async def run() -> bytes:
+            pool.workflows.check_owned("early-run")
+            return b"the result"
+
+        handle = await pool.workflows.start("core-kind", "early-run", b"input", run)
+
+        assert await handle.result(timeout=5) == b"the result"
+    finally:
+        await pool.aclose()
