@@ -61,7 +61,9 @@ class RedisPyClient:
     """redis-py's asyncio client, one connection for commands and one for blocking reads."""
 
     def __init__(self, url: str) -> None:
-        self._commands = aioredis.Redis.from_url(url)
+        # As nervenet's transport: a burst of commands waits for one of 64 connections.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=None)
+        self._commands = aioredis.Redis(connection_pool=pool)
         self._reader = aioredis.Redis.from_url(url)
 
     async def xadd(self, stream: str, fields: dict[bytes, bytes]) -> None:
