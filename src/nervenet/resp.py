@@ -61,7 +61,8 @@ class RespConnection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        return self._transport is not None and self._lost is None
+        transport = self._transport
+        return transport is not None and not transport.is_closing() and self._lost is None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -86,8 +87,8 @@ class RespConnection(asyncio.Protocol):
     def send(self, commands: Sequence[Command]) -> list[asyncio.Future[Any]]:
         """Write ``commands`` at once; a future per command resolves to its reply (an error
         reply as its redis-py exception, not raised)."""
-        if self._lost is not None or self._transport is None:
-            raise self._lost or RedisConnectionError("connection to Redis is not open")
+        if not self.usable or self._transport is None:
+            raise self._lost or RedisConnectionError("connection to Redis is closed")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)

@@ -19,10 +19,10 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis_server import RedisServer
 
 from nervenet import resp
 from nervenet.resp import RespEndpoint, RespReaders, stream_batch
+from nervenet.testing import RedisServer
 from nervenet.transport import RedisTransport
 
 pytestmark = pytest.mark.redis
