@@ -57,7 +57,8 @@ class CommandBatcher:
         self._queue.append((build, future))
         if not self._flushing:
             self._flushing = True
-            loop.call_soon(self._start_flush)
+            self._flushes.add(flush := asyncio.ensure_future(self._flush_queued()))
+            flush.add_done_callback(self._flushes.discard)
         return future
 
     async def drain(self, timeout: float) -> None:
@@ -73,12 +74,13 @@ class CommandBatcher:
             else:
                 await asyncio.sleep(0)  # a flush is scheduled for the next loop iteration
 
-    def _start_flush(self) -> None:
+    async def _flush_queued(self) -> None:
+        # A task's first step runs one loop iteration after the submit that made it: whatever
+        # else was queued in that iteration goes out in the same pipeline.
         self._flushing = False
-        if self._queue:
-            batch, self._queue = self._queue, []
-            self._flushes.add(flush := asyncio.ensure_future(self._flush(batch)))
-            flush.add_done_callback(self._flushes.discard)
+        batch, self._queue = self._queue, []
+        if batch:
+            await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[BuildCommands, asyncio.Future[list[Any]]]]) -> None:
         async with self._in_order:
