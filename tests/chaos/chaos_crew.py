@@ -21,8 +21,9 @@ go_offline(storage_dir=os.environ.get("CREWAI_STORAGE_DIR") or tempfile.mkdtemp(
 
 from typing import Any  # noqa: E402
 
-from crewai import Crew  # noqa: E402
+from crewai import Crew, CrewOutput  # noqa: E402
 from crewai.flow.flow import Flow, listen, router, start  # noqa: E402
+from crewai.types.streaming import CrewStreamingOutput  # noqa: E402
 from nervenet_crewai import (  # noqa: E402
     DistributedCrew,
     DistributedFlow,
@@ -76,7 +77,13 @@ def distribute(pool: Pool | None = None) -> DistributedCrew:
 
 def clean_output(k: int) -> str:
     """What a plain CrewAI kickoff (no pool, no workers) returns, as JSON."""
-    return support_crew().kickoff(inputs=kickoff_inputs(k)).model_dump_json()
+    return finished(support_crew().kickoff(inputs=kickoff_inputs(k))).model_dump_json()
+
+
+def finished(output: CrewOutput | CrewStreamingOutput) -> CrewOutput:
+    """A kickoff's output (the crew does not stream, so it is never a streaming one)."""
+    assert isinstance(output, CrewOutput), type(output)
+    return output
 
 
 class Ticket(BaseModel):
@@ -96,9 +103,9 @@ class SupportFlow(Flow[Ticket]):
     def answer(self) -> str:
         inputs = {"topic": self.state.topic}
         if DISTRIBUTED:
-            output = DISTRIBUTED[0].kickoff(inputs=inputs)
+            output = finished(DISTRIBUTED[0].kickoff(inputs=inputs))
         else:
-            output = support_crew().kickoff(inputs=inputs)
+            output = finished(support_crew().kickoff(inputs=inputs))
         self.state.reply = output.raw
         return output.raw
 

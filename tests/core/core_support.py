@@ -53,7 +53,10 @@ async def stream_totals(pool: Pool, task_type: str) -> tuple[int, int]:
 
 
 async def wait_until(
-    condition: Callable[[], Awaitable[T]], *, timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
 ) -> T:
     """Poll ``condition`` until it returns something truthy (and return it), or fail."""
     deadline = time.monotonic() + timeout

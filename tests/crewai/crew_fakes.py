@@ -65,11 +65,15 @@ def read_log(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in log if line.strip()]
 
 
+def _recording() -> list[Observer]:
+    return [record]
+
+
 class ScriptedLLM(FakeLLM):
     """A :class:`FakeLLM` that logs every call (:func:`record`) and fails while its model is in
     :data:`FAILING` or its prompt holds a word of :data:`FAILING_WORDS`."""
 
-    observers: list[Observer] = Field(default_factory=lambda: [record])
+    observers: list[Observer] = Field(default_factory=_recording)
 
     def fails(self, prompt: str) -> bool:
         doomed = any(word in prompt for word in FAILING_WORDS)

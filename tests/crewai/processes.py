@@ -30,6 +30,11 @@ class Processes(ChildProcesses):
         return child
 
     def close(self, grace: float = 0.0) -> None:
+        for child in self.children:  # first: a child could report until it dies
+            if grace > 0:
+                child.stop(grace)
+            else:
+                child.kill()
         attempts = self.network_log.read_text() if self.network_log.exists() else ""
-        super().close(grace)
+        super().close(grace)  # and the log with the private log directory
         assert not attempts, f"a child process tried to leave loopback: {attempts}"

@@ -7,9 +7,14 @@ import pytest
 pytest.importorskip("crewai")
 
 import redis
+from crewai import Crew
 from nervenet_crewai.testing import FakeCall, FakeLLM, RedisCallCounter, research_crew
 
 pytestmark = pytest.mark.crewai
+
+
+def models(crew: Crew) -> list[str]:
+    return [agent.llm.model for agent in crew.agents if isinstance(agent.llm, FakeLLM)]
 
 
 def test_the_same_prompt_gets_the_same_answer_and_another_prompt_another() -> None:
@@ -67,7 +72,7 @@ def test_the_research_crew_takes_one_llm_for_all_agents_or_one_each() -> None:
     shared = FakeLLM(model="shared")
     each = [FakeLLM(model=name) for name in ("a", "b", "c")]
 
-    assert [a.llm.model for a in research_crew(shared).agents] == ["shared"] * 3
-    assert [a.llm.model for a in research_crew(each).agents] == ["a", "b", "c"]
+    assert models(research_crew(shared)) == ["shared"] * 3
+    assert models(research_crew(each)) == ["a", "b", "c"]
     with pytest.raises(ValueError, match="one LLM or three"):
         research_crew(each[:2])

@@ -49,7 +49,8 @@ async def call_llm(state: Job) -> dict[str, Any]:
 
 def running_in(spans: list[bytes], pid: int) -> int:
     """Executions process ``pid`` has started and not ended."""
-    started, ended = set(), set()
+    started: set[str] = set()
+    ended: set[str] = set()
     for line in spans:
         execution, kind, _, where = line.decode().split()
         if int(where) == pid:
@@ -76,7 +77,7 @@ def overlap(spans: list[bytes], killed_at: float | None = None) -> tuple[int, in
     return peak, len(starts)
 
 
-def build() -> StateGraph:
+def build() -> StateGraph[Job]:
     builder = StateGraph(Job)
     builder.add_node("call_llm", call_llm, metadata={"nervenet": {"max_concurrency": CAP}})
     builder.add_edge(START, "call_llm")
