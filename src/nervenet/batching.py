@@ -33,7 +33,7 @@ class CommandBatcher:
         execute: ExecutePipeline | None = None,
     ) -> None:
         self._redis = redis  # builds the pipelines; ``execute`` sends them (default: redis-py)
-        self._execute_pipeline = execute or _execute_with_redis_py
+        self._execute_pipeline = execute or execute_with_redis_py
         self._on_flushed = on_flushed
         self._queue: list[tuple[BuildCommands, asyncio.Future[list[Any]]]] = []
         # One pipeline at a time, in order: a worker's streamed frames must reach the reply stream
@@ -140,6 +140,7 @@ class CommandBatcher:
                 return pipe, spans, batch
 
 
-async def _execute_with_redis_py(pipe: Pipeline) -> list[Any]:
+async def execute_with_redis_py(pipe: Pipeline) -> list[Any]:
+    """A non-transactional pipeline sent by redis-py, an error reply in its command's place."""
     replies: list[Any] = await pipe.execute(raise_on_error=False)
     return replies

@@ -27,6 +27,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .batching import execute_with_redis_py
 from .cluster import RedisUrl, cluster_enabled, slot_of
 from .errors import PoolConnectionError
 from .resp import RespEndpoint, RespPipelines, RespReaders, stream_batch
@@ -202,8 +203,7 @@ class RedisTransport:
     async def execute(self, pipe: Pipeline) -> list[Any]:
         if self._pipelines is not None:
             return await self._pipelines.execute(pipe)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return await execute_with_redis_py(pipe)
 
     def slot_groups(self, keys: Iterable[str]) -> list[list[str]]:
         if not self.is_cluster:
@@ -395,8 +395,7 @@ class EmbeddedTransport:
         )
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return await execute_with_redis_py(pipe)
 
     async def _wait_for(self, read: Any, block_ms: int) -> StreamBatch:
         # Take the "something was written" signal before reading: a write that lands after the
