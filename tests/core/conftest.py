@@ -7,7 +7,7 @@ session's private redis-server, so every test that takes it states a behaviour o
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from core_support import FAST, WorkerProcesses
+from core_support import FAST, MakePool, Pools, Serve, WorkerProcesses
 
 from nervenet import Pool, PoolSettings, Worker
 from nervenet.transport import EmbeddedTransport
-
-MakePool = Callable[..., Awaitable[Pool]]
-Serve = Callable[..., Awaitable[Worker]]
-
-
-class Pools:
-    """Every pool a test opened, closed after the test (after its workers stopped)."""
-
-    def __init__(self) -> None:
-        self.opened: list[Pool] = []
-
-    async def open(self, pool: Pool) -> Pool:
-        self.opened.append(pool)
-        await pool.ensure_started()
-        return pool
-
-    async def aclose(self) -> None:
-        for pool in reversed(self.opened):
-            await pool.aclose()
 
 
 @pytest.fixture

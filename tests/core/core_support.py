@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from nervenet import EnvelopeError, Pool, PoolSettings
+from nervenet import EnvelopeError, Pool, PoolSettings, Worker
 from nervenet.envelope import Reply
 from nervenet.registry import WorkerInfo
 from nervenet.testing import Child, ChildProcesses, child_environment, nervenet_script
@@ -27,6 +27,28 @@ NERVENET = nervenet_script()
 #: Short heartbeats and visibility timeout so that reclaiming and registry expiry take about a
 #: second instead of the production defaults' five.
 FAST = PoolSettings(heartbeat_interval=0.2, visibility_timeout=1.0, lease_ttl=1.0, block_ms=200)
+
+
+#: The types of ``conftest.py``'s fixtures ``make_pool`` and ``serve``, for tests to annotate with.
+MakePool = Callable[..., Awaitable[Pool]]
+Serve = Callable[..., Awaitable[Worker]]
+
+
+class Pools:
+    """Every pool a test opened, closed after the test (after its workers stopped); the type of
+    ``conftest.py``'s ``pools`` fixture."""
+
+    def __init__(self) -> None:
+        self.opened: list[Pool] = []
+
+    async def open(self, pool: Pool) -> Pool:
+        self.opened.append(pool)
+        await pool.ensure_started()
+        return pool
+
+    async def aclose(self) -> None:
+        for pool in reversed(self.opened):
+            await pool.aclose()
 
 
 async def register_silent_worker(pool: Pool, task_type: str) -> None:

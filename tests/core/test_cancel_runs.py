@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from core_support import FAST, wait_until
+from core_support import FAST, Pools, Serve, wait_until
 
 from nervenet import ConfigurationError, Handlers, Pool, RunCancelled, RunStatus
 
@@ -41,7 +41,7 @@ async def start_blocked_run(pool: Pool, run_id: str) -> Any:
     return await pool.workflows.start("cancel/app", run_id, b"input", body)
 
 
-async def test_interrupt_stops_the_run_and_the_handler_in_flight(pool, serve):
+async def test_interrupt_stops_the_run_and_the_handler_in_flight(pool: Pool, serve: Serve) -> None:
     blocker = Blocker()
     worker = await serve(pool, blocker.handlers)
     handle = await start_blocked_run(pool, "run-i")
@@ -59,7 +59,7 @@ async def test_interrupt_stops_the_run_and_the_handler_in_flight(pool, serve):
     assert worker.load == 0
 
 
-async def test_rollback_has_the_kind_remove_what_the_run_left(pool, serve):
+async def test_rollback_has_the_kind_remove_what_the_run_left(pool: Pool, serve: Serve) -> None:
     blocker = Blocker()
     removed: list[tuple[str, bytes]] = []
 
@@ -79,7 +79,7 @@ async def test_rollback_has_the_kind_remove_what_the_run_left(pool, serve):
     assert (await pool.runs.get("run-r")).status is RunStatus.CANCELLED
 
 
-async def test_a_queued_run_is_cancelled_at_once_and_never_runs(pool):
+async def test_a_queued_run_is_cancelled_at_once_and_never_runs(pool: Pool) -> None:
     handle = await pool.workflows.enqueue("cancel/app", "run-q", b"")
 
     outcome = await pool.runs.cancel("run-q", "rollback")
@@ -92,7 +92,9 @@ async def test_a_queued_run_is_cancelled_at_once_and_never_runs(pool):
 
 
 @pytest.mark.redis
-async def test_another_process_cancels_a_run_within_a_heartbeat(pools, redis_url, serve):
+async def test_another_process_cancels_a_run_within_a_heartbeat(
+    pools: Pools, redis_url: str, serve: Serve
+) -> None:
     owner = await pools.open(Pool.from_url(redis_url, settings=FAST))
     operator = await pools.open(Pool.from_url(redis_url, settings=FAST))
     blocker = Blocker()
@@ -112,7 +114,7 @@ async def test_another_process_cancels_a_run_within_a_heartbeat(pools, redis_url
     await wait_until(interrupted, what="the record to say interrupted")
 
 
-async def test_a_finished_run_is_refused_and_left_alone(pool, serve):
+async def test_a_finished_run_is_refused_and_left_alone(pool: Pool, serve: Serve) -> None:
     async def body() -> bytes:
         return b"ok"
 
@@ -124,7 +126,7 @@ async def test_a_finished_run_is_refused_and_left_alone(pool, serve):
     assert not await pool.transport.redis.exists(pool.keys.workflows_cancel)
 
 
-async def test_unknown_runs_and_actions_are_refused(pool):
+async def test_unknown_runs_and_actions_are_refused(pool: Pool) -> None:
     await pool.workflows.enqueue("cancel/app", "run-q", b"")
 
     with pytest.raises(ConfigurationError, match="no run 'nobody'"):

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import ReplyTap, register_silent_worker, stream_totals, wait_until
+from core_support import ReplyTap, Serve, register_silent_worker, stream_totals, wait_until
 
 from nervenet import Handlers, Pool, RemoteTaskError, TaskContext
 from nervenet.envelope import CancelRequest, ReplyKind, TaskEnvelope
@@ -61,7 +61,7 @@ async def assert_settled(pool: Pool, task_type: str = "core/hold") -> None:
     await wait_until(settled, timeout=5, what=f"{task_type}'s streams to hold nothing pending")
 
 
-async def test_cancelling_a_dispatch_cancels_its_running_handler(pool, serve):
+async def test_cancelling_a_dispatch_cancels_its_running_handler(pool: Pool, serve: Serve) -> None:
     gate = Gate()
     worker = await serve(pool, gate.handlers)
     tap = ReplyTap(pool)
@@ -87,8 +87,8 @@ async def test_cancelling_a_dispatch_cancels_its_running_handler(pool, serve):
 
 @pytest.mark.parametrize("cancels", [1, 2])
 async def test_cancelling_a_dispatch_awaited_from_another_event_loop_cancels_the_handler(
-    pool, serve, cancels
-):
+    pool: Pool, serve: Serve, cancels
+) -> None:
     """The pool's loop runs the dispatch for a caller on another loop; the caller's await ends
     once the handler's ``finally`` ran, even if it is cancelled again meanwhile (as LangGraph's
     runner does to a failed step's siblings)."""
@@ -116,7 +116,9 @@ async def test_cancelling_a_dispatch_awaited_from_another_event_loop_cancels_the
     await assert_settled(pool)
 
 
-async def test_a_cancelled_dispatch_returns_after_the_handler_stopped(pool, serve):
+async def test_a_cancelled_dispatch_returns_after_the_handler_stopped(
+    pool: Pool, serve: Serve
+) -> None:
     """``wait_for`` around a dispatch returns once the handler's ``except``/``finally`` ran on
     the worker, not merely once the cancellation was sent (LangGraph's own tests rely on it)."""
     gate = Gate()
@@ -129,7 +131,9 @@ async def test_a_cancelled_dispatch_returns_after_the_handler_stopped(pool, serv
     assert gate.finalized == ["timed"]
 
 
-async def test_a_dispatch_cancelled_twice_still_returns_after_the_handler_stopped(pool, serve):
+async def test_a_dispatch_cancelled_twice_still_returns_after_the_handler_stopped(
+    pool: Pool, serve: Serve
+) -> None:
     """LangGraph's runner cancels a failed superstep's other tasks, then cancels them again on
     leaving its executor: the second cancellation must not cut the wait for the worker short."""
     gate = Gate()
@@ -146,7 +150,9 @@ async def test_a_dispatch_cancelled_twice_still_returns_after_the_handler_stoppe
     assert gate.finalized == ["twice"]
 
 
-async def test_a_cancelled_dispatch_waits_for_no_confirmation_of_an_unread_entry(pool):
+async def test_a_cancelled_dispatch_waits_for_no_confirmation_of_an_unread_entry(
+    pool: Pool,
+) -> None:
     """No worker read the entry: the withdrawal alone settles it, at once."""
     await register_silent_worker(pool, "core/hold")
     dispatch = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="unread"))
@@ -159,7 +165,9 @@ async def test_a_cancelled_dispatch_waits_for_no_confirmation_of_an_unread_entry
     assert time.monotonic() - cancelled_at < pool.settings.cancel_wait / 2
 
 
-async def test_a_caller_timeout_around_a_dispatch_cancels_the_handler(pool, serve):
+async def test_a_caller_timeout_around_a_dispatch_cancels_the_handler(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     await serve(pool, gate.handlers)
 
@@ -173,7 +181,9 @@ async def test_a_caller_timeout_around_a_dispatch_cancels_the_handler(pool, serv
     await assert_settled(pool)
 
 
-async def test_a_cancelled_deterministic_task_runs_again_when_dispatched_again(pool, serve):
+async def test_a_cancelled_deterministic_task_runs_again_when_dispatched_again(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     await serve(pool, gate.handlers)
     first = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="step-1"))
@@ -188,7 +198,9 @@ async def test_a_cancelled_deterministic_task_runs_again_when_dispatched_again(p
     assert [ctx.task_id for ctx in gate.started] == ["step-1", "step-1"]
 
 
-async def test_a_task_cancelled_before_any_worker_read_it_never_runs(pool, serve):
+async def test_a_task_cancelled_before_any_worker_read_it_never_runs(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     worker = await serve(pool, gate.handlers, concurrency=1)
     busy = asyncio.ensure_future(pool.dispatch("core/hold", b"1", task_id="busy"))
@@ -211,7 +223,9 @@ async def test_a_task_cancelled_before_any_worker_read_it_never_runs(pool, serve
     assert worker.cancelled == 0  # withdrawn from the stream, never delivered
 
 
-async def test_a_cancellation_that_overtakes_its_entry_drops_the_entry_unrun(pool, serve):
+async def test_a_cancellation_that_overtakes_its_entry_drops_the_entry_unrun(
+    pool: Pool, serve: Serve
+) -> None:
     """The cancel stream and the task stream are read on two connections: a worker may see the
     cancellation of an entry before its own read of that entry reaches it."""
     gate = Gate()
@@ -235,7 +249,9 @@ async def test_a_cancellation_that_overtakes_its_entry_drops_the_entry_unrun(poo
     assert worker.cancelled == 1
 
 
-async def test_a_cancellation_after_the_task_finished_changes_nothing(pool, serve):
+async def test_a_cancellation_after_the_task_finished_changes_nothing(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     gate.open.set()
     worker = await serve(pool, gate.handlers)
@@ -255,7 +271,9 @@ async def test_a_cancellation_after_the_task_finished_changes_nothing(pool, serv
     await assert_settled(pool)
 
 
-async def test_a_handler_that_raises_cancelled_error_itself_fails_its_dispatch(pool, serve):
+async def test_a_handler_that_raises_cancelled_error_itself_fails_its_dispatch(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
 
     @handlers.task("core/give-up")
@@ -273,7 +291,9 @@ async def test_a_handler_that_raises_cancelled_error_itself_fails_its_dispatch(p
     await assert_settled(pool, "core/give-up")
 
 
-async def test_a_handler_swallowing_the_cancellation_gets_no_result_nor_cache_entry(pool, serve):
+async def test_a_handler_swallowing_the_cancellation_gets_no_result_nor_cache_entry(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
     started = asyncio.Event()
 
@@ -299,7 +319,9 @@ async def test_a_handler_swallowing_the_cancellation_gets_no_result_nor_cache_en
     assert await pool.transport.redis.exists(pool.keys.result("stubborn")) == 0
 
 
-async def test_a_sync_handler_cannot_be_interrupted_but_its_dispatch_is_released(pool, serve):
+async def test_a_sync_handler_cannot_be_interrupted_but_its_dispatch_is_released(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
     release = threading.Event()
     finished = threading.Event()

@@ -8,7 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from core_support import FAST, NERVENET, child_env, registered, run_cli, wait_until
+from core_support import (
+    FAST,
+    NERVENET,
+    Pools,
+    Serve,
+    WorkerProcesses,
+    child_env,
+    registered,
+    run_cli,
+    wait_until,
+)
 
 from nervenet import Handlers, Pool, TaskEscalated
 from nervenet.envelope import TaskEnvelope
@@ -25,7 +35,7 @@ def echo_handlers() -> Handlers:
     return handlers
 
 
-def test_the_core_imports_neither_langgraph_nor_crewai():
+def test_the_core_imports_neither_langgraph_nor_crewai() -> None:
     check = (
         "import sys, nervenet, nervenet.cli, nervenet.demo, nervenet.testing\n"
         "forbidden = ('langgraph', 'crewai', 'langchain_core', 'nervenet_langgraph',"
@@ -39,7 +49,7 @@ def test_the_core_imports_neither_langgraph_nor_crewai():
     assert run.stdout.strip() == "[]"
 
 
-def test_the_core_runtime_does_not_import_its_test_helpers():
+def test_the_core_runtime_does_not_import_its_test_helpers() -> None:
     check = (
         "import sys, nervenet, nervenet.cli, nervenet.demo, nervenet.worker\n"
         "print(sorted(m for m in sys.modules if m.startswith('nervenet.testing')))\n"
@@ -51,7 +61,7 @@ def test_the_core_runtime_does_not_import_its_test_helpers():
     assert run.stdout.strip() == "[]"
 
 
-def test_the_core_and_its_cli_import_no_optional_extra():
+def test_the_core_and_its_cli_import_no_optional_extra() -> None:
     # (Not opentelemetry: redis-py itself imports it when it is installed.)
     check = (
         "import sys, nervenet, nervenet.cli, nervenet.runs\n"
@@ -66,7 +76,9 @@ def test_the_core_and_its_cli_import_no_optional_extra():
 
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def test_demo_runs_to_completion_and_prints_throughput_and_latency(request, backend):
+def test_demo_runs_to_completion_and_prints_throughput_and_latency(
+    request: pytest.FixtureRequest, backend
+) -> None:
     redis = ["--redis", request.getfixturevalue("redis_url")] if backend == "redis" else []
 
     demo = subprocess.run(
@@ -84,7 +96,9 @@ def test_demo_runs_to_completion_and_prints_throughput_and_latency(request, back
 
 
 @pytest.mark.redis
-async def test_status_shows_queues_workers_and_escalations(redis_pool, redis_url, serve):
+async def test_status_shows_queues_workers_and_escalations(
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     worker = await serve(redis_pool, echo_handlers(), concurrency=4)
     await redis_pool.dispatch("core/echo", b"1", timeout=10)
     for i in range(3):  # a backlog nobody serves
@@ -112,7 +126,7 @@ async def test_status_shows_queues_workers_and_escalations(redis_pool, redis_url
     assert redis_url in status.output
 
 
-async def test_worker_with_an_unimportable_target_says_what_to_do():
+async def test_worker_with_an_unimportable_target_says_what_to_do() -> None:
     started = await run_cli("worker", "no_such_module:handlers", "--redis", "redis://127.0.0.1:1/0")
 
     assert started.returncode == 2
@@ -120,14 +134,14 @@ async def test_worker_with_an_unimportable_target_says_what_to_do():
     assert "Traceback" not in started.output
 
 
-async def test_worker_with_a_missing_attribute_says_so():
+async def test_worker_with_a_missing_attribute_says_so() -> None:
     started = await run_cli("worker", "core_apps:nothing", "--redis", "redis://127.0.0.1:1/0")
 
     assert started.returncode == 2
     assert "module 'core_apps' has no attribute 'nothing'" in started.output
 
 
-async def test_worker_without_a_reachable_redis_says_so_without_a_traceback():
+async def test_worker_without_a_reachable_redis_says_so_without_a_traceback() -> None:
     port = free_port()
 
     started = await run_cli(
@@ -140,7 +154,9 @@ async def test_worker_without_a_reachable_redis_says_so_without_a_traceback():
 
 
 @pytest.mark.redis
-async def test_a_database_the_server_does_not_have_is_named_without_a_traceback(redis_url):
+async def test_a_database_the_server_does_not_have_is_named_without_a_traceback(
+    redis_url: str,
+) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/99"
 
     started = await run_cli("worker", "core_apps:handlers", "--redis", url)
@@ -150,7 +166,7 @@ async def test_a_database_the_server_does_not_have_is_named_without_a_traceback(
     assert "Traceback" not in started.output
 
 
-def test_python_dash_m_nervenet_is_the_nervenet_command():
+def test_python_dash_m_nervenet_is_the_nervenet_command() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "nervenet", "worker", "--help"],
         capture_output=True,
@@ -165,7 +181,7 @@ def test_python_dash_m_nervenet_is_the_nervenet_command():
         assert option in run.stdout
 
 
-async def test_worker_with_a_too_short_signing_secret_says_how_to_make_one():
+async def test_worker_with_a_too_short_signing_secret_says_how_to_make_one() -> None:
     started = await run_cli(
         "worker", "core_apps:handlers", "--redis", "redis://127.0.0.1:1/0", "--signing-secret", "x"
     )
@@ -178,8 +194,8 @@ async def test_worker_with_a_too_short_signing_secret_says_how_to_make_one():
 
 @pytest.mark.redis
 async def test_a_worker_with_the_secret_in_its_environment_serves_signed_tasks_only(
-    pools, redis_url, worker_processes
-):
+    pools: Pools, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     secret = "the-secret-of-this-test-app"
     signed = await pools.open(Pool.from_url(redis_url, settings=FAST, signing_secret=secret))
     unsigned = await pools.open(Pool.from_url(redis_url, settings=FAST))
@@ -201,8 +217,8 @@ async def said(worker: Child, text: str) -> bool:
 @pytest.mark.redis
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
-    pools, redis_url, worker_processes, loop
-):
+    pools: Pools, redis_url: str, worker_processes: WorkerProcesses, loop
+) -> None:
     pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, options=["--loop", loop])
     await registered(pool, worker)
@@ -212,7 +228,9 @@ async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
 
 
 @pytest.mark.redis
-async def test_nervenet_gc_default_keeps_cpythons_collector(pools, redis_url, worker_processes):
+async def test_nervenet_gc_default_keeps_cpythons_collector(
+    pools: Pools, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, env={"NERVENET_GC": "default"})
     await registered(pool, worker)
@@ -220,7 +238,7 @@ async def test_nervenet_gc_default_keeps_cpythons_collector(pools, redis_url, wo
     await wait_until(lambda: said(worker, "loop, default gc"), what="the banner")
 
 
-def test_tuning_the_collector_freezes_start_up_and_raises_the_young_threshold():
+def test_tuning_the_collector_freezes_start_up_and_raises_the_young_threshold() -> None:
     check = (
         "import gc\n"
         "from nervenet.owned_process import YOUNG_THRESHOLD, tune_collector\n"

@@ -46,7 +46,9 @@ def broken_cluster(cluster_binaries: None) -> Iterator[RedisClusterServers]:
 
 
 async def test_a_cluster_with_uncovered_slots_is_waited_for_then_refused_clearly(
-    broken_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch, caplog
+    broken_cluster: RedisClusterServers,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr("nervenet.transport.CLUSTER_DOWN_WAIT", 1.0)
 

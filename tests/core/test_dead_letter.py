@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import FAST, ReplyTap, wait_until
+from core_support import FAST, MakePool, Pools, ReplyTap, Serve, wait_until
 
 from nervenet import ConfigurationError, Handlers, Pool, PoolSettings, TaskContext, TaskEscalated
 from nervenet.envelope import ReplyKind, Signer, TaskEnvelope
@@ -125,8 +125,8 @@ GARBAGE: dict[str, tuple[Garbage, str]] = {
 
 @pytest.mark.parametrize("case", list(GARBAGE))
 async def test_an_invalid_entry_is_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
-    make_pool, serve, case
-):
+    make_pool: MakePool, serve: Serve, case
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     worker = await serve(pool, handlers())
     make_fields, reason = GARBAGE[case]
@@ -143,7 +143,9 @@ async def test_an_invalid_entry_is_dead_lettered_with_a_reason_and_the_worker_ke
     await assert_still_serving(pool)
 
 
-async def test_a_dead_lettered_payload_is_kept_only_up_to_a_cap(make_pool, serve):
+async def test_a_dead_lettered_payload_is_kept_only_up_to_a_cap(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
 
@@ -153,7 +155,9 @@ async def test_a_dead_lettered_payload_is_kept_only_up_to_a_cap(make_pool, serve
     assert escalation.fields["raw.payload"] == b"x" * 4_096
 
 
-async def test_a_forged_reply_address_is_never_written_to(make_pool, serve):
+async def test_a_forged_reply_address_is_never_written_to(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
     victim = pool.keys.result("someone-elses-task")
@@ -164,7 +168,9 @@ async def test_a_forged_reply_address_is_never_written_to(make_pool, serve):
     assert await pool.transport.redis.exists(victim) == 0
 
 
-async def test_an_attempt_of_unicode_digits_is_dead_lettered(make_pool, serve):
+async def test_an_attempt_of_unicode_digits_is_dead_lettered(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
 
@@ -176,8 +182,8 @@ async def test_an_attempt_of_unicode_digits_is_dead_lettered(make_pool, serve):
 
 
 async def test_many_invalid_entries_between_valid_ones_leave_the_valid_ones_served(
-    make_pool, serve
-):
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
     cases = [case for case in GARBAGE.values() if "version None" not in case[1]]
@@ -192,7 +198,9 @@ async def test_many_invalid_entries_between_valid_ones_leave_the_valid_ones_serv
     await assert_stream_settled(pool)
 
 
-async def test_an_escalation_of_an_unreadable_entry_can_only_be_dropped(make_pool, serve):
+async def test_an_escalation_of_an_unreadable_entry_can_only_be_dropped(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
     await inject(pool, task_fields(pool, v=b"9"))
@@ -207,7 +215,7 @@ async def test_an_escalation_of_an_unreadable_entry_can_only_be_dropped(make_poo
 # --- signed envelopes ---------------------------------------------------------------------------
 
 
-async def test_signed_pools_serve_signed_tasks(make_pool, serve):
+async def test_signed_pools_serve_signed_tasks(make_pool: MakePool, serve: Serve) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
 
@@ -217,7 +225,9 @@ async def test_signed_pools_serve_signed_tasks(make_pool, serve):
     assert await pool.escalations.count() == 0
 
 
-async def test_a_signing_worker_dead_letters_an_unsigned_entry(make_pool, serve):
+async def test_a_signing_worker_dead_letters_an_unsigned_entry(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
 
@@ -229,7 +239,9 @@ async def test_a_signing_worker_dead_letters_an_unsigned_entry(make_pool, serve)
     await assert_still_serving(pool)
 
 
-async def test_a_signing_worker_dead_letters_a_tampered_entry(make_pool, serve):
+async def test_a_signing_worker_dead_letters_a_tampered_entry(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
     signed = task_fields(pool, Signer(SECRET.encode()))
@@ -241,7 +253,9 @@ async def test_a_signing_worker_dead_letters_a_tampered_entry(make_pool, serve):
     await assert_still_serving(pool)
 
 
-async def test_a_retried_escalation_is_signed_again_and_served(make_pool, serve):
+async def test_a_retried_escalation_is_signed_again_and_served(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
     await pool.escalate(
@@ -258,8 +272,8 @@ async def test_a_retried_escalation_is_signed_again_and_served(make_pool, serve)
 
 @pytest.mark.redis
 async def test_coordinator_and_worker_processes_sharing_the_secret_work_together(
-    pools, redis_url, serve
-):
+    pools: Pools, redis_url: str, serve: Serve
+) -> None:
     worker_side = await pools.open(Pool.from_url(redis_url, settings=FAST, signing_secret=SECRET))
     coordinator_side = await pools.open(
         Pool.from_url(redis_url, settings=FAST, signing_secret=SECRET)
@@ -272,7 +286,9 @@ async def test_coordinator_and_worker_processes_sharing_the_secret_work_together
 
 
 @pytest.mark.redis
-async def test_a_worker_refuses_tasks_signed_with_another_secret(pools, redis_url, serve):
+async def test_a_worker_refuses_tasks_signed_with_another_secret(
+    pools: Pools, redis_url: str, serve: Serve
+) -> None:
     worker_side = await pools.open(Pool.from_url(redis_url, settings=FAST, signing_secret=SECRET))
     other_side = await pools.open(
         Pool.from_url(redis_url, settings=FAST, signing_secret="not-the-shared-secret")
@@ -302,8 +318,8 @@ ANSWERED = {
 
 @pytest.mark.parametrize("case", list(GARBAGE))
 async def test_the_sender_of_an_invalid_entry_is_told_when_its_reply_stream_is_real(
-    make_pool, serve, case
-):
+    make_pool: MakePool, serve: Serve, case
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
     tap = ReplyTap(pool)
@@ -325,8 +341,8 @@ async def test_the_sender_of_an_invalid_entry_is_told_when_its_reply_stream_is_r
 
 
 async def test_a_dispatch_without_timeout_of_a_payload_the_worker_refuses_fails_at_once(
-    make_pool, serve
-):
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
 
@@ -335,8 +351,8 @@ async def test_a_dispatch_without_timeout_of_a_payload_the_worker_refuses_fails_
 
 
 async def test_an_invalid_entry_naming_a_stream_that_is_no_pools_reply_stream_is_not_answered(
-    make_pool, serve
-):
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())
     redis = pool.transport.redis
@@ -357,7 +373,9 @@ async def test_an_invalid_entry_naming_a_stream_that_is_no_pools_reply_stream_is
     assert [await redis.xlen(stream) for stream in lookalikes] == [1] * len(lookalikes)
 
 
-async def test_a_signing_worker_never_answers_an_unsigned_or_tampered_entry(make_pool, serve):
+async def test_a_signing_worker_never_answers_an_unsigned_or_tampered_entry(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
     tap = ReplyTap(pool)
@@ -371,7 +389,9 @@ async def test_a_signing_worker_never_answers_an_unsigned_or_tampered_entry(make
     assert tap.of("t-garbage") == []
 
 
-async def test_a_signing_worker_answers_a_signed_entry_it_cannot_serve(make_pool, serve):
+async def test_a_signing_worker_answers_a_signed_entry_it_cannot_serve(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     await serve(pool, handlers())
     tap = ReplyTap(pool)

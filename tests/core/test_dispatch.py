@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import ReplyTap, stream_totals, wait_until
+from core_support import MakePool, ReplyTap, Serve, stream_totals, wait_until
 
 from nervenet import (
     Backoff,
@@ -43,7 +43,9 @@ def echo_handlers(runs: list[TaskContext] | None = None) -> Handlers:
     return handlers
 
 
-async def test_each_of_1000_concurrent_workflows_gets_exactly_its_own_result(pool, serve):
+async def test_each_of_1000_concurrent_workflows_gets_exactly_its_own_result(
+    pool: Pool, serve: Serve
+) -> None:
     tap = ReplyTap(pool)
     for _ in range(2):
         await serve(pool, echo_handlers(), concurrency=256)
@@ -61,7 +63,9 @@ async def test_each_of_1000_concurrent_workflows_gets_exactly_its_own_result(poo
     assert len(tap.replies) == 1000
 
 
-async def test_a_handler_exception_comes_back_as_remote_task_error(pool, serve):
+async def test_a_handler_exception_comes_back_as_remote_task_error(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
 
     @handlers.task("core/fail")
@@ -82,7 +86,9 @@ async def test_a_handler_exception_comes_back_as_remote_task_error(pool, serve):
     assert "builtins.ValueError: bad input 42" in str(error)
 
 
-async def test_a_handler_error_is_retried_then_escalated_with_the_error_as_cause(pool, serve):
+async def test_a_handler_error_is_retried_then_escalated_with_the_error_as_cause(
+    pool: Pool, serve: Serve
+) -> None:
     attempts: list[int] = []
     handlers = Handlers()
 
@@ -103,7 +109,9 @@ async def test_a_handler_error_is_retried_then_escalated_with_the_error_as_cause
     assert caught.value.__cause__.error_type == "builtins.KeyError"
 
 
-async def test_a_payload_function_is_called_for_each_publish_and_the_escalation(pool, serve):
+async def test_a_payload_function_is_called_for_each_publish_and_the_escalation(
+    pool: Pool, serve: Serve
+) -> None:
     received: list[Any] = []
     handlers = Handlers()
 
@@ -128,7 +136,9 @@ async def test_a_payload_function_is_called_for_each_publish_and_the_escalation(
     assert orjson.loads(escalated.fields["task.payload"]) == {"build": 3}
 
 
-async def test_a_task_whose_result_is_cached_is_answered_without_running_again(pool, serve):
+async def test_a_task_whose_result_is_cached_is_answered_without_running_again(
+    pool: Pool, serve: Serve
+) -> None:
     runs: list[TaskContext] = []
     worker = await serve(pool, echo_handlers(runs))
     coordinator = pool.coordinator("wf-idempotent")
@@ -142,7 +152,9 @@ async def test_a_task_whose_result_is_cached_is_answered_without_running_again(p
     assert await pool.transport.redis.get(pool.keys.result("step-1")) == first
 
 
-async def test_the_cache_answers_even_another_coordinator_of_another_workflow(pool, serve):
+async def test_the_cache_answers_even_another_coordinator_of_another_workflow(
+    pool: Pool, serve: Serve
+) -> None:
     runs: list[TaskContext] = []
     await serve(pool, echo_handlers(runs))
 
@@ -155,7 +167,9 @@ async def test_the_cache_answers_even_another_coordinator_of_another_workflow(po
     assert len(runs) == 1
 
 
-async def test_a_dispatch_nobody_serves_fails_fast_with_no_live_worker(pool, serve):
+async def test_a_dispatch_nobody_serves_fails_fast_with_no_live_worker(
+    pool: Pool, serve: Serve
+) -> None:
     await serve(pool, echo_handlers())  # serves core/echo, not core/nobody
     started = time.monotonic()
 
@@ -171,7 +185,7 @@ async def test_a_dispatch_nobody_serves_fails_fast_with_no_live_worker(pool, ser
     assert await stream_totals(pool, "core/nobody") == (0, 0)
 
 
-async def test_wait_for_worker_waits_until_a_worker_starts(pool, serve):
+async def test_wait_for_worker_waits_until_a_worker_starts(pool: Pool, serve: Serve) -> None:
     dispatch = asyncio.ensure_future(
         pool.dispatch("core/echo", dumps("late"), timeout=10, wait_for_worker=True)
     )
@@ -183,7 +197,7 @@ async def test_wait_for_worker_waits_until_a_worker_starts(pool, serve):
     assert orjson.loads(await asyncio.wait_for(dispatch, 10))["value"] == "late"
 
 
-async def test_wait_for_worker_gives_up_after_the_worker_wait_timeout(make_pool):
+async def test_wait_for_worker_gives_up_after_the_worker_wait_timeout(make_pool: MakePool) -> None:
     from core_support import FAST
 
     from nervenet import PoolSettings
@@ -200,7 +214,9 @@ async def test_wait_for_worker_gives_up_after_the_worker_wait_timeout(make_pool)
         await pool.dispatch("core/nobody", b"{}", timeout=10, wait_for_worker=True)
 
 
-async def test_a_late_error_of_an_old_attempt_is_not_taken_for_the_new_attempts_result(pool, serve):
+async def test_a_late_error_of_an_old_attempt_is_not_taken_for_the_new_attempts_result(
+    pool: Pool, serve: Serve
+) -> None:
     tap = ReplyTap(pool)
     second_attempt_started = asyncio.Event()
     late_error_sent = asyncio.Event()
@@ -240,7 +256,9 @@ async def test_a_late_error_of_an_old_attempt_is_not_taken_for_the_new_attempts_
     ]
 
 
-async def test_frames_reach_the_coordinator_in_order_before_the_result(pool, serve):
+async def test_frames_reach_the_coordinator_in_order_before_the_result(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
 
     @handlers.task("core/stream")
@@ -258,7 +276,7 @@ async def test_frames_reach_the_coordinator_in_order_before_the_result(pool, ser
     assert frames == [f"frame {i}".encode() for i in range(50)]
 
 
-async def test_task_streams_are_empty_once_their_tasks_are_done(pool, serve):
+async def test_task_streams_are_empty_once_their_tasks_are_done(pool: Pool, serve: Serve) -> None:
     await serve(pool, echo_handlers())
 
     await asyncio.gather(*(pool.dispatch("core/echo", dumps(i), timeout=10) for i in range(200)))
@@ -266,7 +284,7 @@ async def test_task_streams_are_empty_once_their_tasks_are_done(pool, serve):
     assert await stream_totals(pool, "core/echo") == (0, 0)
 
 
-async def test_the_reply_stream_stays_bounded(make_pool, serve):
+async def test_the_reply_stream_stays_bounded(make_pool: MakePool, serve: Serve) -> None:
     from core_support import FAST
 
     from nervenet import PoolSettings
@@ -305,7 +323,9 @@ def record_lookups(worker: Worker) -> list[list[str]]:
     return lookups
 
 
-async def test_a_dispatch_without_task_id_is_run_without_a_result_cache_lookup(pool, serve):
+async def test_a_dispatch_without_task_id_is_run_without_a_result_cache_lookup(
+    pool: Pool, serve: Serve
+) -> None:
     worker = await serve(pool, echo_handlers())
     lookups = record_lookups(worker)
 
@@ -315,7 +335,7 @@ async def test_a_dispatch_without_task_id_is_run_without_a_result_cache_lookup(p
     assert worker.processed == 20
 
 
-async def test_a_deterministic_task_id_is_always_looked_up(pool, serve):
+async def test_a_deterministic_task_id_is_always_looked_up(pool: Pool, serve: Serve) -> None:
     worker = await serve(pool, echo_handlers())
     lookups = record_lookups(worker)
 
@@ -324,7 +344,9 @@ async def test_a_deterministic_task_id_is_always_looked_up(pool, serve):
     assert lookups == [["step-1"]]
 
 
-async def test_a_deterministic_task_id_on_its_first_run_is_not_looked_up(pool, serve):
+async def test_a_deterministic_task_id_on_its_first_run_is_not_looked_up(
+    pool: Pool, serve: Serve
+) -> None:
     """``first_run``: the caller knows the step never ran (a LangGraph step not resumed)."""
     worker = await serve(pool, echo_handlers())
     lookups = record_lookups(worker)
@@ -342,7 +364,9 @@ def fresh_envelope(pool: Pool, attempt: int) -> TaskEnvelope:
     )
 
 
-async def test_a_later_attempt_of_a_fresh_task_id_is_answered_from_the_cache(pool, serve):
+async def test_a_later_attempt_of_a_fresh_task_id_is_answered_from_the_cache(
+    pool: Pool, serve: Serve
+) -> None:
     worker = await serve(pool, echo_handlers())
     await pool.transport.redis.set(pool.keys.result("fresh-id"), b'"cached"')
 
@@ -352,7 +376,9 @@ async def test_a_later_attempt_of_a_fresh_task_id_is_answered_from_the_cache(poo
     assert worker.processed == 0
 
 
-async def test_a_redelivered_fresh_task_is_answered_from_the_cache(pool, serve):
+async def test_a_redelivered_fresh_task_is_answered_from_the_cache(
+    pool: Pool, serve: Serve
+) -> None:
     """A worker that died after caching the result but before acknowledging the entry."""
     redis = pool.transport.redis
     stream = pool.keys.task_stream_for("core/echo", "fresh-id")
@@ -372,7 +398,9 @@ async def _value(value: Any) -> Any:
     return value
 
 
-async def test_a_process_has_one_reply_stream_per_primary_each_on_its_own_shard(pool, serve):
+async def test_a_process_has_one_reply_stream_per_primary_each_on_its_own_shard(
+    pool: Pool, serve: Serve
+) -> None:
     streams = pool.inbox.addresses
     transport: Any = pool.transport
     assert len(streams) == (transport.primaries if transport.is_cluster else 1)

@@ -65,19 +65,21 @@ def valid_fields() -> dict[bytes, bytes]:
 
 
 @given(valid_envelopes)
-def test_a_task_envelope_survives_the_round_trip_through_stream_fields(envelope: TaskEnvelope):
+def test_a_task_envelope_survives_the_round_trip_through_stream_fields(
+    envelope: TaskEnvelope,
+) -> None:
     assert parse(envelope.to_fields()) == envelope
 
 
 @given(valid_envelopes)
-def test_a_signed_envelope_verifies_with_the_same_secret(envelope: TaskEnvelope):
+def test_a_signed_envelope_verifies_with_the_same_secret(envelope: TaskEnvelope) -> None:
     signer = Signer(SECRET)
     assert parse(envelope.to_fields(signer), signer) == envelope
 
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(arbitrary_fields)
-def test_arbitrary_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]):
+def test_arbitrary_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]) -> None:
     try:
         parse(fields)
     except EnvelopeError as exc:
@@ -93,7 +95,7 @@ def test_arbitrary_fields_fail_only_with_envelope_error(fields: dict[bytes, byte
 @example(b"attempt", "\u00b2".encode())
 def test_a_valid_envelope_with_one_field_replaced_fails_only_with_envelope_error(
     name: bytes, value: bytes
-):
+) -> None:
     fields = valid_fields()
     fields[name] = value
     try:
@@ -104,7 +106,7 @@ def test_a_valid_envelope_with_one_field_replaced_fails_only_with_envelope_error
 
 @settings(max_examples=300)
 @given(st.sampled_from(sorted(valid_fields())))
-def test_a_valid_envelope_with_one_field_missing_is_refused(name: bytes):
+def test_a_valid_envelope_with_one_field_missing_is_refused(name: bytes) -> None:
     fields = valid_fields()
     del fields[name]
     with pytest.raises(EnvelopeError):
@@ -115,7 +117,7 @@ def test_a_valid_envelope_with_one_field_missing_is_refused(name: bytes):
 @given(arbitrary_fields)
 def test_arbitrary_fields_fail_signature_checks_only_with_envelope_error(
     fields: dict[bytes, bytes],
-):
+) -> None:
     fields = {**valid_fields(), **fields}
     with pytest.raises(EnvelopeError):
         parse(fields, Signer(SECRET))
@@ -145,14 +147,16 @@ def test_arbitrary_fields_fail_signature_checks_only_with_envelope_error(
         (b"payload", b"x" * (LIMIT + 1), "exceeds the limit"),
     ],
 )
-def test_each_invalid_field_is_refused_with_a_reason(name: bytes, value: bytes, reason: str):
+def test_each_invalid_field_is_refused_with_a_reason(
+    name: bytes, value: bytes, reason: str
+) -> None:
     fields = valid_fields()
     fields[name] = value
     with pytest.raises(EnvelopeError, match=reason):
         parse(fields)
 
 
-def test_a_tampered_envelope_fails_its_signature():
+def test_a_tampered_envelope_fails_its_signature() -> None:
     signer = Signer(SECRET)
     fields = valid_fields()
     signed = {**fields, b"sig": signer.sign(fields), b"payload": b'{"evil": 1}'}
@@ -160,12 +164,12 @@ def test_a_tampered_envelope_fails_its_signature():
         parse(signed, signer)
 
 
-def test_an_unsigned_envelope_is_refused_when_signing_is_on():
+def test_an_unsigned_envelope_is_refused_when_signing_is_on() -> None:
     with pytest.raises(EnvelopeError, match="unsigned envelope"):
         parse(valid_fields(), Signer(SECRET))
 
 
-def test_an_envelope_signed_with_another_secret_is_refused():
+def test_an_envelope_signed_with_another_secret_is_refused() -> None:
     fields = valid_fields()
     fields[b"sig"] = Signer(b"another-secret-of-16-bytes").sign(fields)
     with pytest.raises(EnvelopeError, match="bad envelope signature"):
@@ -194,13 +198,13 @@ replies = st.builds(
 
 
 @given(replies)
-def test_a_reply_survives_the_round_trip_through_stream_fields(reply: Reply):
+def test_a_reply_survives_the_round_trip_through_stream_fields(reply: Reply) -> None:
     assert Reply.from_fields(reply.to_fields()) == reply
 
 
 @settings(max_examples=500)
 @given(arbitrary_fields)
-def test_arbitrary_reply_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]):
+def test_arbitrary_reply_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]) -> None:
     try:
         Reply.from_fields(fields)
     except EnvelopeError as exc:
@@ -213,7 +217,7 @@ def test_arbitrary_reply_fields_fail_only_with_envelope_error(fields: dict[bytes
 @example(Reply("t-1", 1, ReplyKind.RESULT), b"attempt", "\u00b2".encode())
 def test_a_reply_with_one_field_replaced_fails_only_with_envelope_error(
     reply: Reply, name: bytes, value: bytes
-):
+) -> None:
     fields = reply.to_fields()
     fields[name] = value
     try:
@@ -233,12 +237,14 @@ cancel_requests = st.builds(
 
 
 @given(cancel_requests)
-def test_a_cancel_request_survives_the_round_trip_through_stream_fields(request: CancelRequest):
+def test_a_cancel_request_survives_the_round_trip_through_stream_fields(
+    request: CancelRequest,
+) -> None:
     assert CancelRequest.from_fields(request.to_fields()) == request
 
 
 @given(st.dictionaries(st.sampled_from([b"entry", b"id", b"attempt", b"x"]), st.binary()))
-def test_arbitrary_cancel_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]):
+def test_arbitrary_cancel_fields_fail_only_with_envelope_error(fields: dict[bytes, bytes]) -> None:
     try:
         CancelRequest.from_fields(fields)
     except EnvelopeError as exc:
@@ -249,7 +255,7 @@ NOT_ENTRY_IDS = [b"", b"12", b"-1", b"1-", b"1-2-3", "\u0661-1".encode(), b"1 - 
 
 
 @pytest.mark.parametrize("entry", NOT_ENTRY_IDS)
-def test_a_cancel_request_for_something_that_is_no_entry_id_is_refused(entry: bytes):
+def test_a_cancel_request_for_something_that_is_no_entry_id_is_refused(entry: bytes) -> None:
     fields = CancelRequest("1-1", "t", 1).to_fields()
     with pytest.raises(EnvelopeError):
         CancelRequest.from_fields({**fields, b"entry": entry})

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import run_cli, wait_until
+from core_support import Serve, run_cli, wait_until
 
 from nervenet import Backoff, Handlers, Pool, TaskContext, TaskEscalated
 
@@ -43,7 +43,9 @@ async def escalate(pool: Pool, task_id: str, *, retries: int = 0) -> TaskEscalat
     return caught.value
 
 
-async def test_a_task_that_never_answers_is_retried_with_backoff_then_escalated(pool, serve):
+async def test_a_task_that_never_answers_is_retried_with_backoff_then_escalated(
+    pool: Pool, serve: Serve
+) -> None:
     hanging = Hanging()
     await serve(pool, hanging.handlers)
 
@@ -66,7 +68,7 @@ async def test_a_task_that_never_answers_is_retried_with_backoff_then_escalated(
     assert "nervenet escalations list" in str(caught.value)
 
 
-async def test_an_escalated_task_is_on_the_escalation_stream(pool, serve):
+async def test_an_escalated_task_is_on_the_escalation_stream(pool: Pool, serve: Serve) -> None:
     await serve(pool, Hanging().handlers)
 
     await escalate(pool, "stuck-1", retries=1)
@@ -83,7 +85,9 @@ async def test_an_escalated_task_is_on_the_escalation_stream(pool, serve):
     assert await pool.escalations.count() == 1
 
 
-async def test_retrying_an_escalation_requeues_it_and_a_worker_completes_it(pool, serve):
+async def test_retrying_an_escalation_requeues_it_and_a_worker_completes_it(
+    pool: Pool, serve: Serve
+) -> None:
     hanging = Hanging(hang_until=1)
     await serve(pool, hanging.handlers)
     await escalate(pool, "stuck-2")
@@ -99,7 +103,7 @@ async def test_retrying_an_escalation_requeues_it_and_a_worker_completes_it(pool
     assert hanging.attempts == [1, 2]
 
 
-async def test_dropping_an_escalation_removes_it(pool, serve):
+async def test_dropping_an_escalation_removes_it(pool: Pool, serve: Serve) -> None:
     await serve(pool, Hanging().handlers)
     await escalate(pool, "stuck-3")
     [escalation] = await pool.escalations.list()
@@ -114,7 +118,9 @@ async def test_dropping_an_escalation_removes_it(pool, serve):
 
 
 @pytest.mark.redis
-async def test_cli_escalations_list_shows_the_escalation(redis_pool, redis_url, serve):
+async def test_cli_escalations_list_shows_the_escalation(
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     await serve(redis_pool, Hanging().handlers)
     await escalate(redis_pool, "stuck-cli-1")
     [escalation] = await redis_pool.escalations.list()
@@ -129,7 +135,9 @@ async def test_cli_escalations_list_shows_the_escalation(redis_pool, redis_url, 
 
 
 @pytest.mark.redis
-async def test_cli_escalations_show_prints_the_task_fields(redis_pool, redis_url, serve):
+async def test_cli_escalations_show_prints_the_task_fields(
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     await serve(redis_pool, Hanging().handlers)
     await escalate(redis_pool, "stuck-cli-2")
     [escalation] = await redis_pool.escalations.list()
@@ -143,8 +151,8 @@ async def test_cli_escalations_show_prints_the_task_fields(redis_pool, redis_url
 
 @pytest.mark.redis
 async def test_cli_escalations_retry_requeues_it_and_a_worker_completes_it(
-    redis_pool, redis_url, serve
-):
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     hanging = Hanging(hang_until=1)
     await serve(redis_pool, hanging.handlers)
     await escalate(redis_pool, "stuck-cli-3")
@@ -163,7 +171,9 @@ async def test_cli_escalations_retry_requeues_it_and_a_worker_completes_it(
 
 
 @pytest.mark.redis
-async def test_cli_escalations_drop_removes_it(redis_pool, redis_url, serve):
+async def test_cli_escalations_drop_removes_it(
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     await serve(redis_pool, Hanging().handlers)
     await escalate(redis_pool, "stuck-cli-4")
     [escalation] = await redis_pool.escalations.list()
@@ -178,7 +188,7 @@ async def test_cli_escalations_drop_removes_it(redis_pool, redis_url, serve):
 
 
 @pytest.mark.redis
-async def test_cli_escalations_retry_of_an_unknown_id_says_so(redis_url):
+async def test_cli_escalations_retry_of_an_unknown_id_says_so(redis_url: str) -> None:
     retried = await run_cli("escalations", "retry", "1-1", "--redis", redis_url)
 
     assert retried.returncode == 2

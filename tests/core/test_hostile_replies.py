@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import FAST, wait_until
+from core_support import FAST, MakePool, Serve, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,7 +93,9 @@ MALFORMED: dict[str, tuple[dict[bytes, bytes], str]] = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-async def test_a_malformed_reply_is_dropped_with_its_reason_logged(pool, serve, caplog, case):
+async def test_a_malformed_reply_is_dropped_with_its_reason_logged(
+    pool: Pool, serve: Serve, caplog: pytest.LogCaptureFixture, case
+) -> None:
     gate = Gate()
     gate.open.set()
     await serve(pool, gate.handlers())
@@ -110,7 +112,7 @@ async def test_a_malformed_reply_is_dropped_with_its_reason_logged(pool, serve, 
     )
 
 
-async def test_results_for_tasks_nobody_dispatched_are_dropped(pool, serve):
+async def test_results_for_tasks_nobody_dispatched_are_dropped(pool: Pool, serve: Serve) -> None:
     gate = Gate()
     gate.open.set()
     await serve(pool, gate.handlers())
@@ -125,7 +127,9 @@ async def test_results_for_tasks_nobody_dispatched_are_dropped(pool, serve):
     assert orjson.loads(answer) == {"real": "real", "attempt": 1}
 
 
-async def test_errors_and_frames_of_another_attempt_leave_the_waiting_dispatch_alone(pool, serve):
+async def test_errors_and_frames_of_another_attempt_leave_the_waiting_dispatch_alone(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     await serve(pool, gate.handlers())
     frames: list[bytes] = []
@@ -147,7 +151,9 @@ async def test_errors_and_frames_of_another_attempt_leave_the_waiting_dispatch_a
     assert frames == []
 
 
-async def test_a_replayed_reply_of_a_finished_task_changes_nothing(pool, serve):
+async def test_a_replayed_reply_of_a_finished_task_changes_nothing(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     gate.open.set()
     await serve(pool, gate.handlers())
@@ -165,7 +171,9 @@ async def test_a_replayed_reply_of_a_finished_task_changes_nothing(pool, serve):
     assert await pool.transport.redis.get(pool.keys.result("step-1")) == first
 
 
-async def test_hundreds_of_hostile_replies_among_real_dispatches_change_no_result(pool, serve):
+async def test_hundreds_of_hostile_replies_among_real_dispatches_change_no_result(
+    pool: Pool, serve: Serve
+) -> None:
     gate = Gate()
     gate.open.set()
     await serve(pool, gate.handlers())
@@ -201,7 +209,9 @@ async def test_hundreds_of_hostile_replies_among_real_dispatches_change_no_resul
 SECRET = "a-shared-secret-of-the-app"
 
 
-async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused(make_pool, serve):
+async def test_with_signing_on_a_forged_result_for_a_waiting_dispatch_is_refused(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     gate = Gate()
     await serve(pool, gate.handlers())
@@ -227,8 +237,8 @@ async def _counted(pool: Pool, malformed: int) -> bool:
 
 
 async def test_with_signing_on_a_forged_cached_result_is_ignored_and_the_task_runs(
-    make_pool, serve
-):
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(signing_secret=SECRET)
     ran = []
     handlers = Handlers()

@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 import pytest
+from core_support import MakePool, Serve
 
-from nervenet import Handlers, PoolSettings
+from nervenet import Handlers, Pool, PoolSettings
 
 IDLE_SECONDS = 1.0
 MAX_CPU_SECONDS = 0.3
@@ -37,7 +38,9 @@ async def cpu_seconds_while_idle() -> float:
 
 
 @pytest.mark.parametrize("settings", [PoolSettings(), None], ids=["default-settings", "fast"])
-async def test_a_pool_with_workers_and_no_work_idles(make_pool, serve, settings):
+async def test_a_pool_with_workers_and_no_work_idles(
+    make_pool: MakePool, serve: Serve, settings
+) -> None:
     pool = await (make_pool(settings=settings) if settings else make_pool())
     release = asyncio.Event()
     for _ in range(2):
@@ -47,7 +50,7 @@ async def test_a_pool_with_workers_and_no_work_idles(make_pool, serve, settings)
     assert await cpu_seconds_while_idle() < MAX_CPU_SECONDS
 
 
-async def test_a_pool_waiting_for_a_long_task_idles(pool, serve):
+async def test_a_pool_waiting_for_a_long_task_idles(pool: Pool, serve: Serve) -> None:
     release = asyncio.Event()
     await serve(pool, handlers(release))
     waiting = asyncio.ensure_future(pool.dispatch("core/wait", b"2", timeout=30))

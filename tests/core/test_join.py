@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from core_support import FAST
+from core_support import FAST, Pools
 
 from nervenet import ConfigurationError, Pool
 
@@ -27,7 +27,7 @@ async def collect(pool: Pool, run_id: str, last: str | None = None) -> list[tupl
     return [(e.event_id, e.data) async for e in pool.runs.join(run_id, last)]
 
 
-async def test_a_joiner_gets_every_event_live_and_stops_when_the_run_ends(pool):
+async def test_a_joiner_gets_every_event_live_and_stops_when_the_run_ends(pool: Pool) -> None:
     release = asyncio.Event()
     handle = await chatty_run(pool, "run-j", 6, release)
     joiner = asyncio.ensure_future(collect(pool, "run-j"))
@@ -42,7 +42,7 @@ async def test_a_joiner_gets_every_event_live_and_stops_when_the_run_ends(pool):
     assert [i for i, _ in events] == sorted(i for i, _ in events)
 
 
-async def test_resuming_from_the_last_event_id_gives_only_the_rest(pool):
+async def test_resuming_from_the_last_event_id_gives_only_the_rest(pool: Pool) -> None:
     release = asyncio.Event()
     release.set()
     await (await chatty_run(pool, "run-r", 5, release)).result(timeout=10)
@@ -54,7 +54,7 @@ async def test_resuming_from_the_last_event_id_gives_only_the_rest(pool):
 
 
 @pytest.mark.redis
-async def test_another_process_joins(pools, redis_url):
+async def test_another_process_joins(pools: Pools, redis_url: str) -> None:
     runner = await pools.open(Pool.from_url(redis_url, settings=FAST))
     watcher = await pools.open(Pool.from_url(redis_url, settings=FAST))
     release = asyncio.Event()
@@ -72,7 +72,7 @@ async def test_another_process_joins(pools, redis_url):
     ]
 
 
-async def test_a_join_after_the_retention_is_refused(pool):
+async def test_a_join_after_the_retention_is_refused(pool: Pool) -> None:
     pool.settings = replace(pool.settings, join_retention=1)
     release = asyncio.Event()
     release.set()
@@ -83,7 +83,7 @@ async def test_a_join_after_the_retention_is_refused(pool):
         await collect(pool, "run-old")
 
 
-async def test_resuming_from_a_trimmed_event_is_refused(pool):
+async def test_resuming_from_a_trimmed_event_is_refused(pool: Pool) -> None:
     pool.settings = replace(pool.settings, run_events_kept=1)
     release = asyncio.Event()
     release.set()
@@ -94,7 +94,7 @@ async def test_resuming_from_a_trimmed_event_is_refused(pool):
 
 
 @pytest.mark.parametrize(("run_id", "last"), [("nobody", None), ("run-q", "garbage")])
-async def test_unknown_runs_and_garbage_event_ids_are_refused(pool, run_id, last):
+async def test_unknown_runs_and_garbage_event_ids_are_refused(pool: Pool, run_id, last) -> None:
     await pool.workflows.enqueue("join/app", "run-q", b"")
 
     with pytest.raises(ConfigurationError, match=r"no run 'nobody'|is not an event id"):

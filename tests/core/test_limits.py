@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from core_support import wait_until
+from core_support import Serve, wait_until
 
 from nervenet import Handlers, NoLiveWorker, Pool
 
@@ -40,7 +40,9 @@ async def _none_held(pool: Pool, key: str) -> bool:
     return int(await pool.transport.redis.zcard(pool.keys.permits(key))) == 0
 
 
-async def test_a_capped_task_type_never_runs_more_than_its_cap_across_workers(pool, serve):
+async def test_a_capped_task_type_never_runs_more_than_its_cap_across_workers(
+    pool: Pool, serve: Serve
+) -> None:
     seen = Concurrency()
     handlers = Handlers()
     handlers.task("core/capped", max_concurrency=3)(seen.handler())
@@ -60,7 +62,7 @@ async def test_a_capped_task_type_never_runs_more_than_its_cap_across_workers(po
     )
 
 
-async def test_task_types_sharing_a_limit_key_share_one_cap(pool, serve):
+async def test_task_types_sharing_a_limit_key_share_one_cap(pool: Pool, serve: Serve) -> None:
     seen = Concurrency()
     handlers = Handlers()
     handlers.task("core/summarize", limit_key="llm", max_concurrency=3)(seen.handler())
@@ -78,7 +80,7 @@ async def test_task_types_sharing_a_limit_key_share_one_cap(pool, serve):
     assert seen.peak == 3
 
 
-async def test_a_rate_limit_paces_starts_across_workers(pool, serve):
+async def test_a_rate_limit_paces_starts_across_workers(pool: Pool, serve: Serve) -> None:
     seen = Concurrency()
     handlers = Handlers()
     handlers.task("core/paced", rate_limit="20/s")(seen.handler(seconds=0))
@@ -93,7 +95,7 @@ async def test_a_rate_limit_paces_starts_across_workers(pool, serve):
     assert starts[-1] - starts[0] >= 29 / 20 * 0.9
 
 
-async def test_a_limit_set_at_run_time_wins_over_the_one_in_code(pool, serve):
+async def test_a_limit_set_at_run_time_wins_over_the_one_in_code(pool: Pool, serve: Serve) -> None:
     seen = Concurrency()
     handlers = Handlers()
     handlers.task("core/capped", max_concurrency=10)(seen.handler())
@@ -107,7 +109,9 @@ async def test_a_limit_set_at_run_time_wins_over_the_one_in_code(pool, serve):
     assert (status.key, status.max_concurrency) == ("core/capped", 1)
 
 
-async def test_a_full_cap_never_holds_back_the_workers_other_task_types(pool, serve):
+async def test_a_full_cap_never_holds_back_the_workers_other_task_types(
+    pool: Pool, serve: Serve
+) -> None:
     seen = Concurrency()
     handlers = Handlers()
     handlers.task("core/slow-capped", max_concurrency=1)(seen.handler(seconds=2.0))
@@ -131,7 +135,7 @@ async def test_a_full_cap_never_holds_back_the_workers_other_task_types(pool, se
     await asyncio.gather(*capped, return_exceptions=True)
 
 
-async def test_a_queue_routes_its_task_types_to_its_workers_only(pool, serve):
+async def test_a_queue_routes_its_task_types_to_its_workers_only(pool: Pool, serve: Serve) -> None:
     gpu_runs: list[str] = []
     handlers = Handlers()
 
@@ -162,7 +166,7 @@ async def test_a_queue_routes_its_task_types_to_its_workers_only(pool, serve):
     assert cpu_worker.processed == 0 and gpu_worker.processed == 1
 
 
-async def test_an_idle_task_type_spends_none_of_a_shared_rate(pool, serve):
+async def test_an_idle_task_type_spends_none_of_a_shared_rate(pool: Pool, serve: Serve) -> None:
     """Workers poll a quiet limited task type with permits; unused, they give the tokens back."""
     seen = Concurrency()
     handlers = Handlers()

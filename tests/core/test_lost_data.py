@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from core_support import stream_totals, wait_until
+from core_support import MakePool, Serve, stream_totals, wait_until
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nervenet import Handlers, Pool, PoolSettings, Worker
@@ -40,7 +40,9 @@ async def heartbeat_of(pool: Pool, worker: Worker) -> None:
     await wait_until(moved, timeout=2 * pool.settings.heartbeat_interval, what="a heartbeat")
 
 
-async def test_a_worker_keeps_serving_after_its_task_stream_was_deleted(make_pool, serve):
+async def test_a_worker_keeps_serving_after_its_task_stream_was_deleted(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SLOW_HEARTBEAT)
     worker = await serve(pool, echo_handlers())
     await pool.dispatch("core/echo", b"1", timeout=10)
@@ -55,8 +57,8 @@ async def test_a_worker_keeps_serving_after_its_task_stream_was_deleted(make_poo
 
 
 async def test_a_dispatch_while_the_registry_is_lost_waits_for_the_workers_to_return(
-    make_pool, serve
-):
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool(settings=SLOW_HEARTBEAT)
     worker = await serve(pool, echo_handlers())
     await pool.dispatch("core/echo", b"1", timeout=10)
@@ -87,7 +89,9 @@ def fail_once(pool: Pool, command: str, *, key_prefix: str) -> list[str]:
     return failed
 
 
-async def test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task(pool, serve):
+async def test_a_worker_keeps_serving_when_redis_fails_while_it_accepts_a_task(
+    pool: Pool, serve: Serve
+) -> None:
     await serve(pool, echo_handlers())
     failed = fail_once(pool, "mget", key_prefix=pool.keys.result("")[:-1])
 

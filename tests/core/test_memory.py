@@ -13,6 +13,8 @@ from collections.abc import Callable
 import pytest
 from core_support import register_silent_worker, wait_until
 
+from nervenet import Pool
+
 pytestmark = pytest.mark.redis
 
 PENDING = 1_000
@@ -24,8 +26,8 @@ OVERHEAD_LIMIT = 8 * 1024
 
 @pytest.mark.parametrize("given_as", ["bytes", "function"])
 async def test_a_pending_dispatch_holds_at_most_its_payload_and_a_few_kib_more(
-    redis_pool, given_as
-):
+    redis_pool: Pool, given_as
+) -> None:
     """Given as bytes, the payload is the caller's and stays alive for a retry; given as a
     function that builds it (as a graph node's dispatch does), no copy of it is kept."""
     pool = redis_pool

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from core_support import FAST, wait_until
+from core_support import FAST, Pools, wait_until
 
 from nervenet import ConfigurationError, Pool, RunCancelled, RunStatus, ThreadBusy
 
@@ -42,7 +42,7 @@ async def started(runs: Runs, run_id: str) -> None:
     await wait_until(seen, what=f"{run_id} to start")
 
 
-async def test_enqueue_runs_the_second_run_after_the_first(pool):
+async def test_enqueue_runs_the_second_run_after_the_first(pool: Pool) -> None:
     runs = Runs()
     first = await runs.start(pool, "run-1", "t-1")
     await started(runs, "run-1")
@@ -61,7 +61,7 @@ async def test_enqueue_runs_the_second_run_after_the_first(pool):
     assert (await pool.runs.get("run-2")).status is RunStatus.SUCCEEDED
 
 
-async def test_runs_on_different_threads_run_at_once(pool):
+async def test_runs_on_different_threads_run_at_once(pool: Pool) -> None:
     runs = Runs()
     await runs.start(pool, "run-a", "t-a")
     await runs.start(pool, "run-b", "t-b")
@@ -72,7 +72,7 @@ async def test_runs_on_different_threads_run_at_once(pool):
         event.set()
 
 
-async def test_reject_refuses_a_run_on_a_busy_thread_and_records_nothing(pool):
+async def test_reject_refuses_a_run_on_a_busy_thread_and_records_nothing(pool: Pool) -> None:
     runs = Runs()
     await runs.start(pool, "run-1", "t-1")
     await started(runs, "run-1")
@@ -88,7 +88,9 @@ async def test_reject_refuses_a_run_on_a_busy_thread_and_records_nothing(pool):
 @pytest.mark.parametrize(
     ("strategy", "ended"), [("interrupt", "interrupted"), ("rollback", "cancelled")]
 )
-async def test_interrupt_and_rollback_cancel_the_busy_run_then_run(pool, strategy, ended):
+async def test_interrupt_and_rollback_cancel_the_busy_run_then_run(
+    pool: Pool, strategy, ended
+) -> None:
     runs = Runs()
     rolled_back: list[str] = []
 
@@ -110,13 +112,15 @@ async def test_interrupt_and_rollback_cancel_the_busy_run_then_run(pool, strateg
     assert rolled_back == (["run-1"] if strategy == "rollback" else [])
 
 
-async def test_an_unknown_strategy_is_refused(pool):
+async def test_an_unknown_strategy_is_refused(pool: Pool) -> None:
     with pytest.raises(ConfigurationError, match="is not one of enqueue, reject"):
         await Runs().start(pool, "run-1", "t-1", multitask="shove")
 
 
 @pytest.mark.redis
-async def test_the_thread_is_held_across_coordinator_processes(pools, redis_url):
+async def test_the_thread_is_held_across_coordinator_processes(
+    pools: Pools, redis_url: str
+) -> None:
     one = await pools.open(Pool.from_url(redis_url, settings=FAST))
     other = await pools.open(Pool.from_url(redis_url, settings=FAST))
     runs = Runs()

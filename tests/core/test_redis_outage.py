@@ -47,7 +47,9 @@ async def start_workers(server: RedisServer, processes: WorkerProcesses, pool: P
         await registered(pool, processes.cli(server.url))
 
 
-async def test_tasks_in_flight_during_a_restart_complete(restartable_redis, worker_processes):
+async def test_tasks_in_flight_during_a_restart_complete(
+    restartable_redis: RedisServer, worker_processes: WorkerProcesses
+) -> None:
     server = restartable_redis
     async with Pool.from_url(server.url, settings=FAST) as pool:
         await start_workers(server, worker_processes, pool)
@@ -68,7 +70,9 @@ async def test_tasks_in_flight_during_a_restart_complete(restartable_redis, work
     )
 
 
-async def test_workflows_complete_across_a_restart(restartable_redis, worker_processes):
+async def test_workflows_complete_across_a_restart(
+    restartable_redis: RedisServer, worker_processes: WorkerProcesses
+) -> None:
     """WORKFLOWS workflows of STEPS steps; the server restarts once a third of all steps are
     done. Between steps each coordinator "thinks" a little (as one that calls a model itself
     would), so some dispatch while the server is down."""
@@ -114,8 +118,8 @@ async def test_workflows_complete_across_a_restart(restartable_redis, worker_pro
 
 
 async def test_a_dispatch_made_while_redis_is_down_rides_out_a_short_outage(
-    own_redis, worker_processes
-):
+    own_redis: RedisServer, worker_processes: WorkerProcesses
+) -> None:
     async with Pool.from_url(own_redis.url, settings=FAST) as pool:
         await registered(pool, worker_processes.cli(own_redis.url))
         own_redis.kill()
@@ -137,7 +141,9 @@ def password_redis() -> Iterator[RedisServer]:
         yield server
 
 
-async def test_a_wrong_password_fails_at_start_with_a_message_about_credentials(password_redis):
+async def test_a_wrong_password_fails_at_start_with_a_message_about_credentials(
+    password_redis: RedisServer,
+) -> None:
     pool = Pool.from_url(f"redis://:wrong-password@127.0.0.1:{password_redis.port}/0")
 
     with pytest.raises(PoolConnectionError) as caught:
@@ -149,7 +155,9 @@ async def test_a_wrong_password_fails_at_start_with_a_message_about_credentials(
     assert "wrong-password" not in message  # the URL is shown masked
 
 
-async def test_a_missing_password_fails_at_start_saying_one_is_needed(password_redis):
+async def test_a_missing_password_fails_at_start_saying_one_is_needed(
+    password_redis: RedisServer,
+) -> None:
     pool = Pool.from_url(f"redis://127.0.0.1:{password_redis.port}/0")
 
     with pytest.raises(PoolConnectionError, match="password"):
@@ -157,7 +165,7 @@ async def test_a_missing_password_fails_at_start_saying_one_is_needed(password_r
     await pool.aclose()
 
 
-async def test_an_unreachable_server_fails_at_start_with_pool_connection_error():
+async def test_an_unreachable_server_fails_at_start_with_pool_connection_error() -> None:
     port = free_port()  # nothing listens there
     pool = Pool.from_url(f"redis://127.0.0.1:{port}/0")
 
@@ -168,7 +176,9 @@ async def test_an_unreachable_server_fails_at_start_with_pool_connection_error()
     await pool.aclose()
 
 
-async def test_the_cli_reports_a_wrong_password_in_one_line_without_a_traceback(password_redis):
+async def test_the_cli_reports_a_wrong_password_in_one_line_without_a_traceback(
+    password_redis: RedisServer,
+) -> None:
     status = await run_cli(
         "status", "--redis", f"redis://:wrong-password@127.0.0.1:{password_redis.port}/0"
     )
@@ -179,7 +189,7 @@ async def test_the_cli_reports_a_wrong_password_in_one_line_without_a_traceback(
     assert "Traceback" not in status.output
 
 
-async def test_a_pool_that_failed_to_start_starts_once_redis_is_up():
+async def test_a_pool_that_failed_to_start_starts_once_redis_is_up() -> None:
     server = RedisServer()
     pool = Pool.from_url(server.url, settings=FAST)
     try:
@@ -195,7 +205,7 @@ async def test_a_pool_that_failed_to_start_starts_once_redis_is_up():
         server.close()
 
 
-async def test_a_pool_started_while_redis_loads_its_data_waits_until_it_is_loaded():
+async def test_a_pool_started_while_redis_loads_its_data_waits_until_it_is_loaded() -> None:
     # key-load-delay (µs per key, a Redis debug setting) stretches the AOF replay of a restart
     # to a few seconds, the window in which the server answers LOADING (between batches of
     # 1,024 commands replayed).

@@ -8,9 +8,9 @@ import asyncio
 import time
 from typing import Any
 
-from core_support import wait_until
+from core_support import Serve, wait_until
 
-from nervenet import Handlers
+from nervenet import Handlers, Pool
 from nervenet.envelope import TaskEnvelope
 from nervenet.registry import WorkerInfo
 
@@ -29,7 +29,9 @@ def handlers() -> Handlers:
     return served
 
 
-async def test_pool_workers_lists_each_live_worker_with_its_task_types(pool, serve):
+async def test_pool_workers_lists_each_live_worker_with_its_task_types(
+    pool: Pool, serve: Serve
+) -> None:
     first = await serve(pool, handlers(), concurrency=5)
     second = await serve(pool, handlers(), concurrency=7)
 
@@ -41,7 +43,7 @@ async def test_pool_workers_lists_each_live_worker_with_its_task_types(pool, ser
     assert listed[second.worker_id].concurrency == 7
 
 
-async def test_a_stopped_worker_leaves_the_registry_at_once(pool, serve):
+async def test_a_stopped_worker_leaves_the_registry_at_once(pool: Pool, serve: Serve) -> None:
     worker = await serve(pool, handlers())
 
     await worker.stop(grace=0)
@@ -49,7 +51,7 @@ async def test_a_stopped_worker_leaves_the_registry_at_once(pool, serve):
     assert worker.worker_id not in {w.worker_id for w in await pool.workers()}
 
 
-async def test_a_registration_that_is_not_renewed_expires(pool):
+async def test_a_registration_that_is_not_renewed_expires(pool: Pool) -> None:
     info = WorkerInfo(
         worker_id="w-frozen",
         task_types=("core/echo",),
@@ -69,7 +71,9 @@ async def test_a_registration_that_is_not_renewed_expires(pool):
     assert "core/echo" not in await pool.registry.served_task_types(fresh=True)
 
 
-async def test_pool_status_shows_waiting_in_flight_workers_and_escalations(pool, serve):
+async def test_pool_status_shows_waiting_in_flight_workers_and_escalations(
+    pool: Pool, serve: Serve
+) -> None:
     started, release = asyncio.Event(), asyncio.Event()
     handlers = Handlers()
 
@@ -101,7 +105,9 @@ async def test_pool_status_shows_waiting_in_flight_workers_and_escalations(pool,
     assert status.namespace == "nn"
 
 
-async def test_dispatches_rely_on_a_slightly_stale_registry_read_while_it_refreshes(pool, serve):
+async def test_dispatches_rely_on_a_slightly_stale_registry_read_while_it_refreshes(
+    pool: Pool, serve: Serve
+) -> None:
     """No dispatch queues behind the registry's round trip: a read up to STALE_SECONDS old
     answers at once and is refreshed in the background; an older one answers nothing."""
     await serve(pool, handlers())

@@ -10,8 +10,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from core_support import MakePool, Serve
 
-from nervenet import ConfigurationError, Handlers, RunStatus, TaskEscalated
+from nervenet import ConfigurationError, Handlers, Pool, RunStatus, TaskEscalated
 
 
 def handlers() -> Handlers:
@@ -44,7 +45,9 @@ async def run_nodes(pool: Any, run_id: str, *task_types: str) -> None:
         await handle.result(timeout=20)
 
 
-async def test_a_finished_run_has_status_owner_times_and_node_history(pool, serve):
+async def test_a_finished_run_has_status_owner_times_and_node_history(
+    pool: Pool, serve: Serve
+) -> None:
     worker = await serve(pool, handlers())
     before = time.time()
 
@@ -60,7 +63,7 @@ async def test_a_finished_run_has_status_owner_times_and_node_history(pool, serv
     assert all(n.run_ms >= 40 and 0 <= n.queue_wait_ms < 5_000 for n in run.nodes)
 
 
-async def test_a_failed_run_keeps_its_error_and_the_nodes_error(pool, serve):
+async def test_a_failed_run_keeps_its_error_and_the_nodes_error(pool: Pool, serve: Serve) -> None:
     await serve(pool, handlers())
 
     await run_nodes(pool, "run-bad", "runs/nap", "runs/fail")
@@ -74,7 +77,7 @@ async def test_a_failed_run_keeps_its_error_and_the_nodes_error(pool, serve):
     ]
 
 
-async def test_a_queued_run_is_pending_without_an_owner(pool):
+async def test_a_queued_run_is_pending_without_an_owner(pool: Pool) -> None:
     await pool.workflows.enqueue("runs/app", "run-queued", b"")
 
     run = await pool.runs.get("run-queued")
@@ -82,7 +85,7 @@ async def test_a_queued_run_is_pending_without_an_owner(pool):
     assert (run.status, run.owner, run.started_at) == (RunStatus.PENDING, "", 0.0)
 
 
-async def test_list_filters_by_status_kind_and_age_newest_first(pool, serve):
+async def test_list_filters_by_status_kind_and_age_newest_first(pool: Pool, serve: Serve) -> None:
     await serve(pool, handlers())
     await run_nodes(pool, "run-1", "runs/nap")
     await run_nodes(pool, "run-2", "runs/fail")
@@ -100,7 +103,9 @@ async def test_list_filters_by_status_kind_and_age_newest_first(pool, serve):
     assert [r.nodes for r in recent] == [[], [], []]  # listing reads no history
 
 
-async def test_records_expire_and_the_list_keeps_only_the_newest(make_pool, serve):
+async def test_records_expire_and_the_list_keeps_only_the_newest(
+    make_pool: MakePool, serve: Serve
+) -> None:
     pool = await make_pool()
     pool.settings = replace(pool.settings, runs_kept=2, run_retention=60)
     await serve(pool, handlers())
@@ -115,7 +120,7 @@ async def test_records_expire_and_the_list_keeps_only_the_newest(make_pool, serv
     assert all(0 < ttl <= 60 for ttl in ttls)
 
 
-async def test_dispatches_outside_recorded_runs_write_no_history(pool, serve):
+async def test_dispatches_outside_recorded_runs_write_no_history(pool: Pool, serve: Serve) -> None:
     await serve(pool, handlers())
 
     await pool.coordinator("not-a-run").dispatch("runs/nap", b"1", timeout=10)
@@ -124,12 +129,12 @@ async def test_dispatches_outside_recorded_runs_write_no_history(pool, serve):
 
 
 @pytest.mark.parametrize("run_id", ["nobody", "", "x" * 300, "{tag}", "a\nb"])
-async def test_unknown_or_garbage_run_ids_are_refused_clearly(pool, run_id):
+async def test_unknown_or_garbage_run_ids_are_refused_clearly(pool: Pool, run_id) -> None:
     with pytest.raises(ConfigurationError, match="nervenet runs list"):
         await pool.runs.get(run_id)
 
 
-async def test_garbage_written_into_a_record_and_its_history_is_shown_not_fatal(pool):
+async def test_garbage_written_into_a_record_and_its_history_is_shown_not_fatal(pool: Pool) -> None:
     redis = pool.transport.redis
     await redis.hset(
         pool.keys.run("run-odd"),
@@ -151,7 +156,7 @@ async def test_garbage_written_into_a_record_and_its_history_is_shown_not_fatal(
     assert [r.run_id for r in await pool.runs.list()] == ["run-odd"]
 
 
-async def test_an_adapter_records_its_own_runs_with_begin_and_end(pool, serve):
+async def test_an_adapter_records_its_own_runs_with_begin_and_end(pool: Pool, serve: Serve) -> None:
     worker = await serve(pool, handlers())
 
     await pool.runs.begin("kickoff-1", "crew/research", thread="t-9")

@@ -7,9 +7,9 @@ import re
 from typing import Any
 
 import pytest
-from core_support import run_cli
+from core_support import Serve, run_cli
 
-from nervenet import Handlers, RunStatus, TaskEscalated
+from nervenet import Handlers, Pool, RunStatus, TaskEscalated
 
 pytestmark = pytest.mark.redis
 
@@ -39,7 +39,9 @@ async def finished_run(pool: Any, run_id: str, task_type: str) -> None:
         await handle.result(timeout=10)
 
 
-async def test_list_filters_and_show_prints_the_node_history(redis_pool, redis_url, serve):
+async def test_list_filters_and_show_prints_the_node_history(
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     worker = await serve(redis_pool, handlers())
     await finished_run(redis_pool, "run-ok", "cli/ok")
     await finished_run(redis_pool, "run-bad", "cli/boom")
@@ -63,8 +65,8 @@ async def test_list_filters_and_show_prints_the_node_history(redis_pool, redis_u
 
 
 async def test_cancel_takes_a_queued_run_off_and_refuses_a_finished_one(
-    redis_pool, redis_url, serve
-):
+    redis_pool: Pool, redis_url: str, serve: Serve
+) -> None:
     await serve(redis_pool, handlers())
     await finished_run(redis_pool, "run-ok", "cli/ok")
     await redis_pool.workflows.enqueue("cli/app", "run-queued", b"")
@@ -89,7 +91,7 @@ async def test_cancel_takes_a_queued_run_off_and_refuses_a_finished_one(
         (["list", "--newer-than", "soon"], "is not an age like 90s"),
     ],
 )
-async def test_bad_input_gets_a_clear_answer(redis_url, args, message):
+async def test_bad_input_gets_a_clear_answer(redis_url: str, args, message) -> None:
     answered = await run_cli("runs", *args, "--redis", redis_url)
 
     assert answered.returncode == 2, answered.output
@@ -97,7 +99,9 @@ async def test_bad_input_gets_a_clear_answer(redis_url, args, message):
     assert "Traceback" not in answered.output
 
 
-async def test_a_running_run_without_a_live_owner_is_flagged(redis_pool, redis_url):
+async def test_a_running_run_without_a_live_owner_is_flagged(
+    redis_pool: Pool, redis_url: str
+) -> None:
     async with redis_pool.transport.redis.pipeline(transaction=False) as pipe:
         redis_pool.runs.add_begin(pipe, "run-ghost", "cli/app", status=RunStatus.RUNNING)
         await pipe.execute()

@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 import pytest
-from core_support import run_cli, wait_until
+from core_support import Serve, run_cli, wait_until
 
-from nervenet import ConfigurationError, Handlers
+from nervenet import ConfigurationError, Handlers, Pool
 from nervenet.envelope import TaskEnvelope
 
 
@@ -20,7 +20,9 @@ def envelope(pool: Any, task_id: str, task_type: str, payload: bytes = b"{}") ->
     return TaskEnvelope(task_id, "wf", task_type, 1, 0.0, pool.inbox.address, payload)
 
 
-async def test_entries_read_and_finished_count_neither_as_waiting_nor_in_flight(pool, serve):
+async def test_entries_read_and_finished_count_neither_as_waiting_nor_in_flight(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
 
     @handlers.task("core/echo")
@@ -41,7 +43,9 @@ async def test_entries_read_and_finished_count_neither_as_waiting_nor_in_flight(
     )
 
 
-async def test_a_task_type_whose_workers_are_gone_is_idle_unless_work_waits(pool, serve):
+async def test_a_task_type_whose_workers_are_gone_is_idle_unless_work_waits(
+    pool: Pool, serve: Serve
+) -> None:
     handlers = Handlers()
 
     @handlers.task("core/gone")
@@ -60,7 +64,7 @@ async def test_a_task_type_whose_workers_are_gone_is_idle_unless_work_waits(pool
     assert (queue.task_type, queue.waiting, queue.served) == ("core/orphaned", 1, False)
 
 
-async def test_a_dispatch_waiting_for_a_worker_is_visible(pool):
+async def test_a_dispatch_waiting_for_a_worker_is_visible(pool: Pool) -> None:
     waiting = asyncio.ensure_future(
         pool.dispatch("core/late", b"1", timeout=10, wait_for_worker=True)
     )
@@ -76,13 +80,15 @@ async def test_a_dispatch_waiting_for_a_worker_is_visible(pool):
 
 
 @pytest.mark.parametrize("garbage", ["", "abc", "1-2-3", "1764050000000-0;DROP", "-", "+"])
-async def test_a_garbage_escalation_id_is_refused_with_what_ids_look_like(pool, garbage):
+async def test_a_garbage_escalation_id_is_refused_with_what_ids_look_like(
+    pool: Pool, garbage
+) -> None:
     for call in (pool.escalations.get, pool.escalations.drop, pool.escalations.retry):
         with pytest.raises(ConfigurationError, match="is not an escalation id"):
             await call(garbage)
 
 
-async def test_readable_fields_decode_json_and_langgraph_frames(pool):
+async def test_readable_fields_decode_json_and_langgraph_frames(pool: Pool) -> None:
     await pool.escalate(envelope(pool, "t-j", "core/x", orjson.dumps({"q": "hi"})), "stuck")
     await pool.escalate(envelope(pool, "t-m", "core/x", b"json\0" + b'{"a": [1, 2]}'), "stuck")
 
@@ -93,8 +99,8 @@ async def test_readable_fields_decode_json_and_langgraph_frames(pool):
 
 @pytest.mark.redis
 async def test_status_command_separates_waiting_from_in_flight_and_flags_unserved_types(
-    redis_pool, redis_url
-):
+    redis_pool: Pool, redis_url: str
+) -> None:
     for i in range(3):
         await redis_pool.publish(envelope(redis_pool, f"t{i}", "core/backlog"))
 
@@ -107,8 +113,8 @@ async def test_status_command_separates_waiting_from_in_flight_and_flags_unserve
 
 @pytest.mark.redis
 async def test_escalations_show_pretty_prints_the_payload_and_refuses_garbage_ids(
-    redis_pool, redis_url
-):
+    redis_pool: Pool, redis_url: str
+) -> None:
     hostile = orjson.dumps({"prompt": "[bold red]not markup[/]", "n": 2})
     await redis_pool.escalate(envelope(redis_pool, "t-h", "core/x", hostile), "stuck")
     [entry] = await redis_pool.escalations.list()

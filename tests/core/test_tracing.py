@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_support import registered
+from core_support import WorkerProcesses, registered
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -20,19 +20,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from span_records import span_record
 
-from nervenet import RemoteTaskError
+from nervenet import Pool, RemoteTaskError
 from nervenet.tracing import tracer_if_enabled
 
 pytestmark = pytest.mark.redis
 
 
-def test_without_a_configured_provider_nothing_is_traced():
+def test_without_a_configured_provider_nothing_is_traced() -> None:
     assert tracer_if_enabled() is None
 
 
 async def test_one_trace_crosses_the_coordinator_and_worker_processes(
-    redis_pool, redis_url, worker_processes, tmp_path: Path
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses, tmp_path: Path
+) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from core_support import registered, wait_until
+from core_support import Serve, WorkerProcesses, registered, wait_until
 
-from nervenet import Handlers, RemoteTaskError
+from nervenet import Handlers, Pool, RemoteTaskError
 from nervenet.metrics import WorkerMetrics
 from nervenet.testing import free_port
 
@@ -30,7 +30,7 @@ def handlers() -> Handlers:
     return h
 
 
-async def test_tasks_are_counted_by_outcome_with_their_times(pool, serve):
+async def test_tasks_are_counted_by_outcome_with_their_times(pool: Pool, serve: Serve) -> None:
     worker = await serve(pool, handlers())
     worker.metrics = metrics = WorkerMetrics()
     metrics.watch_in_flight(lambda: worker.load)
@@ -58,7 +58,9 @@ async def test_tasks_are_counted_by_outcome_with_their_times(pool, serve):
 
 
 @pytest.mark.redis
-async def test_the_worker_command_serves_metrics(redis_pool, redis_url, worker_processes):
+async def test_the_worker_command_serves_metrics(
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     port = free_port()
     worker = worker_processes.cli(redis_url, options=["--metrics-port", str(port)])
     await registered(redis_pool, worker)

@@ -55,8 +55,8 @@ async def assert_stream_settled(pool: Pool, task_type: str) -> None:
 
 
 async def test_the_task_of_a_killed_worker_process_is_completed_by_another(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     tap = ReplyTap(redis_pool)
     for process in [worker_processes.cli(redis_url), worker_processes.cli(redis_url)]:
         await registered(redis_pool, process)
@@ -78,8 +78,8 @@ async def test_the_task_of_a_killed_worker_process_is_completed_by_another(
 
 
 async def test_a_long_task_on_a_live_worker_is_not_taken_by_another(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     tap = ReplyTap(redis_pool)
     for process in [worker_processes.cli(redis_url), worker_processes.cli(redis_url)]:
         await registered(redis_pool, process)
@@ -95,8 +95,8 @@ async def test_a_long_task_on_a_live_worker_is_not_taken_by_another(
 
 
 async def test_a_task_that_keeps_killing_its_workers_is_escalated_not_run_again(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     for _ in range(2):
         worker = worker_processes.cli(redis_url, options=["--max-deliveries", "1"])
         await registered(redis_pool, worker)
@@ -114,8 +114,8 @@ async def test_a_task_that_keeps_killing_its_workers_is_escalated_not_run_again(
 
 
 async def test_pool_workers_lists_worker_processes_with_their_task_types(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     process = worker_processes.cli(redis_url, concurrency=3)
     worker_id = await registered(redis_pool, process)
 
@@ -127,8 +127,8 @@ async def test_pool_workers_lists_worker_processes_with_their_task_types(
 
 
 async def test_a_killed_worker_process_leaves_the_registry_after_its_ttl(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     process = worker_processes.cli(redis_url)
     worker_id = await registered(redis_pool, process)
 
@@ -144,8 +144,8 @@ async def test_a_killed_worker_process_leaves_the_registry_after_its_ttl(
 
 
 async def test_sigterm_lets_the_in_flight_task_finish_and_the_worker_exit_zero(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     process = worker_processes.cli(redis_url, grace=10, fast=False)
     worker_id = await registered(redis_pool, process)
     dispatch = asyncio.ensure_future(
@@ -181,8 +181,8 @@ async def running_on_one_of_two(
 
 
 async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs_once(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     dispatch, first, stopping = await running_on_one_of_two(
         redis_pool, redis_url, worker_processes, 0.3,
         "core/slow-sync", slow("in-a-thread", first=2.0), timeout=30,
@@ -201,8 +201,8 @@ async def test_a_sync_task_that_outlasts_the_grace_period_is_waited_for_and_runs
 
 
 async def test_a_second_ctrl_c_hands_unfinished_tasks_back_at_once(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     dispatch, first, stopping = await running_on_one_of_two(
         redis_pool, redis_url, worker_processes, 60,
         "core/slow", slow("hurried", first=60), timeout=30, retries=0,
@@ -220,8 +220,8 @@ async def test_a_second_ctrl_c_hands_unfinished_tasks_back_at_once(
 
 
 async def test_sigterm_hands_back_a_task_that_outlasts_the_grace_period(
-    redis_pool, redis_url, worker_processes
-):
+    redis_pool: Pool, redis_url: str, worker_processes: WorkerProcesses
+) -> None:
     tap = ReplyTap(redis_pool)
     dispatch, first, stopping = await running_on_one_of_two(
         redis_pool, redis_url, worker_processes, 0.3,

@@ -34,8 +34,8 @@ async def scene(redis_url: str) -> Any:
 
 
 async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
-    scene, redis_url, start_dashboard, browser
-):
+    scene, redis_url: str, start_dashboard, browser
+) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import (
@@ -101,8 +101,8 @@ async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
 
 
 async def test_a_read_only_dashboard_refuses_every_action_and_changes_nothing(
-    scene, redis_url, start_dashboard
-):
+    scene, redis_url: str, start_dashboard
+) -> None:
     dashboard = await start_dashboard(redis_url)
     [entry, *_] = await scene.pool.escalations.list()
 
@@ -122,8 +122,8 @@ async def test_a_read_only_dashboard_refuses_every_action_and_changes_nothing(
 
 
 async def test_actions_need_the_token_and_a_request_from_the_dashboard_itself(
-    scene, redis_url, start_dashboard
-):
+    scene, redis_url: str, start_dashboard
+) -> None:
     dashboard = await start_dashboard(redis_url, token=TOKEN)
     entries = await scene.pool.escalations.list()
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -152,7 +152,7 @@ async def test_actions_need_the_token_and_a_request_from_the_dashboard_itself(
     assert (await scene.pool.runs.get("order-running")).status is RunStatus.INTERRUPTED
 
 
-async def test_unknown_ids_and_filters_get_a_clear_page(redis_url, start_dashboard):
+async def test_unknown_ids_and_filters_get_a_clear_page(redis_url: str, start_dashboard) -> None:
     dashboard = await start_dashboard(redis_url)
 
     async with dashboard.client() as client:
@@ -167,8 +167,8 @@ async def test_unknown_ids_and_filters_get_a_clear_page(redis_url, start_dashboa
 
 
 async def test_metrics_expose_queues_workers_runs_and_escalations(
-    scene, redis_url, start_dashboard
-):
+    scene, redis_url: str, start_dashboard
+) -> None:
     dashboard = await start_dashboard(redis_url)
 
     async with dashboard.client() as client:
@@ -181,7 +181,7 @@ async def test_metrics_expose_queues_workers_runs_and_escalations(
 
 
 @pytest.mark.cluster
-async def test_the_dashboard_reads_a_cluster(cluster_url, start_dashboard):
+async def test_the_dashboard_reads_a_cluster(cluster_url: str, start_dashboard) -> None:
     scene = Scene()
     async with Pool.from_url(cluster_url, settings=FAST) as pool:
         await pool.serve(scene.handlers())

@@ -145,7 +145,9 @@ async def test_a_failed_repair_is_not_retried(distributed: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def test_nervenet_demo_runs_the_langgraph_pipeline(request: pytest.FixtureRequest, backend: str):
+def test_nervenet_demo_runs_the_langgraph_pipeline(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
     redis = ["--redis", request.getfixturevalue("redis_url")] if backend == "redis" else []
 
     demo = subprocess.run(

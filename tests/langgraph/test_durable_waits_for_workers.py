@@ -31,7 +31,9 @@ def builder() -> StateGraph[State]:
     return graph
 
 
-async def test_a_durable_run_started_before_any_worker_finishes_once_one_starts(redis_url):
+async def test_a_durable_run_started_before_any_worker_finishes_once_one_starts(
+    redis_url: str,
+) -> None:
     async with Pool.from_url(redis_url, settings=FAST) as pool:
         graph = distribute(
             builder(), pool=pool, name="early", checkpointer=RedisSaver.from_url(redis_url)
@@ -43,7 +45,7 @@ async def test_a_durable_run_started_before_any_worker_finishes_once_one_starts(
         assert await run.result(timeout=20) == {"trail": ["visited"]}
 
 
-async def test_a_plain_invoke_without_a_worker_still_fails_at_once(redis_url):
+async def test_a_plain_invoke_without_a_worker_still_fails_at_once(redis_url: str) -> None:
     async with Pool.from_url(redis_url, settings=FAST) as pool:
         graph = distribute(builder(), pool=pool, name="nobody")
         with pytest.raises(NoLiveWorker):

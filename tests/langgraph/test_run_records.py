@@ -69,7 +69,7 @@ async def durable(pool: Pool, redis_url: str, last: Any) -> Any:
     return graph
 
 
-async def test_a_graph_run_records_its_thread_and_nodes(pool, redis_url):
+async def test_a_graph_run_records_its_thread_and_nodes(pool: Pool, redis_url: str) -> None:
     graph = await durable(pool, redis_url, step("last"))
 
     run = await graph.asubmit({"trail": []}, {"configurable": {"thread_id": "t-ok"}})
@@ -85,7 +85,9 @@ async def test_a_graph_run_records_its_thread_and_nodes(pool, redis_url):
     assert {n.outcome for n in record.nodes} == {"ok"}
 
 
-async def test_a_run_stopped_at_an_interrupt_is_recorded_interrupted(pool, redis_url):
+async def test_a_run_stopped_at_an_interrupt_is_recorded_interrupted(
+    pool: Pool, redis_url: str
+) -> None:
     graph = await durable(pool, redis_url, ask)
 
     run = await graph.asubmit({"trail": []}, {"configurable": {"thread_id": "t-ask"}})
@@ -95,7 +97,7 @@ async def test_a_run_stopped_at_an_interrupt_is_recorded_interrupted(pool, redis
     assert (await pool.runs.get(run.run_id)).status is RunStatus.INTERRUPTED
 
 
-async def test_rollback_removes_the_threads_checkpoints(pool, redis_url):
+async def test_rollback_removes_the_threads_checkpoints(pool: Pool, redis_url: str) -> None:
     started.clear()
     graph = await durable(pool, redis_url, block)
     config = {"configurable": {"thread_id": "t-rollback"}}
@@ -111,7 +113,9 @@ async def test_rollback_removes_the_threads_checkpoints(pool, redis_url):
     assert (await pool.runs.get(run.run_id)).status is RunStatus.CANCELLED
 
 
-async def test_join_streams_a_runs_chunks_to_another_process_and_resumes(pool, redis_url):
+async def test_join_streams_a_runs_chunks_to_another_process_and_resumes(
+    pool: Pool, redis_url: str
+) -> None:
     graph = await durable(pool, redis_url, step("last"))
     async with Pool.from_url(redis_url, settings=FAST) as watcher_pool:
         watcher = distribute(
