@@ -105,7 +105,7 @@ async def summarize(state: Doc) -> dict[str, Any]:
     return {"summary": f"{len(state['facts'])} facts about {state['n']}"}
 
 
-def build() -> StateGraph:
+def build() -> StateGraph[Any]:
     builder = StateGraph(Doc)
     builder.add_node("plan", plan)
     builder.add_node("enrich", enrich)

@@ -64,7 +64,7 @@ def lookup(city: str) -> str:
     return f"sunny in {city}"
 
 
-def chat_graph(sync: bool = False) -> StateGraph:
+def chat_graph(sync: bool = False) -> StateGraph[Any]:
     """A node that calls a chat model, a tool twice (once failing) and a lambda."""
     model = GenericFakeChatModel(messages=iter([AIMessage("one two three", id="ai-1")] * 4))
     shout = RunnableLambda(lambda text: text.upper()).with_config(run_name="shout")

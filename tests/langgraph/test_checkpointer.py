@@ -202,7 +202,7 @@ def step(name: str) -> Callable[[Log], dict[str, list[str]]]:
     return lambda state: {"log": [name]}
 
 
-def parallel_graph() -> StateGraph:
+def parallel_graph() -> StateGraph[Any]:
     """START fans out to a and b, which join in c."""
     builder = StateGraph(Log)
     for name in ("a", "b", "c"):
@@ -214,7 +214,7 @@ def parallel_graph() -> StateGraph:
     return builder
 
 
-def chain_graph() -> StateGraph:
+def chain_graph() -> StateGraph[Any]:
     builder = StateGraph(Log)
     for name in ("a", "b", "c"):
         builder.add_node(name, step(name))
@@ -225,7 +225,7 @@ def chain_graph() -> StateGraph:
     return builder
 
 
-def approval_graph() -> StateGraph:
+def approval_graph() -> StateGraph[Any]:
     def review(state: Log) -> dict[str, list[str]]:
         verdict = interrupt({"question": "approve?", "so_far": state["log"]})
         return {"log": [f"review:{verdict}"]}
@@ -239,7 +239,7 @@ def approval_graph() -> StateGraph:
     return builder
 
 
-def graph_with_subgraph() -> StateGraph:
+def graph_with_subgraph() -> StateGraph[Any]:
     builder = StateGraph(Log)
     builder.add_node("prepare", step("prepare"))
     builder.add_node("inner", approval_graph().compile())

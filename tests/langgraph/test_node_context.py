@@ -52,7 +52,7 @@ def nested_graph_builder() -> tuple[StateGraph, StateGraph]:
     return child, StateGraph(Trail)
 
 
-def parent_running_child(child_graph: Any) -> StateGraph:
+def parent_running_child(child_graph: Any) -> StateGraph[Any]:
     async def run_child(state: Trail) -> dict[str, Any]:
         result = await child_graph.ainvoke({"trail": ["in"]})
         return {"trail": result["trail"]}
@@ -88,7 +88,7 @@ async def test_graph_run_inside_a_node_keeps_its_checkpoint_and_interrupts(
     assert dist[1] == plain[1]
 
 
-def tool_calling_graph() -> StateGraph:
+def tool_calling_graph() -> StateGraph[Any]:
     @tool
     def lookup(city: str) -> str:
         """Weather of a city."""
@@ -113,7 +113,7 @@ async def test_tools_stream_mode_relays_tool_events(distributed: Any) -> None:
     assert got[-1]["output"] == expected[-1]["output"]
 
 
-def failing_graph() -> StateGraph:
+def failing_graph() -> StateGraph[Any]:
     def fail(state: Trail) -> dict[str, Any]:
         raise KeyError("missing")
 
@@ -132,7 +132,7 @@ async def test_error_handler_gets_the_node_error(distributed: Any) -> None:
     assert expected == {"trail": ["fail:KeyError:missing"]}
 
 
-def task_calling_graph() -> StateGraph:
+def task_calling_graph() -> StateGraph[Any]:
     @task
     async def shout(word: str) -> str:
         return word.upper()
@@ -151,7 +151,7 @@ async def test_task_called_inside_a_node_returns_its_value(distributed: Any) -> 
     assert await (await distributed(task_calling_graph())).ainvoke({"trail": []}) == expected
 
 
-def cancelling_graph() -> StateGraph:
+def cancelling_graph() -> StateGraph[Any]:
     async def node(state: Trail) -> dict[str, Any]:
         raise asyncio.CancelledError("the node gave up")
 
@@ -181,7 +181,7 @@ async def test_classes_defined_in_a_function_come_back_as_themselves(distributed
         assert all(isinstance(r, Reading) for r in state["readings"]), state
         return {"readings": [Reading(celsius=len(state["readings"]) + 0.5)]}
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(Weather)
         builder.add_node("measure", measure)
         builder.add_edge(START, "measure")
@@ -207,7 +207,7 @@ async def test_pydantic_state_with_a_typed_dict_field_reaches_the_node_as_the_mo
         assert isinstance(state, Shape), state  # a TypedDict field once made it a dict
         return {"origin": {"x": state.origin["x"] + 1}}
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(Shape)
         builder.add_node("move", move)
         builder.add_edge(START, "move")
@@ -231,7 +231,7 @@ async def test_pydantic_update_comes_back_without_validating_again(distributed: 
     def rename(state: Form) -> Command:
         return Command(update=Form(title="report"))
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(Form)
         builder.add_node("rename", rename)
         builder.add_edge(START, "rename")
@@ -246,7 +246,7 @@ async def test_tuple_writes_stay_tuples(distributed: Any) -> None:
     def write_twice(state: Trail) -> Command:
         return Command(update=[("trail", ["one"]), ("trail", ["two"])])
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(Trail)
         builder.add_node("write twice", write_twice)  # LangGraph allows spaces in node names
         builder.add_edge(START, "write twice")
@@ -258,7 +258,7 @@ async def test_tuple_writes_stay_tuples(distributed: Any) -> None:
     )
 
 
-def two_questions_in_a_subgraph() -> StateGraph:
+def two_questions_in_a_subgraph() -> StateGraph[Any]:
     def first(state: Trail) -> dict[str, Any]:
         return {"trail": [f"first:{interrupt('1?')}"]}
 
@@ -298,7 +298,7 @@ async def test_graph_keeps_compiled_attributes_and_draws_like_the_original(
     def bump(state: State) -> dict[str, Any]:
         return {"count": state.count + 1}
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(State)
         builder.add_node("bump", bump)
         builder.add_edge(START, "bump")

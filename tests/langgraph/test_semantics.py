@@ -41,7 +41,7 @@ class Counter(TypedDict):
     trail: Annotated[list[str], operator.add]
 
 
-def counter_graph() -> StateGraph:
+def counter_graph() -> StateGraph[Any]:
     def double(state: Counter) -> dict[str, Any]:
         return {"value": state["value"] * 2, "trail": ["double"]}
 
@@ -74,7 +74,7 @@ class Chat(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-def chat_graph() -> StateGraph:
+def chat_graph() -> StateGraph[Any]:
     def respond(state: Chat) -> dict[str, Any]:
         last = state["messages"][-1]
         return {"messages": [AIMessage(content=f"echo: {last.content}", id="reply")]}
@@ -99,7 +99,7 @@ async def test_add_messages_replaces_by_id_like_plain(distributed: Any) -> None:
     assert [m.content for m in result["messages"]] == ["hi", "revised"]
 
 
-def command_graph() -> StateGraph:
+def command_graph() -> StateGraph[Any]:
     def decide(state: Counter) -> Command[str]:
         target = "big" if state["value"] > 5 else "small"
         return Command(goto=target, update={"trail": [f"decide->{target}"]})
@@ -125,7 +125,7 @@ async def test_command_goto_and_update_match_plain(distributed: Any) -> None:
         assert await graph.ainvoke(inputs) == await command_graph().compile().ainvoke(inputs)
 
 
-def parent_command_graph() -> StateGraph:
+def parent_command_graph() -> StateGraph[Any]:
     def escalate(state: Counter) -> Command[str]:
         return Command(graph=Command.PARENT, goto="handled", update={"trail": ["escalated"]})
 
@@ -158,7 +158,7 @@ class FanOut(TypedDict):
 BRANCH_SECONDS = 0.4
 
 
-def fan_out_graph() -> StateGraph:
+def fan_out_graph() -> StateGraph[Any]:
     def plan(state: FanOut) -> list[Send]:
         return [Send("research", {"topic": t}) for t in state["topics"]]
 
@@ -186,7 +186,7 @@ async def test_send_branches_run_in_parallel_on_different_workers(distributed: A
 SYNC_BRANCHES = 64
 
 
-def sync_fan_out_graph() -> StateGraph:
+def sync_fan_out_graph() -> StateGraph[Any]:
     def plan(state: FanOut) -> list[Send]:
         return [Send("research", {"topic": t}) for t in state["topics"]]
 
@@ -220,7 +220,7 @@ class Flaky(Exception):
     pass
 
 
-def retry_graph(calls: list[str], error: type[Exception]) -> StateGraph:
+def retry_graph(calls: list[str], error: type[Exception]) -> StateGraph[Any]:
     def unstable(state: Counter) -> dict[str, Any]:
         calls.append("call")
         if len(calls) < 3:
@@ -253,7 +253,7 @@ async def test_value_error_keeps_its_type_and_is_not_retried(distributed: Any) -
     assert any("nervenet worker" in note for note in raised.value.__notes__)
 
 
-def interrupting_subgraph_graph() -> StateGraph:
+def interrupting_subgraph_graph() -> StateGraph[Any]:
     def ask(state: Counter) -> dict[str, Any]:
         first = interrupt("first?")
         second = interrupt("second?")
@@ -303,7 +303,7 @@ class Settings:
     greeting: str
 
 
-def injection_graph(store: InMemoryStore | None = None) -> StateGraph:
+def injection_graph(store: InMemoryStore | None = None) -> StateGraph[Any]:
     def with_config(state: Counter, config: RunnableConfig) -> dict[str, Any]:
         user = config["configurable"]["user"]
         same = get_config()["configurable"]["user"] == user
@@ -359,7 +359,7 @@ def test_sync_invoke_and_stream_match_plain(backend: str, request: pytest.Fixtur
         pool.close()
 
 
-def token_graph() -> StateGraph:
+def token_graph() -> StateGraph[Any]:
     model = GenericFakeChatModel(messages=iter([AIMessage(content="one two three", id="ai-1")]))
 
     async def call_model(state: Chat) -> dict[str, Any]:
@@ -400,7 +400,7 @@ async def test_pydantic_and_dataclass_state_match_plain(distributed: Any, schema
     def bump(state: Any) -> dict[str, Any]:
         return {"count": state.count + 1, "notes": [type(state).__name__]}
 
-    def build() -> StateGraph:
+    def build() -> StateGraph[Any]:
         builder = StateGraph(schema)
         builder.add_node("bump", bump)
         builder.add_edge(START, "bump")

@@ -21,14 +21,14 @@ class State(TypedDict):
     trail: Annotated[list[str], operator.add]
 
 
-def child() -> StateGraph:
+def child() -> StateGraph[Any]:
     def ask(state: State) -> State:
         return {"trail": [f"answer:{interrupt('?')}"]}
 
     return StateGraph(State).add_node("ask", ask).add_edge(START, "ask")
 
 
-def parent(sub: Any) -> StateGraph:
+def parent(sub: Any) -> StateGraph[Any]:
     def first(state: State) -> State:
         return {"trail": ["first"]}
 

@@ -19,7 +19,7 @@ class State(TypedDict):
     n: int
 
 
-def build() -> StateGraph:
+def build() -> StateGraph[Any]:
     return StateGraph(State).add_node("inc", lambda s: {"n": s["n"] + 1}).add_edge(START, "inc")
 
 
