@@ -5,26 +5,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from nervenet.batching import CommandBatcher
+
+
+def set_n(pipe: Pipeline, n: int) -> object:
+    """Queues ``SET k<n> <n>`` (a command builder for :meth:`CommandBatcher.submit`)."""
+    return pipe.set(f"k{n}", n)
+
+
+def incr_after(pipe: Pipeline, n: int) -> object:
+    """Queues ``INCR after{<n>}`` (a command builder for :meth:`CommandBatcher.submit`)."""
+    return pipe.incr(f"after{{{n}}}")
 
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
-    await client.execute_command("CLIENT", "UNPAUSE")
+    await client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
     await client.aclose()
 
 
 async def test_drain_returns_once_the_queued_writes_are_sent(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client, lambda: None)
-    await client.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # a stalled server
-    sent = [batcher.submit(lambda pipe, n=n: pipe.set(f"k{n}", n)) for n in range(50)]
+    # A stalled server (redis-py leaves execute_command unannotated).
+    await client.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # type: ignore[no-untyped-call]
+    sent = [batcher.submit(partial(set_n, n=n)) for n in range(50)]
 
     await batcher.drain(timeout=5.0)
 
@@ -34,7 +47,7 @@ async def test_drain_returns_once_the_queued_writes_are_sent(client: aioredis.Re
 
 async def test_drain_gives_up_after_its_timeout(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client, lambda: None)
-    await client.execute_command("CLIENT", "PAUSE", 5_000, "WRITE")
+    await client.execute_command("CLIENT", "PAUSE", 5_000, "WRITE")  # type: ignore[no-untyped-call]
     sent = batcher.submit(lambda pipe: pipe.set("stuck", 1))
 
     started = time.monotonic()
@@ -42,7 +55,7 @@ async def test_drain_gives_up_after_its_timeout(client: aioredis.Redis) -> None:
 
     assert 0.15 < time.monotonic() - started < 2.0
     assert not sent.done()
-    await client.execute_command("CLIENT", "UNPAUSE")
+    await client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
     await asyncio.wait_for(sent, 5.0)
 
 
@@ -66,7 +79,7 @@ async def test_a_batch_whose_commands_fail_to_build_fails_alone(any_client: Any)
 
     before = batcher.submit(lambda pipe: pipe.set("before", 1))
     broken = batcher.submit(half_built)
-    after = [batcher.submit(lambda pipe, n=n: pipe.incr(f"after{{{n}}}")) for n in range(20)]
+    after = [batcher.submit(partial(incr_after, n=n)) for n in range(20)]
 
     assert await asyncio.wait_for(before, 5.0) == [True]
     with pytest.raises(ValueError, match="cannot encode"):

@@ -66,7 +66,7 @@ async def test_rollback_has_the_kind_remove_what_the_run_left(pool: Pool, serve:
     async def rollback(run_id: str, payload: bytes) -> None:
         removed.append((run_id, payload))
 
-    pool.workflows.register("cancel/app", lambda run_id, payload: asyncio.sleep(0), rollback)
+    pool.workflows.register("cancel/app", lambda run_id, payload: asyncio.sleep(0, b""), rollback)
     await serve(pool, blocker.handlers)
     handle = await start_blocked_run(pool, "run-r")
     await asyncio.wait_for(blocker.started.wait(), 10)

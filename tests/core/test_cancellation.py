@@ -87,7 +87,7 @@ async def test_cancelling_a_dispatch_cancels_its_running_handler(pool: Pool, ser
 
 @pytest.mark.parametrize("cancels", [1, 2])
 async def test_cancelling_a_dispatch_awaited_from_another_event_loop_cancels_the_handler(
-    pool: Pool, serve: Serve, cancels
+    pool: Pool, serve: Serve, cancels: int
 ) -> None:
     """The pool's loop runs the dispatch for a caller on another loop; the caller's await ends
     once the handler's ``finally`` ran, even if it is cancelled again meanwhile (as LangGraph's
@@ -263,7 +263,9 @@ async def test_a_cancellation_after_the_task_finished_changes_nothing(
     pool.cancel_soon(envelope, entry_id)
     await asyncio.sleep(0.3)
 
-    assert orjson.loads(await pool.transport.redis.get(result_key)) == {"done": 3}
+    cached = await pool.transport.redis.get(result_key)
+    assert cached is not None
+    assert orjson.loads(cached) == {"done": 3}
     again = await pool.dispatch("core/hold", b"3", task_id="finished", timeout=10)
     assert orjson.loads(again) == {"done": 3}
     assert worker.cancelled == 0

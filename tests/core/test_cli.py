@@ -77,7 +77,7 @@ def test_the_core_and_its_cli_import_no_optional_extra() -> None:
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def test_demo_runs_to_completion_and_prints_throughput_and_latency(
-    request: pytest.FixtureRequest, backend
+    request: pytest.FixtureRequest, backend: str
 ) -> None:
     redis = ["--redis", request.getfixturevalue("redis_url")] if backend == "redis" else []
 
@@ -217,7 +217,7 @@ async def said(worker: Child, text: str) -> bool:
 @pytest.mark.redis
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_a_worker_runs_on_the_loop_it_is_given_with_its_collector_tuned(
-    pools: Pools, redis_url: str, worker_processes: WorkerProcesses, loop
+    pools: Pools, redis_url: str, worker_processes: WorkerProcesses, loop: str
 ) -> None:
     pool = await pools.open(Pool.from_url(redis_url, settings=FAST))
     worker = worker_processes.cli(redis_url, options=["--loop", loop])

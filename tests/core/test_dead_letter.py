@@ -125,7 +125,7 @@ GARBAGE: dict[str, tuple[Garbage, str]] = {
 
 @pytest.mark.parametrize("case", list(GARBAGE))
 async def test_an_invalid_entry_is_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
-    make_pool: MakePool, serve: Serve, case
+    make_pool: MakePool, serve: Serve, case: str
 ) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     worker = await serve(pool, handlers())
@@ -266,8 +266,13 @@ async def test_a_retried_escalation_is_signed_again_and_served(
 
     await pool.escalations.retry(escalation.entry_id)
 
-    sealed = await wait_until(lambda: pool.transport.redis.get(pool.keys.result("t-replay")))
-    assert orjson.loads(pool.signer.unseal("t-replay", sealed)) == {"echo": "again"}
+    sealed: bytes | str = await wait_until(
+        lambda: pool.transport.redis.get(pool.keys.result("t-replay"))
+    )
+    assert pool.signer is not None and isinstance(sealed, bytes)
+    unsealed = pool.signer.unseal("t-replay", sealed)
+    assert unsealed is not None
+    assert orjson.loads(unsealed) == {"echo": "again"}
 
 
 @pytest.mark.redis
@@ -318,7 +323,7 @@ ANSWERED = {
 
 @pytest.mark.parametrize("case", list(GARBAGE))
 async def test_the_sender_of_an_invalid_entry_is_told_when_its_reply_stream_is_real(
-    make_pool: MakePool, serve: Serve, case
+    make_pool: MakePool, serve: Serve, case: str
 ) -> None:
     pool = await make_pool(settings=SMALL_PAYLOADS)
     await serve(pool, handlers())

@@ -95,7 +95,7 @@ async def test_retrying_an_escalation_requeues_it_and_a_worker_completes_it(
 
     await pool.escalations.retry(escalation.entry_id)
 
-    result = await wait_until(
+    result: bytes | str = await wait_until(
         lambda: pool.transport.redis.get(pool.keys.result("stuck-2")), what="the cached result"
     )
     assert orjson.loads(result) == {"value": "x", "attempt": 2}
@@ -162,7 +162,7 @@ async def test_cli_escalations_retry_requeues_it_and_a_worker_completes_it(
 
     assert retried.returncode == 0, retried.output
     assert "requeued as" in retried.output
-    result = await wait_until(
+    result: bytes | str = await wait_until(
         lambda: redis_pool.transport.redis.get(redis_pool.keys.result("stuck-cli-3")),
         what="the cached result",
     )

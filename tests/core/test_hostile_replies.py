@@ -94,7 +94,7 @@ MALFORMED: dict[str, tuple[dict[bytes, bytes], str]] = {
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 async def test_a_malformed_reply_is_dropped_with_its_reason_logged(
-    pool: Pool, serve: Serve, caplog: pytest.LogCaptureFixture, case
+    pool: Pool, serve: Serve, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     gate = Gate()
     gate.open.set()
@@ -250,6 +250,7 @@ async def test_with_signing_on_a_forged_cached_result_is_ignored_and_the_task_ru
 
     await serve(pool, handlers)
     redis = pool.transport.redis
+    assert pool.signer is not None
     await redis.set(pool.keys.result("t-forged"), b'{"ran": "forged"}')
     await redis.set(pool.keys.result("t-resealed"), pool.signer.seal("t-other", b'"moved"'))
 

@@ -39,7 +39,7 @@ async def cpu_seconds_while_idle() -> float:
 
 @pytest.mark.parametrize("settings", [PoolSettings(), None], ids=["default-settings", "fast"])
 async def test_a_pool_with_workers_and_no_work_idles(
-    make_pool: MakePool, serve: Serve, settings
+    make_pool: MakePool, serve: Serve, settings: PoolSettings | None
 ) -> None:
     pool = await (make_pool(settings=settings) if settings else make_pool())
     release = asyncio.Event()

@@ -94,7 +94,9 @@ async def test_resuming_from_a_trimmed_event_is_refused(pool: Pool) -> None:
 
 
 @pytest.mark.parametrize(("run_id", "last"), [("nobody", None), ("run-q", "garbage")])
-async def test_unknown_runs_and_garbage_event_ids_are_refused(pool: Pool, run_id, last) -> None:
+async def test_unknown_runs_and_garbage_event_ids_are_refused(
+    pool: Pool, run_id: str, last: str | None
+) -> None:
     await pool.workflows.enqueue("join/app", "run-q", b"")
 
     with pytest.raises(ConfigurationError, match=r"no run 'nobody'|is not an event id"):

@@ -26,7 +26,7 @@ OVERHEAD_LIMIT = 8 * 1024
 
 @pytest.mark.parametrize("given_as", ["bytes", "function"])
 async def test_a_pending_dispatch_holds_at_most_its_payload_and_a_few_kib_more(
-    redis_pool: Pool, given_as
+    redis_pool: Pool, given_as: str
 ) -> None:
     """Given as bytes, the payload is the caller's and stays alive for a retry; given as a
     function that builds it (as a graph node's dispatch does), no copy of it is kept."""
@@ -42,7 +42,7 @@ async def test_a_pending_dispatch_holds_at_most_its_payload_and_a_few_kib_more(
         waiters = pool.inbox.pending()
         return len(waiters) == count and all(w.entry_id is not None for w in waiters)
 
-    async def hold(count: int) -> tuple[list[asyncio.Future[bytes]], int]:
+    async def hold(count: int) -> tuple[list[asyncio.Task[bytes]], int]:
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         dispatches = [

@@ -89,7 +89,7 @@ async def test_reject_refuses_a_run_on_a_busy_thread_and_records_nothing(pool: P
     ("strategy", "ended"), [("interrupt", "interrupted"), ("rollback", "cancelled")]
 )
 async def test_interrupt_and_rollback_cancel_the_busy_run_then_run(
-    pool: Pool, strategy, ended
+    pool: Pool, strategy: str, ended: str
 ) -> None:
     runs = Runs()
     rolled_back: list[str] = []
@@ -97,7 +97,7 @@ async def test_interrupt_and_rollback_cancel_the_busy_run_then_run(
     async def rollback(run_id: str, payload: bytes) -> None:
         rolled_back.append(run_id)
 
-    pool.workflows.register("mt/app", lambda run_id, payload: asyncio.sleep(0), rollback)
+    pool.workflows.register("mt/app", lambda run_id, payload: asyncio.sleep(0, b""), rollback)
     first = await runs.start(pool, "run-1", "t-1")
     await started(runs, "run-1")
 

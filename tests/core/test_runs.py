@@ -129,7 +129,7 @@ async def test_dispatches_outside_recorded_runs_write_no_history(pool: Pool, ser
 
 
 @pytest.mark.parametrize("run_id", ["nobody", "", "x" * 300, "{tag}", "a\nb"])
-async def test_unknown_or_garbage_run_ids_are_refused_clearly(pool: Pool, run_id) -> None:
+async def test_unknown_or_garbage_run_ids_are_refused_clearly(pool: Pool, run_id: str) -> None:
     with pytest.raises(ConfigurationError, match="nervenet runs list"):
         await pool.runs.get(run_id)
 

@@ -28,7 +28,7 @@ def handlers() -> Handlers:
     return h
 
 
-async def finished_run(pool: Any, run_id: str, task_type: str) -> None:
+async def finished_run(pool: Pool, run_id: str, task_type: str) -> None:
     coordinator = pool.coordinator(run_id)
 
     async def body() -> bytes:
@@ -91,7 +91,7 @@ async def test_cancel_takes_a_queued_run_off_and_refuses_a_finished_one(
         (["list", "--newer-than", "soon"], "is not an age like 90s"),
     ],
 )
-async def test_bad_input_gets_a_clear_answer(redis_url: str, args, message) -> None:
+async def test_bad_input_gets_a_clear_answer(redis_url: str, args: list[str], message: str) -> None:
     answered = await run_cli("runs", *args, "--redis", redis_url)
 
     assert answered.returncode == 2, answered.output

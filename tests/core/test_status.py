@@ -81,7 +81,7 @@ async def test_a_dispatch_waiting_for_a_worker_is_visible(pool: Pool) -> None:
 
 @pytest.mark.parametrize("garbage", ["", "abc", "1-2-3", "1764050000000-0;DROP", "-", "+"])
 async def test_a_garbage_escalation_id_is_refused_with_what_ids_look_like(
-    pool: Pool, garbage
+    pool: Pool, garbage: str
 ) -> None:
     for call in (pool.escalations.get, pool.escalations.drop, pool.escalations.retry):
         with pytest.raises(ConfigurationError, match="is not an escalation id"):

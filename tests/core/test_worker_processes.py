@@ -28,7 +28,8 @@ async def next_start(pool: Pool, timeout: float = 15.0) -> dict[str, Any]:
     """Wait for the next execution of a recorded handler to start (see ``core_apps``)."""
     popped = await pool.transport.redis.blpop([STARTED], timeout=timeout)
     assert popped is not None, f"no task started within {timeout:g} s"
-    return orjson.loads(popped[1])
+    started: dict[str, Any] = orjson.loads(popped[1])
+    return started
 
 
 async def runs(pool: Pool, key: str) -> int:

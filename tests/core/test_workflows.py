@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import pytest
 
@@ -38,7 +39,11 @@ async def test_a_run_ending_during_a_lease_renewal_is_not_taken_for_a_lost_lease
     record = await handle.record()
     assert record is not None
     assert record.status == "done"
-    announced = await pool.transport.redis.xrange(pool.keys.workflows_done)
+    # The pool's client leaves replies as bytes (no decode_responses).
+    announced = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        await pool.transport.redis.xrange(pool.keys.workflows_done),
+    )
     assert [fields[b"run"] for _, fields in announced] == [b"run-1"]
     assert "lost the lease" not in caplog.text
 
