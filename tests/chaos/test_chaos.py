@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -206,7 +206,7 @@ async def graph_losses(url: str, runs: int, budget: float) -> list[str]:
         for wait in late:
             wait.cancel()
         await asyncio.gather(*late, return_exceptions=True)
-    losses = [wait.result() for wait in waits if wait in done and wait.result()]
+    losses = [loss for wait in waits if wait in done and (loss := wait.result())]
     return losses + [f"{len(late)} runs unfinished after {budget:g} s"] * bool(late)
 
 
@@ -313,7 +313,8 @@ class Monitor:
     async def run(self) -> None:
         keys = Keys()
         client = redis.asyncio.Redis.from_url(self.url)
-        started, none_since, seen = time.monotonic(), None, {}
+        started, none_since = time.monotonic(), None
+        seen: dict[bytes, float] = {}  # worker id: its registration's expiry (ms)
         last_sample = started
         try:
             with self.path.open("a") as out:
@@ -321,7 +322,12 @@ class Monitor:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), 0.5)
                     try:
-                        registered = dict(await client.zrange(keys.workers, 0, -1, withscores=True))
+                        registered = dict(
+                            cast(
+                                list[tuple[bytes, float]],  # as bytes: no decode_responses
+                                await client.zrange(keys.workers, 0, -1, withscores=True),
+                            )
+                        )
                         leased = await client.zcard(keys.workflows)
                         done = await client.xlen(keys.workflows_done)
                         pending = 0

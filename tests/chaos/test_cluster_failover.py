@@ -95,7 +95,7 @@ def procs(
 def primary_of(cluster: RedisClusterServers, key: str) -> ClusterNode:
     client = redis.cluster.RedisCluster.from_url(cluster.url)
     try:
-        port = client.get_node_from_key(key).port
+        port = client.get_node_from_key(key).port  # type: ignore[no-untyped-call]  # untyped in redis-py
     finally:
         client.close()
     [node] = [n for n in cluster.nodes if n.port == port]

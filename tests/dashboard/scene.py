@@ -21,6 +21,7 @@ class Scene:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     runs: dict[str, str] = field(default_factory=dict)
+    pool: Pool = field(init=False)  # set by the test's fixture once the scene is built
 
     def handlers(self) -> Handlers:
         h = Handlers()

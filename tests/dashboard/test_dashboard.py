@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def scene(redis_url: str) -> Any:
+async def scene(redis_url: str) -> AsyncIterator[Scene]:
     """A pool with a worker and the whole scene built; the blocked run released after."""
     scene = Scene()
     async with Pool.from_url(redis_url, settings=FAST) as pool:
@@ -34,7 +35,7 @@ async def scene(redis_url: str) -> Any:
 
 
 async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
-    scene, redis_url: str, start_dashboard, browser
+    scene: Scene, redis_url: str, start_dashboard: Callable[..., Any], browser: Any
 ) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
@@ -101,7 +102,7 @@ async def test_the_pages_in_a_browser_show_everything_and_run_nothing_hostile(
 
 
 async def test_a_read_only_dashboard_refuses_every_action_and_changes_nothing(
-    scene, redis_url: str, start_dashboard
+    scene: Scene, redis_url: str, start_dashboard: Callable[..., Any]
 ) -> None:
     dashboard = await start_dashboard(redis_url)
     [entry, *_] = await scene.pool.escalations.list()
@@ -122,7 +123,7 @@ async def test_a_read_only_dashboard_refuses_every_action_and_changes_nothing(
 
 
 async def test_actions_need_the_token_and_a_request_from_the_dashboard_itself(
-    scene, redis_url: str, start_dashboard
+    scene: Scene, redis_url: str, start_dashboard: Callable[..., Any]
 ) -> None:
     dashboard = await start_dashboard(redis_url, token=TOKEN)
     entries = await scene.pool.escalations.list()
@@ -152,7 +153,9 @@ async def test_actions_need_the_token_and_a_request_from_the_dashboard_itself(
     assert (await scene.pool.runs.get("order-running")).status is RunStatus.INTERRUPTED
 
 
-async def test_unknown_ids_and_filters_get_a_clear_page(redis_url: str, start_dashboard) -> None:
+async def test_unknown_ids_and_filters_get_a_clear_page(
+    redis_url: str, start_dashboard: Callable[..., Any]
+) -> None:
     dashboard = await start_dashboard(redis_url)
 
     async with dashboard.client() as client:
@@ -167,7 +170,7 @@ async def test_unknown_ids_and_filters_get_a_clear_page(redis_url: str, start_da
 
 
 async def test_metrics_expose_queues_workers_runs_and_escalations(
-    scene, redis_url: str, start_dashboard
+    scene: Scene, redis_url: str, start_dashboard: Callable[..., Any]
 ) -> None:
     dashboard = await start_dashboard(redis_url)
 
@@ -181,7 +184,9 @@ async def test_metrics_expose_queues_workers_runs_and_escalations(
 
 
 @pytest.mark.cluster
-async def test_the_dashboard_reads_a_cluster(cluster_url: str, start_dashboard) -> None:
+async def test_the_dashboard_reads_a_cluster(
+    cluster_url: str, start_dashboard: Callable[..., Any]
+) -> None:
     scene = Scene()
     async with Pool.from_url(cluster_url, settings=FAST) as pool:
         await pool.serve(scene.handlers())

@@ -1,6 +1,7 @@
 """Handlers for the soak test's worker processes: short, with a little CPU and sleep."""
 
 import asyncio
+from typing import Any
 
 from nervenet import Handlers
 
@@ -8,6 +9,6 @@ handlers = Handlers()
 
 
 @handlers.task("soak/step")
-async def step(value: dict) -> dict:
+async def step(value: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(0.001)
     return {"n": value["n"], "step": value["step"] + 1}
