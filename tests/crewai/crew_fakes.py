@@ -15,6 +15,8 @@ import os
 import threading
 from typing import Any
 
+from crewai import CrewOutput
+from crewai.types.streaming import CrewStreamingOutput
 from nervenet_crewai import current_task
 from nervenet_crewai.testing import FakeCall, FakeLLM, Observer
 from pydantic import Field
@@ -85,3 +87,15 @@ class ScriptedLLM(FakeLLM):
         if "verified" in prompt and self.answer is None:
             answer = f"verified {answer}"
         return answer
+
+
+def finished(output: CrewOutput | CrewStreamingOutput) -> CrewOutput:
+    """A kickoff's output, typed as what a crew that does not stream returns."""
+    assert isinstance(output, CrewOutput), f"a crew that does not stream returned {output!r}"
+    return output
+
+
+def streamed(output: CrewOutput | CrewStreamingOutput) -> CrewStreamingOutput:
+    """A kickoff's output, typed as what a streaming crew returns."""
+    assert isinstance(output, CrewStreamingOutput), f"a streaming crew returned {output!r}"
+    return output

@@ -4,8 +4,12 @@ and CrewAI's handling around it (guardrails, output_pydantic) is unchanged."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from crew_fakes import finished
+from crewai import Crew, CrewOutput
 
 pytest.importorskip("crewai")
 
@@ -19,8 +23,10 @@ from nervenet.errors import ConfigurationError
 pytestmark = pytest.mark.crewai
 
 
-async def plain_kickoff(factory, inputs=None):
-    return await asyncio.to_thread(lambda: factory().kickoff(inputs=inputs))
+async def plain_kickoff(
+    factory: Callable[[], Crew], inputs: dict[str, Any] | None = None
+) -> CrewOutput:
+    return await asyncio.to_thread(lambda: finished(factory().kickoff(inputs=inputs)))
 
 
 async def test_hierarchical_manager_delegates_and_both_llms_run_on_workers(pool: Pool) -> None:
@@ -29,7 +35,7 @@ async def test_hierarchical_manager_delegates_and_both_llms_run_on_workers(pool:
     expected = await plain_kickoff(crew_apps.hierarchical_crew, {"port": "Brest"})
     crew_fakes.CALLS.clear()
 
-    output = await crew.kickoff_async(inputs={"port": "Brest"})
+    output = finished(await crew.kickoff_async(inputs={"port": "Brest"}))
 
     assert output.model_dump() == expected.model_dump()
     manager, researcher = crew_fakes.calls("manager"), crew_fakes.calls("res")
@@ -47,7 +53,7 @@ async def test_tool_runs_on_the_worker_inside_the_agents_task(pool: Pool) -> Non
     expected = await plain_kickoff(crew_apps.tool_crew)
     crew_apps.TOOL_RUNS.clear()
 
-    output = await crew.kickoff_async()
+    output = finished(await crew.kickoff_async())
 
     assert output.model_dump() == expected.model_dump()
     assert "BRE-42" in output.raw
@@ -61,7 +67,7 @@ async def test_output_pydantic_and_a_guardrail_that_rejects_once(pool: Pool) -> 
     crew_apps.GUARDRAIL_CALLS.clear()
     crew_fakes.CALLS.clear()
 
-    output = await crew.kickoff_async(inputs={"update": "S1 late"})
+    output = finished(await crew.kickoff_async(inputs={"update": "S1 late"}))
 
     assert output.model_dump() == expected.model_dump()
     parsed = output.tasks_output[0].pydantic
@@ -98,7 +104,7 @@ async def test_string_guardrail_is_judged_by_an_llm_call_on_a_worker(pool: Pool)
     expected = await plain_kickoff(crew_apps.judged_crew, {"port": "Brest"})
     crew_fakes.CALLS.clear()
 
-    output = await crew.kickoff_async(inputs={"port": "Brest"})
+    output = finished(await crew.kickoff_async(inputs={"port": "Brest"}))
 
     assert output.model_dump() == expected.model_dump()
     calls = crew_fakes.calls("judged")

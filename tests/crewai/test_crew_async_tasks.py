@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
@@ -58,7 +59,7 @@ async def test_agents_sharing_a_limit_key_never_work_at_once(
     desks = await pool.serve(crew, queues="default")
     editors = await pool.serve(crew, queues=["editors"])
 
-    output = await crew.kickoff_async()
+    output = finished(await crew.kickoff_async())
 
     slow = crew_fakes.calls("slow")
     assert len(slow) == 2

@@ -8,8 +8,12 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from crew_fakes import finished
+from crewai import Crew, CrewOutput
 
 pytest.importorskip("crewai")
 
@@ -26,11 +30,13 @@ INPUTS = {"topic": "tides"}
 QUICK = Backoff(initial=0.01, maximum=0.05)
 
 
-async def plain_kickoff(factory, inputs=None):
-    return await asyncio.to_thread(lambda: factory().kickoff(inputs=inputs))
+async def plain_kickoff(
+    factory: Callable[[], Crew], inputs: dict[str, Any] | None = None
+) -> CrewOutput:
+    return await asyncio.to_thread(lambda: finished(factory().kickoff(inputs=inputs)))
 
 
-async def wait_for(predicate, timeout: float = 30.0) -> None:
+async def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -40,7 +46,7 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
 
 @pytest.mark.parametrize("factory", [crew_apps.down_crew, crew_apps.failing_crew])
 async def test_an_agents_error_fails_as_in_plain_crewai_with_as_many_llm_calls(
-    pool: Pool, factory
+    pool: Pool, factory: Callable[[], Crew]
 ) -> None:
     with pytest.raises(Exception) as plain:
         await plain_kickoff(factory)
@@ -113,7 +119,7 @@ async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
     assert len(crew_fakes.calls("seq")) == 2
     crew_fakes.FAILING.clear()
 
-    output = await crew.kickoff_async(inputs=INPUTS, run_id="resume-me")
+    output = finished(await crew.kickoff_async(inputs=INPUTS, run_id="resume-me"))
 
     assert len(crew_fakes.calls("seq")) == 2  # tasks 1 and 2 came from the result cache
     assert len(crew_fakes.calls("w")) == 1

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
@@ -31,7 +32,7 @@ async def test_a_crewbase_class_gets_a_fresh_instance_and_agents_per_build(pool:
 
     first = crew.run({"doc": "bill"})
     second = crew.run({"doc": "bill"})
-    output = await crew.kickoff_async(inputs={"doc": "bill"})
+    output = finished(await crew.kickoff_async(inputs={"doc": "bill"}))
 
     assert first.crew.agents[0] is not second.crew.agents[0]
     assert output.model_dump() == expected.model_dump()
@@ -42,7 +43,7 @@ async def test_a_factory_taking_inputs_gets_them_on_coordinator_and_workers(pool
     await pool.serve(crew)
     crew_apps.FACTORY_INPUTS.clear()
 
-    output = await crew.kickoff_async(inputs={"ports": ["Brest", "Cork"]})
+    output = finished(await crew.kickoff_async(inputs={"ports": ["Brest", "Cork"]}))
 
     assert [t.description for t in output.tasks_output] == ["Tides at Brest", "Tides at Cork"]
     # One build for the kickoff, one per task on the worker, all from the same inputs.

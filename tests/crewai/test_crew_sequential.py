@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
@@ -30,7 +31,7 @@ async def test_sequential_output_equals_the_plain_crews(pool: Pool) -> None:
     expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
     crew_fakes.CALLS.clear()
 
-    output = await crew.kickoff_async(inputs=INPUTS)
+    output = finished(await crew.kickoff_async(inputs=INPUTS))
 
     assert output.model_dump() == expected.model_dump()
     assert output.token_usage == expected.token_usage
@@ -49,12 +50,12 @@ async def test_native_akickoff_output_equals_the_plain_crews(pool: Pool) -> None
 
 
 def test_sync_kickoff_from_plain_code_equals_the_plain_crews() -> None:
-    expected = crew_apps.sequential_crew().kickoff(inputs=INPUTS)
+    expected = finished(crew_apps.sequential_crew().kickoff(inputs=INPUTS))
     crew = distribute_crew(crew_apps.sequential_crew, name="seq")
     pool = Pool.local(crew, workers=1)
     crew.pool = pool
     try:
-        output = crew.kickoff(inputs=INPUTS)
+        output = finished(crew.kickoff(inputs=INPUTS))
     finally:
         pool.close()
 
@@ -63,7 +64,7 @@ def test_sync_kickoff_from_plain_code_equals_the_plain_crews() -> None:
 
 def test_sync_kickoff_for_each_equals_the_plain_crews_and_raises_the_first_failure() -> None:
     inputs = [{"topic": t} for t in ("tides", "winds", "swell")]
-    expected = crew_apps.sequential_crew().kickoff_for_each(inputs=inputs)
+    expected = finished(crew_apps.sequential_crew().kickoff_for_each(inputs=inputs))
     # Plain kickoff_for_each's copies share their LLMs, so its token usage is a running total
     # (5, 10, 15 requests); each distributed run reports its own, as one plain kickoff does.
     own_usage = [crew_apps.sequential_crew().kickoff(inputs=i).token_usage for i in inputs]
@@ -91,8 +92,8 @@ async def test_inputs_reach_worker_prompts_so_different_inputs_give_different_ou
     crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
     await pool.serve(crew)
 
-    tides = await crew.kickoff_async(inputs={"topic": "tides"})
-    winds = await crew.kickoff_async(inputs={"topic": "winds"})
+    tides = finished(await crew.kickoff_async(inputs={"topic": "tides"}))
+    winds = finished(await crew.kickoff_async(inputs={"topic": "winds"}))
 
     assert tides.raw != winds.raw
     assert winds.tasks_output[0].description == "Research winds"

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from crew_fakes import streamed
 
 pytest.importorskip("crewai")
 
@@ -23,7 +24,7 @@ def chunk_view(chunk: Any) -> tuple[Any, ...]:
 
 
 async def plain_stream(topic: str) -> tuple[list[tuple[Any, ...]], Any]:
-    stream = await crew_apps.streaming_crew().kickoff_async(inputs={"topic": topic})
+    stream = streamed(await crew_apps.streaming_crew().kickoff_async(inputs={"topic": topic}))
     chunks = [chunk_view(c) async for c in stream]
     return chunks, stream.result
 
@@ -34,7 +35,7 @@ async def test_concurrent_streaming_kickoffs_each_get_plain_crewais_chunks(pool:
     await pool.serve(crew)
 
     async def stream(topic: str) -> tuple[list[tuple[Any, ...]], Any]:
-        streaming = await crew.kickoff_async(inputs={"topic": topic})
+        streaming = streamed(await crew.kickoff_async(inputs={"topic": topic}))
         return [chunk_view(c) async for c in streaming], streaming.result
 
     tides, winds = await asyncio.gather(stream("tides"), stream("winds"))
@@ -47,13 +48,13 @@ async def test_concurrent_streaming_kickoffs_each_get_plain_crewais_chunks(pool:
 
 
 def test_sync_streaming_kickoff_from_plain_code_equals_plain_crewais() -> None:
-    plain = crew_apps.streaming_crew().kickoff(inputs={"topic": "swell"})
+    plain = streamed(crew_apps.streaming_crew().kickoff(inputs={"topic": "swell"}))
     plain_chunks = [chunk_view(c) for c in plain]
     crew = distribute_crew(crew_apps.streaming_crew, name="streams")
     pool = Pool.local(crew, workers=1)
     crew.pool = pool
     try:
-        streaming = crew.kickoff(inputs={"topic": "swell"})
+        streaming = streamed(crew.kickoff(inputs={"topic": "swell"}))
         chunks = [chunk_view(c) for c in streaming]
     finally:
         pool.close()

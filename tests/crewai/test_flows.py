@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
@@ -128,7 +129,9 @@ async def test_queued_flow_runs_and_kickoffs_are_run_by_a_process_taking_queued_
     pool: Pool,
 ) -> None:
     expected, _ = await plain_run(flow_apps.LoopFlow, {"topic": "swell"})
-    expected_kickoff = await crew_apps.sequential_crew().kickoff_async(inputs={"topic": "swell"})
+    expected_kickoff = finished(
+        await crew_apps.sequential_crew().kickoff_async(inputs={"topic": "swell"})
+    )
     flows = distribute_flow(flow_apps.LoopFlow, pool=pool, name="loop")
     crew = distribute_crew(crew_apps.sequential_crew, pool=pool, name="seq")
     await pool.serve(crew)
