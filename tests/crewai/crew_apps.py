@@ -2,15 +2,18 @@
 
 Each module-level ``DistributedCrew`` has no pool: worker processes only need its handlers, and
 tests make their own with a pool (``distribute_crew(factory, pool=..., name=...)``).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: CrewAI checks a guardrail's return annotation at
+runtime and rejects it as a string (see ``must_be_verified``).
+"""
 
 import os
 from typing import Any
 
 from crew_fakes import ScriptedLLM, where
 from crewai import Agent, Crew, Process, Task
+from crewai.agents.agent_builder.base_agent import BaseAgent
+from crewai.lite_agent_output import LiteAgentOutput
 from crewai.project import CrewBase, agent, crew, task
 from crewai.tasks.task_output import TaskOutput
 from crewai.tools import tool
@@ -83,8 +86,8 @@ class Shipment(BaseModel):
 GUARDRAIL_CALLS: list[str] = []
 
 
-def must_be_verified(output: TaskOutput):  # type: ignore[no-untyped-def]
-    # Unannotated return: CrewAI rejects a string annotation (this module has postponed ones).
+def must_be_verified(output: TaskOutput | LiteAgentOutput) -> tuple[bool, Any]:
+    # CrewAI reads this return annotation at runtime: it must be the tuple, not a string.
     GUARDRAIL_CALLS.append(output.raw)
     if "verified" not in output.raw:
         return False, "The answer must say it is verified"
@@ -181,13 +184,20 @@ parallel = distribute_crew(parallel_crew, name="par")
 class FilingDesk:
     """A ``@CrewBase`` crew (its ``@agent`` methods memoize: one instance, one set of agents)."""
 
+    # Set by CrewBase on each instance (from the ``@agent`` and ``@task`` methods).
+    agents: list[BaseAgent]
+    tasks: list[Task]
+
     @agent
     def clerk(self) -> Agent:
         return Agent(role="Clerk", goal="g", backstory="b", llm=ScriptedLLM(model="desk"))
 
     @task
     def file_it(self) -> Task:
-        return Task(description="File {doc}", expected_output="a receipt", agent=self.clerk())
+        # CrewAI types the decorated method's __get__ as `Self | bound method`, so mypy
+        # checks the call against the unbound wrapper too (which wants `self`).
+        clerk = self.clerk()  # type: ignore[call-arg]
+        return Task(description="File {doc}", expected_output="a receipt", agent=clerk)
 
     @crew
     def crew(self) -> Crew:

@@ -45,18 +45,18 @@ class NetworkGuard:
         self._getaddrinfo = socket.getaddrinfo
         guard = self
 
-        def check_address(sock: socket.socket, address: Any) -> None:
+        def check_address(sock: socket.SocketType, address: Any) -> None:
             if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local_host(address[0]):
                 guard._record(f"connect {address!r}")
                 raise NetworkBlocked(f"test network guard: connect to {address!r} refused")
 
-        def connect(sock: socket.socket, address: Any) -> None:
+        def connect(sock: socket.SocketType, address: Any) -> None:
             check_address(sock, address)
             guard._connect(sock, address)
 
-        def connect_ex(sock: socket.socket, address: Any) -> int:
+        def connect_ex(sock: socket.SocketType, address: Any) -> int:
             check_address(sock, address)
-            return guard._connect_ex(sock, address)  # type: ignore[no-any-return]
+            return guard._connect_ex(sock, address)
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             if not _is_local_host(host):
@@ -64,6 +64,8 @@ class NetworkGuard:
                 raise NetworkBlocked(f"test network guard: lookup of {host!r} refused")
             return guard._getaddrinfo(host, *args, **kwargs)
 
+        # Patching the methods on the class is the point (every socket, whoever made it).
+        # SocketType: typeshed declares them on _socket.socket, which socket.socket extends.
         socket.socket.connect = connect  # type: ignore[method-assign]
         socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
         socket.getaddrinfo = getaddrinfo
