@@ -10,19 +10,21 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import crew_apps
+from crew_fakes import finished
 from crewai import CrewOutput
 from crewai.flow.async_feedback.types import HumanFeedbackPending
 from crewai.flow.flow import Flow, and_, listen, or_, router, start
 from crewai.flow.human_feedback import human_feedback
 from crewai.flow.persistence import persist
 from crewai.flow.persistence.base import FlowPersistence
-from nervenet_crewai import PauseForFeedback
+from nervenet_crewai import DistributedCrew, PauseForFeedback
 from pydantic import BaseModel
 
-CREWS: dict[str, Any] = {}
+CREWS: dict[str, DistributedCrew] = {}
 """Distributed crews by name, set by tests; empty: plain CrewAI crews."""
 METHOD_RUNS: list[str] = []
 """Methods that ran (not answered from the journal), in this process."""
@@ -31,8 +33,8 @@ METHOD_RUNS: list[str] = []
 def kickoff_sequential(topic: str) -> CrewOutput:
     crew = CREWS.get("seq")
     if crew is None:
-        return crew_apps.sequential_crew().kickoff(inputs={"topic": topic})
-    return crew.kickoff(inputs={"topic": topic})
+        return finished(crew_apps.sequential_crew().kickoff(inputs={"topic": topic}))
+    return finished(crew.kickoff(inputs={"topic": topic}))
 
 
 class Tally(BaseModel):
@@ -40,6 +42,10 @@ class Tally(BaseModel):
     topic: str = "tides"
     rounds: int = 0
     notes: list[str] = []
+
+
+# CrewAI's public Flow types `state` as Any (its conversational mixin's declaration comes first
+# in the MRO, ahead of the runtime Flow's `state -> T`): methods read it into typed locals.
 
 
 class LoopFlow(Flow[Tally]):
@@ -56,8 +62,9 @@ class LoopFlow(Flow[Tally]):
         METHOD_RUNS.append("step")
         time.sleep(float(os.environ.get("FLOW_STEP_SECONDS", "0")))
         self.state.rounds += 1
-        self.state.notes.append(f"round {self.state.rounds}")
-        return self.state.rounds
+        rounds: int = self.state.rounds
+        self.state.notes.append(f"round {rounds}")
+        return rounds
 
     @router(step)
     def check(self) -> str:
@@ -70,20 +77,20 @@ class LoopFlow(Flow[Tally]):
         return {"rounds": self.state.rounds, "notes": list(self.state.notes)}
 
 
-class JoinFlow(Flow):
+class JoinFlow(Flow[dict[str, Any]]):
     """``and_`` and ``or_`` joins over two parallel branches (unstructured state)."""
 
     @start()
-    def fork(self) -> str:
-        self.state["forked"] = True
-        return "fork"
+    def split(self) -> str:  # (not `fork`: that would shadow CrewAI's classmethod Flow.fork)
+        self.state["split"] = True
+        return "split"
 
-    @listen(fork)
+    @listen(split)
     async def north(self, value: str) -> str:
         self.state["north"] = f"{value}-north"
         return "north"
 
-    @listen(fork)
+    @listen(split)
     def south(self) -> str:
         self.state["south"] = "south"
         return "south"
@@ -133,17 +140,19 @@ def persisted_flow(persistence: FlowPersistence) -> type[Flow[Tally]]:
         @start()
         def one(self) -> int:
             self.state.rounds += 1
-            return self.state.rounds
+            rounds: int = self.state.rounds
+            return rounds
 
         @listen(one)
         def two(self) -> int:
             self.state.rounds += 10
-            return self.state.rounds
+            rounds: int = self.state.rounds
+            return rounds
 
     return PersistedFlow
 
 
-class TypoFlow(Flow):
+class TypoFlow(Flow[dict[str, Any]]):
     """A router naming a label nobody listens to (``"aprove"``)."""
 
     @start()
@@ -163,7 +172,7 @@ class Opaque:
     """Not JSON, not a model: a durable flow cannot store it."""
 
 
-class OpaqueFlow(Flow):
+class OpaqueFlow(Flow[dict[str, Any]]):
     @start()
     def make(self) -> str:
         self.state["ok"] = 1
@@ -174,7 +183,7 @@ class OpaqueFlow(Flow):
         return Opaque()
 
 
-class CrashFlow(Flow):
+class CrashFlow(Flow[dict[str, Any]]):
     @start()
     def fine(self) -> str:
         self.state["fine"] = True
@@ -185,7 +194,7 @@ class CrashFlow(Flow):
         raise ValueError("the ledger is locked")
 
 
-class ReviewFlow(Flow):
+class ReviewFlow(Flow[dict[str, Any]]):
     """A method that asks a human (``@human_feedback``)."""
 
     @start()
@@ -194,7 +203,7 @@ class ReviewFlow(Flow):
         return "a draft"
 
 
-class SetStateFlow(Flow):
+class SetStateFlow(Flow[dict[str, Any]]):
     """A method that puts a value JSON cannot hold (a set) into the state."""
 
     @start()
@@ -203,7 +212,7 @@ class SetStateFlow(Flow):
         return "stamped"
 
 
-class ForEachFlow(Flow):
+class ForEachFlow(Flow[dict[str, Any]]):
     """One method kicks the crew off for several inputs (``kickoff_for_each``)."""
 
     @start()
@@ -211,7 +220,7 @@ class ForEachFlow(Flow):
         inputs = [{"topic": t} for t in ("tides", "winds")]
         crew = CREWS.get("seq")
         made = crew_apps.sequential_crew() if crew is None else crew
-        return [output.raw for output in made.kickoff_for_each(inputs)]
+        return [finished(output).raw for output in made.kickoff_for_each(inputs)]
 
 
 class FeedbackLater:
@@ -221,11 +230,11 @@ class FeedbackLater:
         raise HumanFeedbackPending(context=context)
 
 
-def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
+def review_later_flow(persistence: FlowPersistence) -> type[Flow[dict[str, Any]]]:
     """A plain flow paused for human feedback, persisted by ``persistence``."""
 
     @persist(persistence)
-    class ReviewLater(Flow):
+    class ReviewLater(Flow[dict[str, Any]]):
         @start()
         @human_feedback(message="Approve the draft?", provider=FeedbackLater())
         def draft(self) -> str:
@@ -239,7 +248,7 @@ def review_later_flow(persistence: FlowPersistence) -> type[Flow]:
     return ReviewLater
 
 
-def judge(feedback: str, outcomes: Any) -> str:
+def judge(feedback: str, outcomes: Sequence[str]) -> str:
     """A deterministic stand-in for the LLM that collapses feedback to an outcome."""
     METHOD_RUNS.append("collapse")
     return next(o for o in outcomes if o in feedback.lower())
@@ -322,7 +331,7 @@ GATHERING = threading.Barrier(12, timeout=20)
 """Passed only when 12 runs are inside ``WaitingFlow.wait`` at once."""
 
 
-class WaitingFlow(Flow):
+class WaitingFlow(Flow[dict[str, Any]]):
     """A sync method that blocks (as one waiting for its crew does)."""
 
     @start()

@@ -19,6 +19,7 @@ import crew_apps
 import crew_fakes
 import flow_apps
 from crewai.flow.async_feedback.types import HumanFeedbackPending
+from crewai.flow.flow import Flow
 from nervenet_crewai import (
     FeedbackAlreadyGiven,
     NotWaitingForFeedback,
@@ -44,7 +45,9 @@ def plain_crews() -> Any:
     flow_apps.CREWS.clear()
 
 
-async def plain_run(flow_class: type, inputs: dict[str, Any] | None = None) -> tuple[Any, Any]:
+async def plain_run(
+    flow_class: type[Flow[Any]], inputs: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     flow = flow_class()
     output = await flow.kickoff_async(inputs=inputs)
     return output, flow.state
@@ -62,7 +65,7 @@ def without_id(state: Any) -> dict[str, Any]:
     ids=["router-loop-typed-state", "and-or-joins-dict-state"],
 )
 async def test_output_and_state_equal_plain_crewais(
-    pool: Pool, flow_class: type, inputs: dict[str, Any] | None
+    pool: Pool, flow_class: type[Flow[Any]], inputs: dict[str, Any] | None
 ) -> None:
     expected, expected_state = await plain_run(flow_class, inputs)
     plain_methods = list(flow_apps.METHOD_RUNS)
@@ -304,7 +307,7 @@ async def test_a_crash_inside_a_method_fails_as_in_plain_crewai_from_any_handle(
 
 def test_what_cannot_be_distributed_is_refused_with_the_reason() -> None:
     with pytest.raises(ConfigurationError, match="takes a crewai Flow subclass"):
-        distribute_flow(crew_apps.sequential_crew, name="nope")  # type: ignore[arg-type]
+        distribute_flow(crew_apps.sequential_crew, name="nope")  # type: ignore[arg-type, type-var]
     reads_a_terminal = r"methods \(draft\) have no provider.*input\(\).*PauseForFeedback"
     with pytest.raises(ConfigurationError, match=reads_a_terminal):
         distribute_flow(flow_apps.ReviewFlow, name="review")
