@@ -22,7 +22,7 @@ import crew_fakes
 from nervenet_crewai import distribute_crew
 from processes import Processes
 
-from nervenet import Backoff, Pool, TaskEscalated
+from nervenet import Backoff, Pool, RemoteTaskError, TaskEscalated
 
 pytestmark = pytest.mark.crewai
 
@@ -62,7 +62,9 @@ async def test_an_agents_error_fails_as_in_plain_crewai_with_as_many_llm_calls(
     assert str(distributed.value) == str(plain.value) == "fake model down is down"
     assert len(crew_fakes.calls("down", phase="failed")) == plain_calls  # 3, then 1
     assert any("crew 'fail', run 'doomed': task 0" in n for n in distributed.value.__notes__)
-    assert "Traceback" in distributed.value.__cause__.remote_traceback
+    cause = distributed.value.__cause__
+    assert isinstance(cause, RemoteTaskError), cause
+    assert "Traceback" in cause.remote_traceback
     assert await pool.escalations.list() == []
 
 
@@ -104,7 +106,9 @@ async def test_one_failing_kickoff_in_a_batch_leaves_the_others_alone(pool: Pool
         "CrewOutput",
         "CrewOutput",
     ]
-    assert any("input 1" in note for note in results[1].__notes__)
+    failure = results[1]
+    assert isinstance(failure, RuntimeError)
+    assert any("input 1" in note for note in failure.__notes__)
 
 
 async def test_resumed_kickoff_reruns_only_unfinished_tasks(pool: Pool) -> None:
@@ -141,7 +145,7 @@ async def test_worker_killed_mid_task_its_task_is_redelivered_and_kickoff_comple
     await wait_for(lambda: crew_fakes.read_log(log))
     victim = crew_fakes.read_log(log)[0]["pid"]
     os.kill(victim, signal.SIGKILL)
-    output = await asyncio.wait_for(kickoff, 60)
+    output = finished(await asyncio.wait_for(kickoff, 60))
 
     assert output.model_dump() == expected.model_dump()
     first_task = [c for c in crew_fakes.read_log(log) if c["task_id"].split(":")[2] == "t0.0"]

@@ -27,7 +27,7 @@ async def test_a_crewbase_class_gets_a_fresh_instance_and_agents_per_build(pool:
     crew = distribute_crew(crew_apps.FilingDesk, pool=pool, name="desk")
     await pool.serve(crew)
     expected = await asyncio.to_thread(
-        lambda: crew_apps.FilingDesk().crew().kickoff(inputs={"doc": "bill"})
+        lambda: finished(crew_apps.FilingDesk().crew().kickoff(inputs={"doc": "bill"}))
     )
 
     first = crew.run({"doc": "bill"})
@@ -99,6 +99,7 @@ async def test_each_run_keeps_its_own_replay_log(pool: Pool) -> None:
 
     for run, topic in zip(runs, ("tides", "winds"), strict=True):
         log = run.crew._task_output_handler.load()
+        assert log is not None
         assert [entry["task_index"] for entry in log] == [0, 1, 2]
         assert {entry["inputs"]["topic"] for entry in log} == {topic}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from crew_fakes import finished
@@ -11,6 +13,7 @@ pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
+from crewai import Crew, CrewOutput
 from nervenet_crewai import distribute_crew
 
 from nervenet import Pool
@@ -20,9 +23,9 @@ pytestmark = pytest.mark.crewai
 INPUTS = {"topic": "tides"}
 
 
-async def plain_kickoff(factory, inputs):
+async def plain_kickoff(factory: Callable[[], Crew], inputs: dict[str, Any]) -> CrewOutput:
     # CrewAI's sync kickoff refuses to run agents on a thread with a running loop.
-    return await asyncio.to_thread(lambda: factory().kickoff(inputs=inputs))
+    return await asyncio.to_thread(lambda: finished(factory().kickoff(inputs=inputs)))
 
 
 async def test_sequential_output_equals_the_plain_crews(pool: Pool) -> None:
@@ -44,7 +47,7 @@ async def test_native_akickoff_output_equals_the_plain_crews(pool: Pool) -> None
     await pool.serve(crew)
     expected = await plain_kickoff(crew_apps.sequential_crew, INPUTS)
 
-    output = await crew.akickoff(inputs=INPUTS)
+    output = finished(await crew.akickoff(inputs=INPUTS))
 
     assert output.model_dump() == expected.model_dump()
 
@@ -64,10 +67,12 @@ def test_sync_kickoff_from_plain_code_equals_the_plain_crews() -> None:
 
 def test_sync_kickoff_for_each_equals_the_plain_crews_and_raises_the_first_failure() -> None:
     inputs = [{"topic": t} for t in ("tides", "winds", "swell")]
-    expected = finished(crew_apps.sequential_crew().kickoff_for_each(inputs=inputs))
+    expected = [finished(e) for e in crew_apps.sequential_crew().kickoff_for_each(inputs=inputs)]
     # Plain kickoff_for_each's copies share their LLMs, so its token usage is a running total
     # (5, 10, 15 requests); each distributed run reports its own, as one plain kickoff does.
-    own_usage = [crew_apps.sequential_crew().kickoff(inputs=i).token_usage for i in inputs]
+    own_usage = [
+        finished(crew_apps.sequential_crew().kickoff(inputs=i)).token_usage for i in inputs
+    ]
     crew = distribute_crew(crew_apps.sequential_crew, name="seq")
     pool = Pool.local(crew, workers=1)
     crew.pool = pool
@@ -111,7 +116,9 @@ async def test_for_each_runs_each_input_as_its_own_workflow_with_bounded_in_flig
         [{"topic": t} for t in topics], run_ids=[f"each-{n}" for n in range(6)], max_concurrency=2
     )
 
-    assert [o.tasks_output[0].description for o in outputs] == [f"Research {t}" for t in topics]
+    assert all(isinstance(o, CrewOutput) for o in outputs), outputs
+    done = [o for o in outputs if isinstance(o, CrewOutput)]
+    assert [o.tasks_output[0].description for o in done] == [f"Research {t}" for t in topics]
     spans: dict[str, list[float]] = {}
     for call in crew_fakes.CALLS:
         spans.setdefault(call["workflow_id"], []).append(call["started"])
