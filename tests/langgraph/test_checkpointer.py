@@ -13,7 +13,7 @@ import asyncio
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Protocol, TypedDict
 from uuid import uuid4
 
 import pytest
@@ -24,6 +24,7 @@ import fakeredis
 import redis
 import redis.asyncio as aioredis
 import redis.cluster
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
@@ -64,13 +65,14 @@ class Backend:
     def node_of(self, key: str) -> str:
         """Which server holds ``key``: one of several only on a cluster."""
         if isinstance(self.raw, redis.cluster.RedisCluster):
-            return str(self.raw.get_node_from_key(key).name)
+            # (redis-py leaves RedisCluster's node lookups unannotated.)
+            return str(self.raw.get_node_from_key(key).name)  # type: ignore[no-untyped-call]
         return "the server"
 
     @property
     def primaries(self) -> int:
         if isinstance(self.raw, redis.cluster.RedisCluster):
-            return len(self.raw.get_primaries())
+            return len(self.raw.get_primaries())  # type: ignore[no-untyped-call]
         return 1
 
 
@@ -113,28 +115,35 @@ def saver(backend: Backend) -> RedisSaver:
 
 
 # --- driving graphs through their sync or async API ------------------------------------------
+Config = RunnableConfig | dict[str, Any]
+"""A graph's config: the tests' plain dicts, or the ones snapshots and updates give back."""
+
+
 class Api:
     """A compiled graph's sync methods, or its async ones, behind one awaitable interface."""
 
     def __init__(self, use_async: bool) -> None:
         self.use_async = use_async
 
-    async def invoke(self, graph: Any, inputs: Any, config: dict[str, Any]) -> Any:
+    async def invoke(self, graph: Any, inputs: Any, config: Config) -> Any:
         if self.use_async:
             return await graph.ainvoke(inputs, config)
         return graph.invoke(inputs, config)
 
-    async def state(self, graph: Any, config: dict[str, Any], **kw: Any) -> StateSnapshot:
+    async def state(self, graph: Any, config: Config, **kw: Any) -> StateSnapshot:
+        snapshot: StateSnapshot
         if self.use_async:
-            return await graph.aget_state(config, **kw)
-        return graph.get_state(config, **kw)
+            snapshot = await graph.aget_state(config, **kw)
+        else:
+            snapshot = graph.get_state(config, **kw)
+        return snapshot
 
-    async def history(self, graph: Any, config: dict[str, Any]) -> list[StateSnapshot]:
+    async def history(self, graph: Any, config: Config) -> list[StateSnapshot]:
         if self.use_async:
             return [s async for s in graph.aget_state_history(config)]
         return list(graph.get_state_history(config))
 
-    async def update(self, graph: Any, config: dict[str, Any], values: Any) -> Any:
+    async def update(self, graph: Any, config: Config, values: Any) -> Any:
         if self.use_async:
             return await graph.aupdate_state(config, values)
         return graph.update_state(config, values)
@@ -180,7 +189,7 @@ Scenario = Callable[[Any, Api, dict[str, Any]], Awaitable[Any]]
 
 
 async def same_as_in_memory(
-    builder: StateGraph, scenario: Scenario, api: Api, saver: RedisSaver
+    builder: StateGraph[Any], scenario: Scenario, api: Api, saver: RedisSaver
 ) -> Any:
     """Run ``scenario`` on ``builder`` checkpointed in memory and in Redis; both must agree."""
     results = []
@@ -198,8 +207,17 @@ class Log(TypedDict):
     log: Annotated[list[str], operator.add]
 
 
-def step(name: str) -> Callable[[Log], dict[str, list[str]]]:
-    return lambda state: {"log": [name]}
+class LogNode(Protocol):
+    """A node of a Log graph (as langgraph's add_node takes it: called with ``state``)."""
+
+    def __call__(self, state: Log) -> dict[str, list[str]]: ...
+
+
+def step(name: str) -> LogNode:
+    def node(state: Log) -> dict[str, list[str]]:
+        return {"log": [name]}
+
+    return node
 
 
 def parallel_graph() -> StateGraph[Any]:
@@ -301,6 +319,7 @@ async def test_subgraph_checkpoints_are_kept_in_their_own_namespace(
     async def scenario(graph: Any, api: Api, config: dict[str, Any]) -> Any:
         await api.invoke(graph, {"log": []}, config)
         (task,) = (await api.state(graph, config, subgraphs=True)).tasks
+        assert isinstance(task.state, StateSnapshot)  # (subgraphs=True: the subgraph's own)
         inside = summary(task.state)
         done = await api.invoke(graph, Command(resume="ok"), config)
         namespaces: dict[str, int] = {}
@@ -461,7 +480,7 @@ def count_round_trips(
             sent.append(1)
             return execute(*a, **kw)
 
-        pipe.execute = counted
+        pipe.execute = counted  # type: ignore[method-assign]  # (this one pipeline's, counted)
         return pipe
 
     monkeypatch.setattr(client, "pipeline", pipeline)
