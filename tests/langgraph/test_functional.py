@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -28,6 +28,30 @@ from nervenet_langgraph.functional import DistributedEntrypoint
 from typing_extensions import TypedDict
 
 from nervenet import ConfigurationError, Pool, RemoteTaskError
+
+if TYPE_CHECKING:
+    from langgraph.func import _TaskFunction
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class TaskDecorator(Protocol):
+    """What ``task(retry_policy=..., cache_policy=...)`` returns, typed per decorated function."""
+
+    @overload
+    def __call__(self, func: Callable[P, Coroutine[Any, Any, T]]) -> _TaskFunction[P, T]: ...
+    @overload
+    def __call__(self, func: Callable[P, T]) -> _TaskFunction[P, T]: ...
+
+
+def task_with(
+    *, retry_policy: RetryPolicy | None = None, cache_policy: CachePolicy[Any] | None = None
+) -> TaskDecorator:
+    """langgraph's ``task(**options)``, typed: that overload binds its P and T at this call (they
+    are in ``cache_policy``'s type too), so mypy makes the decorator it returns take nothing."""
+    return cast(TaskDecorator, task(retry_policy=retry_policy, cache_policy=cache_policy))
+
 
 pytestmark = pytest.mark.langgraph
 
@@ -122,7 +146,7 @@ async def test_interrupts_inside_a_task_and_resume_match_plain_and_finished_task
 ) -> None:
     plain_calls: Counter[str] = Counter()
     dist_calls: Counter[str] = Counter()
-    builds = iter(
+    builds: Iterator[Callable[[], Any]] = iter(
         [lambda: interrupted_pipeline(plain_calls), lambda: interrupted_pipeline(dist_calls)]
     )
     plain, graph = await both(lambda: next(builds)())
@@ -147,14 +171,14 @@ class Flaky(Exception):
 
 
 def retried(attempts: Counter[str]) -> Any:
-    @task(retry_policy=RetryPolicy(retry_on=Flaky, initial_interval=0.01, jitter=False))
+    @task_with(retry_policy=RetryPolicy(retry_on=Flaky, initial_interval=0.01, jitter=False))
     def unreliable(x: int) -> int:
         attempts["unreliable"] += 1
         if attempts["unreliable"] < 3:
             raise Flaky(f"attempt {attempts['unreliable']}")
         return x + 1
 
-    @task(retry_policy=RetryPolicy(retry_on=Flaky, initial_interval=0.01))
+    @task_with(retry_policy=RetryPolicy(retry_on=Flaky, initial_interval=0.01))
     def broken(x: int) -> int:
         attempts["broken"] += 1
         raise KeyError(x)  # not retried: fails the run as in plain
@@ -170,7 +194,9 @@ def retried(attempts: Counter[str]) -> Any:
 async def test_retry_policy_retries_by_exception_type_as_plain(both: Any) -> None:
     plain_attempts: Counter[str] = Counter()
     dist_attempts: Counter[str] = Counter()
-    builds = iter([lambda: retried(plain_attempts), lambda: retried(dist_attempts)])
+    builds: Iterator[Callable[[], Any]] = iter(
+        [lambda: retried(plain_attempts), lambda: retried(dist_attempts)]
+    )
     plain, graph = await both(lambda: next(builds)())
     assert await graph.ainvoke(1) == await plain.ainvoke(1) == 2
     assert dist_attempts == plain_attempts == Counter(unreliable=3)
@@ -181,7 +207,7 @@ async def test_retry_policy_retries_by_exception_type_as_plain(both: Any) -> Non
 
 
 def cached(calls: Counter[str]) -> Any:
-    @task(cache_policy=CachePolicy())
+    @task_with(cache_policy=CachePolicy())
     async def expensive(x: int) -> int:
         calls[f"expensive:{x}"] += 1
         return x * 10
@@ -196,7 +222,9 @@ def cached(calls: Counter[str]) -> Any:
 async def test_cache_policy_answers_repeated_task_calls_as_plain(both: Any) -> None:
     plain_calls: Counter[str] = Counter()
     dist_calls: Counter[str] = Counter()
-    builds = iter([lambda: cached(plain_calls), lambda: cached(dist_calls)])
+    builds: Iterator[Callable[[], Any]] = iter(
+        [lambda: cached(plain_calls), lambda: cached(dist_calls)]
+    )
     plain, graph = await both(lambda: next(builds)())
     for xs in ([1, 2], [2, 3], [1, 3]):
         assert await graph.ainvoke(xs) == await plain.ainvoke(xs)
@@ -213,23 +241,20 @@ def with_previous() -> Any:
     def remember(
         text: str, *, previous: list[str] | None = None
     ) -> entrypoint.final[int, list[str]]:
-        said = [*(previous or []), shout(text).result()]
+        # (langgraph injects `config`; its types make the caller pass it.)
+        said = [*(previous or []), shout(text).result()]  # type: ignore[call-arg]
         return entrypoint.final(value=len(said), save=said)
 
     return remember
 
 
 async def test_previous_final_and_custom_stream_from_a_task_match_plain(both: Any) -> None:
+    def stream(workflow: Any, text: str) -> list[Any]:
+        return list(workflow.stream(text, thread("p"), stream_mode=["custom", "updates", "values"]))
+
     plain, graph = await both(with_previous)
     for workflow in (plain, graph):
-        chunks = [
-            await asyncio.to_thread(
-                lambda w=workflow, t=text: list(
-                    w.stream(t, thread("p"), stream_mode=["custom", "updates", "values"])
-                )
-            )
-            for text in ("hi", "there")
-        ]
+        chunks = [await asyncio.to_thread(stream, workflow, text) for text in ("hi", "there")]
         state = await workflow.aget_state(thread("p"))
         if workflow is plain:
             expected, expected_state = chunks, state.values
@@ -297,8 +322,8 @@ async def test_a_task_called_by_a_graph_node_is_a_task_of_the_run_on_a_worker(
     """The node orchestrates (it runs in the run's loop, like an entrypoint body); the task it
     calls is dispatched, checkpointed and streamed as a task of the run, as in plain."""
 
-    def node(doc: Doc) -> Doc:
-        return {"text": _upper(doc["text"]).result()}
+    def node(state: Doc) -> Doc:
+        return {"text": _upper(state["text"]).result()}
 
     def build() -> Any:
         return StateGraph(Doc).add_node("node", node).add_edge(START, "node")
