@@ -18,7 +18,8 @@ from fast_settings import FAST
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables.schema import StreamEvent
 from langchain_core.tools import tool
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
@@ -113,7 +114,7 @@ async def test_a_tracer_sees_the_node_children_as_in_plain(distributed: Any) -> 
 
 
 async def test_astream_events_include_the_worker_token_events(distributed: Any) -> None:
-    def names(events: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    def names(events: list[StreamEvent]) -> list[tuple[str, str, Any]]:
         return [
             (e["event"], e["name"], getattr(e["data"].get("chunk"), "content", None))
             for e in events
@@ -133,7 +134,9 @@ async def test_astream_events_include_the_worker_token_events(distributed: Any) 
 async def test_a_value_that_does_not_serialize_reaches_the_tracer_as_text(
     distributed: Any,
 ) -> None:
-    lock_holder = RunnableLambda(lambda _: "done").with_config(run_name="holder")
+    lock_holder: Runnable[Any, str] = RunnableLambda(lambda _: "done").with_config(
+        run_name="holder"
+    )
 
     def node(state: MessagesState) -> dict[str, Any]:
         lock_holder.invoke({"lock": __import__("threading").Lock()})
@@ -175,8 +178,9 @@ async def test_langsmith_run_tree_in_the_node_is_the_node_run(distributed: Any) 
         root = tracer.roots[0]
         (node_run,) = [c for c in root.child_runs if c.name == "node"]
         assert seen["run_tree"] is not None
-        assert seen["run_tree"] == (node_run.id, root.trace_id)
-        return seen["run_tree"]
+        run_tree: tuple[UUID, UUID] = seen["run_tree"]
+        assert run_tree == (node_run.id, root.trace_id)
+        return run_tree
 
     await node_run_tree(builder.compile())
     await node_run_tree(await distributed(builder))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.types import Command, interrupt
@@ -62,7 +63,7 @@ def test_peek_sees_an_unused_run_wide_resume_and_not_a_consumed_one() -> None:
 
     builder = StateGraph(State).add_node("ask", ask).add_edge(START, "ask")
     graph = builder.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "peek"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "peek"}}
     graph.invoke({"answers": []}, config)
     graph.invoke(Command(resume="one"), config)
     assert peeks == [None, "one"]

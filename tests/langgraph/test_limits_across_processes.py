@@ -7,13 +7,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 pytest.importorskip("langgraph")
 
 from nervenet.cluster import sync_client
-from nervenet.testing import ChildProcesses
+from nervenet.testing import Child, ChildProcesses
 
 pytestmark = [pytest.mark.langgraph, pytest.mark.redis]
 
@@ -54,12 +55,12 @@ async def run_all(redis_url: str, runs: int, during: object = None) -> float:
 def counters(redis_url: str, killed_at: float | None = None) -> tuple[int, int]:
     """The node's most overlapping executions, and how many there were."""
     client = sync_client(redis_url)
-    spans = client.lrange(SPANS, 0, -1)
+    spans = cast(list[bytes], client.lrange(SPANS, 0, -1))  # as bytes: no decode_responses
     client.close()
     return overlap(spans, killed_at)
 
 
-def start(processes: ChildProcesses, redis_url: str) -> list[object]:
+def start(processes: ChildProcesses, redis_url: str) -> list[Child]:
     workers = [processes.worker("limited_app:graph", redis_url, *FAST) for _ in range(4)]
     for worker in workers:  # registered: a run claimed before any worker is would fail
         worker.wait_for_line("serving", timeout=60)
@@ -96,11 +97,12 @@ async def test_the_cap_holds_and_no_permit_leaks_when_a_worker_is_killed(
     async def kill_a_worker() -> None:
         client = sync_client(redis_url)
         try:  # kill it while it runs the node, holding permits
-            while not running_in(client.lrange(SPANS, 0, -1), victim.pid):  # type: ignore[attr-defined]
+            # (bytes, as in counters; read again each time round)
+            while not running_in(cast(list[bytes], client.lrange(SPANS, 0, -1)), victim.pid):
                 await asyncio.sleep(0.01)
         finally:
             client.close()
-        victim.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        victim.send_signal(signal.SIGKILL)
         killed_at.append(time.time())
 
     await run_all(redis_url, 300, during=kill_a_worker)
@@ -110,5 +112,5 @@ async def test_the_cap_holds_and_no_permit_leaks_when_a_worker_is_killed(
     assert done > 300  # what the victim was running ran again elsewhere
     assert peak <= CAP, f"{peak} runs of the node overlapped"
     assert done >= 300
-    serving.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-    serving.wait(timeout=30)  # type: ignore[attr-defined]
+    serving.send_signal(signal.SIGTERM)
+    serving.wait(timeout=30)

@@ -31,7 +31,9 @@ class Trail(TypedDict):
     trail: Annotated[list[str], operator.add]
 
 
-async def collect(graph: Any, inputs: Any, config: RunnableConfig | None = None, **kw: Any) -> list:
+async def collect(
+    graph: Any, inputs: Any, config: RunnableConfig | None = None, **kw: Any
+) -> list[Any]:
     return [chunk async for chunk in graph.astream(inputs, config, **kw)]
 
 
@@ -40,7 +42,7 @@ def _strip_task_ids(chunks: list[Any]) -> list[Any]:
     return [(tuple(s.split(":")[0] for s in ns), *rest) for ns, *rest in chunks]
 
 
-def nested_graph_builder() -> tuple[StateGraph, StateGraph]:
+def nested_graph_builder() -> tuple[StateGraph[Any], StateGraph[Any]]:
     """A parent whose node runs a child graph that interrupts and keeps state across calls."""
 
     def ask(state: Trail) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def tool_calling_graph() -> StateGraph[Any]:
 
 
 async def test_tools_stream_mode_relays_tool_events(distributed: Any) -> None:
-    inputs = {"trail": []}
+    inputs: Trail = {"trail": []}
     expected = await collect(tool_calling_graph().compile(), inputs, stream_mode="tools")
     got = await collect(await distributed(tool_calling_graph()), inputs, stream_mode="tools")
     assert expected, "plain LangGraph streams tool events"
@@ -228,7 +230,7 @@ async def test_pydantic_update_comes_back_without_validating_again(distributed: 
         def mark(cls, value: str) -> str:
             return value if value.startswith("Validated ") else f"Validated {value}"
 
-    def rename(state: Form) -> Command:
+    def rename(state: Form) -> Command[None]:
         return Command(update=Form(title="report"))
 
     def build() -> StateGraph[Any]:
@@ -243,7 +245,7 @@ async def test_pydantic_update_comes_back_without_validating_again(distributed: 
 
 
 async def test_tuple_writes_stay_tuples(distributed: Any) -> None:
-    def write_twice(state: Trail) -> Command:
+    def write_twice(state: Trail) -> Command[None]:
         return Command(update=[("trail", ["one"]), ("trail", ["two"])])
 
     def build() -> StateGraph[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
 import pytest
@@ -53,7 +54,7 @@ def builder(last: Any) -> StateGraph[State]:
 
 
 @pytest.fixture
-async def pool(redis_url):
+async def pool(redis_url: str) -> AsyncIterator[Pool]:
     async with Pool.from_url(redis_url, settings=FAST) as pool:
         yield pool
 

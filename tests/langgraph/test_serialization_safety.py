@@ -99,7 +99,12 @@ def test_the_crafted_payload_does_execute_under_langgraphs_permissive_default() 
     permissive = JsonPlusSerializer(allowed_msgpack_modules=True)
     called: list[Any] = []
     original = os.system
-    os.system = lambda *a: called.append(a) or 0  # type: ignore[assignment]
+
+    def system(command: Any) -> int:  # (os.system's own parameter name)
+        called.append((command,))
+        return 0
+
+    os.system = system
     try:
         unpack(permissive, crafted("os", "system", ["echo pwned"]))
     finally:
