@@ -33,9 +33,14 @@ class Plan:
     """py-spy's window on the phase at ``scale_clients`` (nervenet and central)."""
     drain: float = TIMEOUT
     """Seconds after the window a phase waits for its last workflows."""
-    coordinators: int = 2
+    coordinators: int = 1
     """nervenet coordinator processes (K); closed-loop clients and open-loop arrivals are split
-    evenly between them."""
+    evenly between them. One on this 2-core machine: at 500 in flight, ten quiet ``profile.py
+    --no-spy`` runs (five each, taking turns) cost 18.9-23.6 ms of CPU per workflow with one
+    coordinator process and 26.1-28.3 ms with two, and sustained more (4,384-6,088/min against
+    4,116-4,468): a fifth busy process on 2 cores costs more in context switches and smaller
+    batches than it brings. The kill test always runs two (one is killed, the other takes its
+    runs over)."""
     uvloop: bool = True
     """nervenet's coordinators and workers run on uvloop (``nervenet_app`` installs it)."""
 

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from plan import WORKERS
+
 SYSTEMS = ("central", "arq", "celery", "nervenet")
 PEERS = ("central", "arq", "celery")
 #: The production report the issue quotes: central orchestrator -> distributed coordinators.
@@ -35,6 +37,10 @@ TASK_STREAM_COMMANDS = {
 
 def _f(v: float | None, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if v is None else fmt.format(v)
+
+
+def _processes(count: int, what: str) -> str:
+    return f"{count} {what}" + ("es" if count != 1 and what.endswith("process") else "")
 
 
 def _ms(v: float | None) -> str:
@@ -258,6 +264,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"(critical path): P50 {_ms(wl['ideal_p50'])}, P99 {_ms(wl['ideal_p99'])}. Physical limit: "
         f"{m['cores']} cores / ({wl['node_cpu_ms']:.2f} ms x {wl['nodes_per_workflow']:.2f}) = "
         f"**{wl['physical_limit_per_min']:,.0f} workflows/min**.",
+        "",
+        f"Processes: central runs in one; arq and Celery run a client and {WORKERS} workers; nervenet "
+        f"runs {_processes(results['plan']['coordinators'], 'coordinator process')} and {WORKERS} "
+        "`nervenet worker` processes (its kill test: 2 coordinator processes, one killed).",
         "",
         "## Targets",
         "",
