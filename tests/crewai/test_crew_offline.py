@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,11 +56,14 @@ def verbose_crew() -> Crew:
 
 def probe(mode: str) -> str:
     # CI=true also stops CrewAI's version check, so the "online" probe runs without it.
-    env = {k: v for k, v in __import__("os").environ.items() if k not in OFFLINE_ENV and k != "CI"}
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV and k != "CI"}
     env["PYTHONPATH"] = str(HERE)
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, timeout=120
-    )
+    # CrewAI skips the version check for a day once its cache (~/.cache/crewai) holds an answer:
+    # an empty cache of the probe's own, so what it attempts does not depend on earlier runs.
+    with tempfile.TemporaryDirectory(prefix="nervenet-crewai-cache-") as cache:
+        env["XDG_CACHE_HOME"] = cache
+        command = [sys.executable, "-c", PROBE, mode]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     return next(line for line in done.stdout.splitlines() if line.startswith("ATTEMPTS"))
 
 
