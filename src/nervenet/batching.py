@@ -140,6 +140,19 @@ class CommandBatcher:
                 return pipe, spans, batch
 
 
+async def let_woken_writes_go_first() -> None:
+    """Yield the loop twice, so what a read just woke sends its writes before the reader blocks
+    again: the tasks it woke take their first step (a handler that settles, a dispatch resumed
+    with its reply and the next one it makes queue their commands), and the batcher's flush
+    those submits created sends them. Re-sending the blocking read first put a socket write in
+    front of the settlement or the next dispatch, on the critical path of every hop:
+    ``bench_dispatch.py --levels 1 --quick``, six runs each, taking turns, p50 0.424 ms
+    (0.363-0.527) against 0.500 ms (0.444-0.565); again in a noisier hour, 0.368-0.754 (median
+    0.48) against 0.435-0.581 (median 0.51), 1.7 against 2.0 times the bare-protocol floor."""
+    await asyncio.sleep(0)  # the woken tasks' first steps: they submit their commands
+    await asyncio.sleep(0)  # the flush those submits scheduled: it sends them
+
+
 async def execute_with_redis_py(pipe: Pipeline) -> list[Any]:
     """A non-transactional pipeline sent by redis-py, an error reply in its command's place."""
     replies: list[Any] = await pipe.execute(raise_on_error=False)

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .batching import let_woken_writes_go_first
 from .cancelling import cancel_and_wait
 from .envelope import Reply, ReplyKind, Signer, TaskEnvelope
 from .errors import EnvelopeError
@@ -170,6 +171,7 @@ class Inbox:
             # Drop the batch before blocking again: it holds every reply body of the last read
             # (up to 1,000), which would otherwise stay alive until the next read returns.
             del batch
+            await let_woken_writes_go_first()  # the resumed dispatches' next ones go out first
 
     def _deliver_batch(self, batch: StreamBatch) -> None:
         for stream, entries in batch:

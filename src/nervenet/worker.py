@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from . import tracing
+from .batching import let_woken_writes_go_first
 from .cancelling import cancel_and_wait
 from .coordinator import ESCALATED_BY_WORKER
 from .envelope import (
@@ -340,6 +341,7 @@ class Worker:
                     await self._accept(stream.decode(), entries, first_delivery=True)
             finally:
                 self._slots.give_back(count)
+            await let_woken_writes_go_first()  # the handlers' settlements go out first
 
     async def _accept(
         self,
