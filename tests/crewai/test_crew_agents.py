@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from crew_fakes import finished
-from crewai import Crew, CrewOutput
 
 pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
+from crew_fakes import finished
+from crewai import Crew, CrewOutput
 from nervenet_crewai import distribute_crew
 
 from nervenet import Pool

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
+from crew_fakes import finished
 from nervenet_crewai import distribute_crew
 
 from nervenet import Pool

@@ -6,13 +6,12 @@ import asyncio
 import threading
 
 import pytest
-from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
-from crew_fakes import ScriptedLLM
+from crew_fakes import ScriptedLLM, finished
 from crewai import Agent, Crew, Task
 from nervenet_crewai import distribute_crew
 from nervenet_crewai.locks import QueuedFileLocks, install, lock_path

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
+from crew_fakes import finished
 from crewai import Crew, CrewOutput
 from nervenet_crewai import distribute_crew
 

@@ -7,11 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from crew_fakes import streamed
 
 pytest.importorskip("crewai")
 
 import crew_apps
+from crew_fakes import streamed
 from nervenet_crewai import distribute_crew
 
 from nervenet import ConfigurationError, Pool, WorkflowFailed

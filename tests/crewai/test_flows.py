@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 import pytest
-from crew_fakes import finished
 
 pytest.importorskip("crewai")
 
 import crew_apps
 import crew_fakes
 import flow_apps
+from crew_fakes import finished
 from crewai.flow.async_feedback.types import HumanFeedbackPending
 from crewai.flow.flow import Flow
 from nervenet_crewai import (
