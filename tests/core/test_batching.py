@@ -29,14 +29,13 @@ def incr_after(pipe: Pipeline, n: int) -> object:
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
-    await client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    await client.client_unpause()
     await client.aclose()
 
 
 async def test_drain_returns_once_the_queued_writes_are_sent(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client, lambda: None)
-    # A stalled server (redis-py leaves execute_command unannotated).
-    await client.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # type: ignore[no-untyped-call]
+    await client.client_pause(300, all=False)  # a stalled server: CLIENT PAUSE 300 WRITE
     sent = [batcher.submit(partial(set_n, n=n)) for n in range(50)]
 
     await batcher.drain(timeout=5.0)
@@ -47,7 +46,7 @@ async def test_drain_returns_once_the_queued_writes_are_sent(client: aioredis.Re
 
 async def test_drain_gives_up_after_its_timeout(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client, lambda: None)
-    await client.execute_command("CLIENT", "PAUSE", 5_000, "WRITE")  # type: ignore[no-untyped-call]
+    await client.client_pause(5_000, all=False)  # CLIENT PAUSE 5000 WRITE
     sent = batcher.submit(lambda pipe: pipe.set("stuck", 1))
 
     started = time.monotonic()
@@ -55,7 +54,7 @@ async def test_drain_gives_up_after_its_timeout(client: aioredis.Redis) -> None:
 
     assert 0.15 < time.monotonic() - started < 2.0
     assert not sent.done()
-    await client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    await client.client_unpause()
     await asyncio.wait_for(sent, 5.0)
 
 
