@@ -39,10 +39,6 @@ def _f(v: float | None, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if v is None else fmt.format(v)
 
 
-def _processes(count: int, what: str) -> str:
-    return f"{count} {what}" + ("es" if count != 1 and what.endswith("process") else "")
-
-
 def _ms(v: float | None) -> str:
     if v is None:
         return "-"
@@ -254,6 +250,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
             "quote the full run.",
             "",
         ]
+    coordinators = results["plan"]["coordinators"]
     L += [
         "## Workload",
         "",
@@ -266,7 +263,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"**{wl['physical_limit_per_min']:,.0f} workflows/min**.",
         "",
         f"Processes: central runs in one; arq and Celery run a client and {WORKERS} workers; nervenet "
-        f"runs {_processes(results['plan']['coordinators'], 'coordinator process')} and {WORKERS} "
+        f"runs {coordinators} coordinator process{'es' * (coordinators != 1)} and {WORKERS} "
         "`nervenet worker` processes (its kill test: 2 coordinator processes, one killed).",
         "",
         "## Targets",
