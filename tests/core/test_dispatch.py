@@ -23,6 +23,7 @@ from nervenet import (
     TaskEscalated,
     Worker,
 )
+from nervenet import inbox as inbox_module
 from nervenet.envelope import ReplyKind, TaskEnvelope
 
 
@@ -416,3 +417,38 @@ async def test_a_process_has_one_reply_stream_per_primary_each_on_its_own_shard(
     assert [orjson.loads(r)["value"] for r in results] == list(range(30))
     assert {pool.inbox.address_for(f"t{i}") for i in range(30)} == set(streams)
     assert all(pool.keys.is_reply_stream(s) for s in streams)
+
+
+async def test_a_reply_reader_with_nobody_waiting_reads_again_after_the_next_task_went_out(
+    pool: Pool, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two nodes of a graph nobody waits for a reply: the read re-sent at once was a
+    # socket write in the middle of LangGraph's step. It now waits for the next dispatch and
+    # goes out after its task (or QUIET_READ_DELAY later, made long here to see the order).
+    monkeypatch.setattr(inbox_module, "QUIET_READ_DELAY", 30.0)
+    await serve(pool, echo_handlers())
+    writes: list[str] = []
+    read, execute = pool.transport.read, pool.batcher._execute_pipeline
+
+    async def reading(streams: dict[str, str], *args: Any, **kwargs: Any) -> Any:
+        if any(pool.keys.is_reply_stream(s) for s in streams):
+            writes.append("reply read")
+        return await read(streams, *args, **kwargs)
+
+    async def executing(pipe: Any) -> list[Any]:
+        writes.append("pipeline")
+        return await execute(pipe)
+
+    monkeypatch.setattr(pool.transport, "read", reading)
+    monkeypatch.setattr(pool.batcher, "_execute_pipeline", executing)
+    await pool.dispatch("core/echo", dumps(1), timeout=10)
+    await pool.dispatch("core/echo", dumps(2), timeout=10)  # the reader now runs on `reading`
+
+    writes.clear()
+    for _ in range(20):  # a graph's step between two nodes: loop iterations, no reply to read
+        await asyncio.sleep(0)
+    assert writes == []
+    answer = await pool.dispatch("core/echo", dumps(3), timeout=10)
+
+    assert orjson.loads(answer)["value"] == 3
+    assert writes[:2] == ["pipeline", "reply read"]
