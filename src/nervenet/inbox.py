@@ -113,8 +113,7 @@ class Inbox:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         waiter = Waiter(task_id, attempt, future, on_frame, confirms_cancel=confirms_cancel)
         self._waiters.setdefault(task_id, []).append(waiter)
-        if not self._wanted.is_set():
-            self._wanted.set()
+        self._wanted.set()
         return waiter
 
     def forget(self, waiter: Waiter) -> None:
