@@ -36,6 +36,8 @@ from pathlib import Path
 import hop_marks
 from _common import Child, console, percentile, print_table, private_redis, registered
 from bare_streams import BareStreams
+from bench_dispatch import round_trips
+from bench_langgraph import checked
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -116,31 +118,26 @@ def _in_order(timeline: dict[str, int]) -> bool:
 async def measure(url: str, worker: Child, runs: int) -> tuple[float, float]:
     """Seconds per plain node, and the bare floor's p50; the distributed runs leave marks."""
     graph = app.distributed(url)
-    plain = app.plain()
+    plain, distributed = checked(app.plain()), checked(graph)
     plain_seconds: list[float] = []
     async with graph.nervenet.pool as pool:
         await registered(pool, [worker])
         for n in range(WARMUP_RUNS):
-            assert app.is_expected(await graph.ainvoke(app.run_input(n, 0.0)), n, 0.0)
-            assert app.is_expected(await plain.ainvoke(app.run_input(n, 0.0)), n, 0.0)
+            await distributed(n, 0.0)
+            await plain(n, 0.0)
         hop_marks.marks.clear()
         for block in range(BLOCKS):
             started = time.perf_counter()
             for n in range(runs // BLOCKS):
-                await plain.ainvoke(app.run_input(n, 0.0))
+                await plain(n, 0.0)
             plain_seconds.append((time.perf_counter() - started) / (runs // BLOCKS))
             for n in range(runs // BLOCKS):
-                output = await graph.ainvoke(app.run_input(n, 0.0))
-                assert app.is_expected(output, n, 0.0), output
+                await distributed(n, 0.0)
             worker.check_running()
             console.print(f"[dim]block {block + 1} of {BLOCKS} done[/]")
     async with BareStreams(url, "protocol", b"x" * 100) as bare:
         await asyncio.wait_for(bare.dispatch(), timeout=30)
-        samples = []
-        for _ in range(FLOOR_ROUND_TRIPS):
-            started = time.perf_counter()
-            await bare.dispatch()
-            samples.append(time.perf_counter() - started)
+        samples = await round_trips(bare.dispatch, FLOOR_ROUND_TRIPS)
     return statistics.median(plain_seconds) / len(app.NODES), percentile(samples, 50)
 
 
