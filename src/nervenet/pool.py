@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +28,7 @@ from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
+from .run_slots import RunSlots
 from .runs import Runs
 from .settings import PoolSettings
 from .tracing import tracer_if_enabled
@@ -90,6 +92,8 @@ class Pool:
         self._workers: list[Worker] = []
         self._closing = False
         self._local_workers: list[tuple[object, int, str | Iterable[str] | None]] = []
+        self.run_slots = RunSlots(self.settings.max_runs)
+        """The runs this process coordinates at once (``PoolSettings.max_runs``)."""
         self.workflows = Workflows(self)
         self.limits = Limits(self)
         """Concurrency caps and rates shared by every process: ``await pool.limits.set(...)``."""
@@ -136,6 +140,14 @@ class Pool:
         if handlers is not None:
             pool.serve_locally(handlers, workers=workers, concurrency=concurrency)
         return pool
+
+    def bound_runs(self, max_runs: int | None) -> None:
+        """Set :attr:`PoolSettings.max_runs` of a pool that has run nothing yet (what
+        ``nervenet serve --max-runs`` does to the pool of the app it serves)."""
+        if self.run_slots.running or self.run_slots.waiting:
+            raise ConfigurationError("bound_runs() must be called before the pool runs anything")
+        self.settings = dataclasses.replace(self.settings, max_runs=max_runs)
+        self.run_slots = RunSlots(max_runs)
 
     @property
     def is_embedded(self) -> bool:

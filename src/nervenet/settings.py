@@ -40,6 +40,14 @@ class PoolSettings:
     max_in_flight: int = 10_000
     """Tasks one process may have dispatched and not yet answered; further dispatches wait.
     This is the backpressure that keeps task streams bounded without trimming unread tasks."""
+    max_runs: int | None = None
+    """Workflow runs this process coordinates at once: root graph runs started here and durable
+    runs it started, took from the queue or took over. Runs beyond it wait for a slot in the
+    order they came, and a full process claims no queued or abandoned run (another one with
+    room does). Past what the machine can finish, this keeps runs finishing at its full rate
+    instead of all of them slowing down together (see :mod:`nervenet.run_slots`). None: no
+    bound, the right default for an app's own process; ``nervenet serve --max-runs`` sets it
+    for a coordinator process."""
     reply_stream_maxlen: int = 100_000
     """Approximate cap of a reply stream (entries are read within milliseconds)."""
     escalation_stream_maxlen: int = 10_000
@@ -94,5 +102,7 @@ class PoolSettings:
             raise ConfigurationError("lease_ttl must be at least two heartbeat intervals")
         if self.task_partitions is not None and not 1 <= self.task_partitions <= 256:
             raise ConfigurationError("task_partitions must be 1..256")
+        if self.max_runs is not None and self.max_runs < 1:
+            raise ConfigurationError("max_runs must be at least 1 (or None: no bound)")
         if self.max_in_flight < 1 or self.max_deliveries < 1:
             raise ConfigurationError("max_in_flight and max_deliveries must be at least 1")

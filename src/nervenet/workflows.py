@@ -46,6 +46,7 @@ from .cancelling import cancel_and_wait
 from .errors import ConfigurationError, LeaseLost, RunCancelled, WorkflowFailed
 from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
+from .run_slots import in_a_run, mark_in_a_run
 from .runs import RunStatus
 from .transport import as_bytes, as_text
 
@@ -183,19 +184,32 @@ class Workflows:
         await self._pool.ensure_started()
         if thread:
             await self._gate.admit(run_id, thread, check_strategy(multitask))
+        # Leased once it holds a slot: a run waiting for one has no lease to renew, and a
+        # lease that waited would expire under it. Started by a run of ours, it shares that
+        # run's slot (see nervenet.run_slots).
+        slotted = not in_a_run()
+        if slotted:
+            await self._pool.run_slots.acquire()
         keys, redis = self._pool.keys, self._pool.transport.redis
-        leased_at, expires = time.monotonic(), self._expiry_ms()
-        async with redis.pipeline(transaction=False) as pipe:
-            self._add_record(pipe, kind, run_id, payload, "running", thread)
-            pipe.zadd(keys.workflows, {run_id: expires})
-            pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
-            self._pool.runs.add_begin(pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread)
-            await pipe.execute()
+        try:
+            leased_at, expires = time.monotonic(), self._expiry_ms()
+            async with redis.pipeline(transaction=False) as pipe:
+                self._add_record(pipe, kind, run_id, payload, "running", thread)
+                pipe.zadd(keys.workflows, {run_id: expires})
+                pipe.hset(keys.workflow_owners, run_id, self._pool.process_id)
+                self._pool.runs.add_begin(
+                    pipe, run_id, kind, status=RunStatus.RUNNING, thread=thread
+                )
+                await pipe.execute()
+        except BaseException:
+            if slotted:
+                self._pool.run_slots.release()
+            raise
         if not self._owned:
             # Its lease, just pushed, is the only one: fresh as of now, whenever the last
             # renewal was (a pool made at import time starts its first run long after).
             self._last_renewal = max(self._last_renewal, leased_at)
-        self._run_here(run_id, run, thread, kind)
+        self._run_here(run_id, run, thread, kind, slotted=slotted)
         return RunHandle(self, run_id)
 
     async def enqueue(
@@ -262,15 +276,22 @@ class Workflows:
                 "from Redis); another coordinator resumes the run"
             )
 
-    def _run_here(self, run_id: str, run: RunFunction, thread: str = "", kind: str = "") -> None:
+    def _run_here(
+        self, run_id: str, run: RunFunction, thread: str = "", kind: str = "", *, slotted: bool
+    ) -> None:
+        """Run a run here. A ``slotted`` one holds a slot (:attr:`Pool.run_slots`), given back
+        when the run's task ends, however it ends (even cancelled before its first step)."""
         if thread:
             self._threads[run_id] = thread
         task = asyncio.ensure_future(self._run_and_record(run_id, run, kind))
         # The handle re-raises the run's error; unawaited runs must not log "never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if slotted:
+            task.add_done_callback(lambda _: self._pool.run_slots.release())
         self._owned[run_id] = task
 
     async def _run_and_record(self, run_id: str, run: RunFunction, kind: str = "") -> bytes:
+        mark_in_a_run()  # in this task's own context: what the run starts shares its slot
         try:
             thread = self._threads.get(run_id)
             if thread is not None:
@@ -622,8 +643,7 @@ class Workflows:
             if scan:
                 await asyncio.sleep(between_scans)
             try:
-                for run_id, kind in await self._claim_expired(expired_too=self._steady()):
-                    await self._resume(run_id, kind)
+                await self._claim_and_resume()
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:  # the next scan tries again
@@ -631,6 +651,27 @@ class Workflows:
                 self._pool.outages.failed("looking for abandoned runs", exc)
             except Exception as exc:  # the next scan tries again
                 log.warning("could not take over abandoned runs: %s", exc)
+
+    async def _claim_and_resume(self) -> None:
+        """Claim as many expired or queued runs as this process has free slots for, and run
+        them. A full process claims nothing: the runs stay in Redis for one with room."""
+        slots = self._pool.run_slots
+        room = slots.take(MAX_CLAIMS_PER_SCAN)
+        if not room:
+            return
+        claims: list[tuple[str, str]] = []
+        try:
+            claims = await self._claim_expired(room, expired_too=self._steady())
+        finally:
+            slots.release(room - len(claims))
+        for started, (run_id, kind) in enumerate(claims):
+            try:
+                resumed = await self._resume(run_id, kind)
+            except BaseException:
+                slots.release(len(claims) - started)  # this run and the rest never started
+                raise
+            if not resumed:
+                slots.release()
 
     def _steady(self) -> bool:
         """Whether this process's own renewals went through on time for a whole lease. After an
@@ -642,9 +683,9 @@ class Workflows:
             time.monotonic() - self._unsteady_at > settings.lease_ttl + settings.heartbeat_interval
         )
 
-    async def _claim_expired(self, *, expired_too: bool = True) -> list[tuple[str, str]]:
-        """Claim every expired run of a kind we serve (and queued ones, if we take them), in one
-        optimistic transaction."""
+    async def _claim_expired(self, most: int, *, expired_too: bool = True) -> list[tuple[str, str]]:
+        """Claim up to ``most`` expired runs of a kind we serve (and queued ones, oldest first,
+        if we take them), in one optimistic transaction."""
         keys, redis = self._pool.keys, self._pool.transport.redis
         async with redis.pipeline(transaction=True) as pipe:
             for _ in range(CLAIM_ATTEMPTS):
@@ -657,7 +698,7 @@ class Workflows:
                         expired = [
                             as_text(r)
                             for r in await pipe.zrangebyscore(
-                                keys.workflows, "-inf", now_ms, start=0, num=MAX_CLAIMS_PER_SCAN
+                                keys.workflows, "-inf", now_ms, start=0, num=most
                             )
                         ]
                     if time.monotonic() - asked > self._pool.settings.heartbeat_interval:
@@ -666,12 +707,11 @@ class Workflows:
                         self._unsteady_at = time.monotonic()
                         expired = []
                     queued = []
-                    if self._takes_queued:
+                    queued_room = min(QUEUED_PER_SCAN, most - len(expired))
+                    if self._takes_queued and queued_room > 0:
                         queued = [
                             as_text(r)
-                            for r in await pipe.zrange(
-                                keys.workflows_queued, 0, QUEUED_PER_SCAN - 1
-                            )
+                            for r in await pipe.zrange(keys.workflows_queued, 0, queued_room - 1)
                         ]
                     if not expired and not queued:
                         return []
@@ -702,16 +742,17 @@ class Workflows:
                     await asyncio.sleep(0.01)
         return []
 
-    async def _resume(self, run_id: str, kind: str) -> None:
+    async def _resume(self, run_id: str, kind: str) -> bool:
+        """Run a claimed run here (True), or end it if there is nothing to run (False)."""
         record = await self.record(run_id)
         if record is None or record.status not in ("running", "queued"):
             await self._unlease(run_id)  # finished (or expired) before its lease was released
-            return
+            return False
         redis = self._pool.transport.redis
         action = await redis.hget(self._pool.keys.workflows_cancel, run_id)
         if action is not None:  # cancelled while its owner was dead: carry it out, not resume
             await self._end_cancelled(run_id, as_text(action))
-            return
+            return False
         payload, thread = await redis.hmget(self._pool.keys.workflow(run_id), ["input", "thread"])
         resume = self._kinds[kind]
         async with redis.pipeline(transaction=False) as pipe:
@@ -728,8 +769,13 @@ class Workflows:
                 "taking over run %s (%s) from a coordinator that stopped heartbeating", run_id, kind
             )
         self._run_here(
-            run_id, lambda: resume(run_id, as_bytes(payload or b"")), as_text(thread or b""), kind
+            run_id,
+            lambda: resume(run_id, as_bytes(payload or b"")),
+            as_text(thread or b""),
+            kind,
+            slotted=True,  # the scan that claimed it took its slot
         )
+        return True
 
     async def close(self) -> None:
         await cancel_and_wait(self._takeover)
