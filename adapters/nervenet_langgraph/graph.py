@@ -14,12 +14,13 @@ coordinator). Workers serve the same object: ``nervenet worker app:graph``.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config
 from langchain_core.runnables.graph import Graph
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -29,9 +30,10 @@ from langgraph.pregel import Pregel
 from nervenet import ConfigurationError, Pool, TaskContext
 from nervenet.handlers import Handler, validate_task_type
 from nervenet.routing import DEFAULT_QUEUE, TaskOptions
+from nervenet.run_slots import in_a_run
 
 from . import runs
-from ._compat import CONF, CONFIG_KEY_THREAD_ID, PregelNode, RunnableCallable
+from ._compat import CONF, CONFIG_KEY_TASK_ID, CONFIG_KEY_THREAD_ID, PregelNode, RunnableCallable
 from .checkpoint import RedisSaver
 from .node_runner import run_node
 from .remote_node import remote_runnable
@@ -161,7 +163,27 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         are, without a wrapper."""
         stream = super().astream(input, config, **kwargs)
         run_id = runs.joinable_run(config)
-        return stream if run_id is None else runs.published(self, run_id, stream)
+        if run_id is not None:
+            return runs.published(self, run_id, stream)
+        return _in_a_slot(self.nervenet.pool, stream) if self._takes_a_slot(config) else stream
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """LangGraph's ``stream`` (and so ``invoke``), in a run slot of the pool's process when
+        it bounds them (``PoolSettings.max_runs``)."""
+        stream = super().stream(input, config, **kwargs)
+        return _in_a_slot_sync(self.nervenet.pool, stream) if self._takes_a_slot(config) else stream
+
+    def _takes_a_slot(self, config: RunnableConfig | None) -> bool:
+        """Whether a run with ``config`` waits for a slot of a bounded pool: a root run does.
+        Runs inside another one share its slot: a subgraph, a graph called from a node (both
+        have a task id in their config: LangGraph's own test for "run as a task"), a durable
+        run's graph and whatever a durable run starts."""
+        if not self.nervenet.pool.run_slots.bounded or in_a_run():
+            return False
+        conf = ensure_config(config).get(CONF, {})  # also what the calling node's context gives
+        return CONFIG_KEY_TASK_ID not in conf and runs.RUN_ID_KEY not in conf
 
     def join(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Any]:
         """``(event id, chunk)`` of a durable run from any process, until it ends; resume
@@ -173,6 +195,29 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
     ) -> Any:
         """LangGraph's own ``ainvoke`` in this process, without a durable lease."""
         return await super().ainvoke(input, config, **kwargs)
+
+
+async def _in_a_slot(pool: Pool, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``stream``, run once a slot is free, and the slot held until it ends or is closed."""
+    slots = pool.run_slots
+    await slots.acquire()
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        try:
+            await stream.aclose()  # type: ignore[attr-defined]  # LangGraph's: an async generator
+        finally:
+            slots.release()
+
+
+def _in_a_slot_sync(pool: Pool, stream: Iterator[Any]) -> Iterator[Any]:
+    slots = pool.run_slots
+    slots.acquire_blocking()
+    try:
+        yield from stream
+    finally:
+        slots.release()
 
 
 class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[type-arg]
