@@ -266,6 +266,15 @@ def serve(
     coordinators: Annotated[
         int, typer.Option("--coordinators", "-k", min=1, help="Coordinator processes to run.")
     ] = 1,
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs",
+            min=1,
+            help="Runs each coordinator process runs at once; the rest stay queued for one "
+            "with room (default: the pool's max_runs setting, unbounded if unset).",
+        ),
+    ] = None,
     loop: LoopOption = Loop.auto,
 ) -> None:
     """Coordinate the durable runs of MODULE:ATTR until SIGTERM or Ctrl-C.
@@ -273,7 +282,10 @@ def serve(
     A coordinator process runs the runs queued with ``graph.asubmit(..., run_here=False)`` and
     takes over the runs of any coordinator process that died. It uses the pool MODULE built
     (``distribute(..., pool=Pool.from_url(...))``), so it points where that pool points. With
-    ``--coordinators K``, K processes share the runs; each takes over the others' runs.
+    ``--coordinators K``, K processes share the runs; each takes over the others' runs. With
+    ``--max-runs N`` a process runs at most N at once and claims no more until one ends: past
+    what the machine can finish, runs then finish at its full rate, oldest first, instead of all
+    slowing down together.
 
     Examples:
 
@@ -290,17 +302,17 @@ def serve(
                 "made with nervenet_langgraph.distribute(..., checkpointer=RedisSaver...)"
             )
         pool = source.nervenet_pool()
+        if max_runs is not None:
+            pool.bound_runs(max_runs)
     except NervenetError as exc:
         raise _fail(exc) from None
     # The others are children that stop when this process goes, however it goes.
     parent = int(os.environ.pop(PARENT_VARIABLE, "0"))
     env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
-    others = [
-        subprocess.Popen(
-            [sys.executable, "-m", "nervenet", "serve", target, "--loop", loop.value], env=env
-        )
-        for _ in range(coordinators - 1)
-    ]
+    argv = [sys.executable, "-m", "nervenet", "serve", target, "--loop", loop.value]
+    if max_runs is not None:
+        argv += ["--max-runs", str(max_runs)]
+    others = [subprocess.Popen(argv, env=env) for _ in range(coordinators - 1)]
     try:
         _run(_coordinate(pool, parent), loop)
     finally:
@@ -319,8 +331,10 @@ async def _coordinate(pool: Pool, parent: int) -> None:
     pool.workflows.take_queued_runs()
     async with pool:
         tuned = tune_collector()
+        bound = pool.run_slots.limit
         console.print(
             f"coordinator {pool.process_id[:8]} running {', '.join(pool.workflows.kinds)} runs "
+            f"{f'(at most {bound} at once) ' if bound else ''}"
             f"on {pool.transport.description} ({_interpreter(tuned)})"
         )
         await stop.wait()

@@ -118,3 +118,33 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
     assert [_decode(client, raw) for raw in results] == [expected_output(n) for n in range(runs)]
     assert status.coordinators >= 3  # the client's own pool can resume runs too
     assert status.queued_workflows < runs  # the coordinators were taking them
+
+
+async def test_a_serve_process_with_max_runs_runs_that_many_at_once_and_leaves_the_rest_queued(
+    processes: ChildProcesses, redis_url: str
+) -> None:
+    """``nervenet serve --max-runs 3``: three queued runs under way at a time, the others
+    queued in Redis until one ends; all of them finish."""
+    from durable_app import make_graph
+
+    runs = 8
+    processes.worker("durable_app:graph", redis_url, "--heartbeat", "0.2")
+    serving = processes.nervenet("serve", "durable_app:graph", "--max-runs", "3")
+    serving.wait_for_line("at most 3 at once", timeout=60)
+
+    client = make_graph(redis_url)
+    async with client.nervenet.pool as pool:
+        for n in range(runs):
+            config = {"configurable": {"thread_id": f"m-{n}", "__nervenet_run_id": f"m-{n}"}}
+            await client.asubmit(run_input(n), config, run_here=False)
+        waits = asyncio.gather(*(pool.workflows.wait(f"m-{n}") for n in range(runs)))
+        running: list[int] = []
+        while not waits.done():
+            running.append(len(await pool.runs.list(status="running", limit=runs)))
+            await asyncio.sleep(0.05)
+        results = await waits
+    serving.send_signal(signal.SIGTERM)
+    assert serving.wait(timeout=30) == 0
+
+    assert [_decode(client, raw) for raw in results] == [expected_output(n) for n in range(runs)]
+    assert max(running) == 3
