@@ -8,7 +8,8 @@ dispatching nodes. ``durable_graph`` checkpoints to Redis (``RedisSaver``), so i
 the death of the coordinator process that runs them; the kill test uses it.
 ``BENCH_UVLOOP=1`` puts the process on uvloop (the benchmark's ``--uvloop``);
 ``NERVENET_LEAN_CONNECTIONS=0`` runs every Redis command through redis-py, in this process and in
-``nervenet worker`` (for an A/B of the lean connections).
+``nervenet worker`` (for an A/B of the lean connections). ``BENCH_MAX_RUNS=N`` bounds the runs a
+coordinator process runs at once (``PoolSettings.max_runs``; ``plan.Plan.max_runs``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ if os.environ.get("BENCH_UVLOOP") == "1":
     except ImportError:
         print("BENCH_UVLOOP=1 but uvloop is not installed: asyncio's loop", file=sys.stderr)
 
-SETTINGS = PoolSettings(lean_connections=os.environ.get("NERVENET_LEAN_CONNECTIONS") != "0")
+MAX_RUNS = os.environ.get("BENCH_MAX_RUNS")  # the plan's bound, in a coordinator process
+SETTINGS = PoolSettings(
+    lean_connections=os.environ.get("NERVENET_LEAN_CONNECTIONS") != "0",
+    max_runs=int(MAX_RUNS) if MAX_RUNS else None,
+)
 
 graph = distribute(workload.build(), pool=Pool.from_url(URL, settings=SETTINGS), name="production")
 durable_graph = distribute(

@@ -43,6 +43,11 @@ class Plan:
     runs over)."""
     uvloop: bool = True
     """nervenet's coordinators and workers run on uvloop (``nervenet_app`` installs it)."""
+    max_runs: int | None = 2_000
+    """Runs nervenet's coordinator processes run at once, split evenly between them (each one's
+    ``PoolSettings.max_runs``, as ``nervenet serve --max-runs`` sets it); the rest wait their
+    turn. The peers' workers hold as many: arq 2 x ``max_jobs`` 1,000, Celery 2 x 1,000 threads.
+    None: no bound (every arrival starts at once)."""
 
     def closed_warmup(self, clients: int) -> float:
         """All clients start at once, so the first workflows end together, and again one latency

@@ -35,6 +35,17 @@ TASK_STREAM_COMMANDS = {
 }
 
 
+def _bound_sentence(max_runs: int | None) -> str:
+    """What the report says of nervenet's bound on runs at once (``Plan.max_runs``)."""
+    if max_runs is None:
+        return "nervenet's coordinators start every run at once (no `max_runs`)."
+    return (
+        f"nervenet's coordinators run at most {max_runs:,} runs at once (`max_runs`, split "
+        "between them), the rest waiting their turn, as the peers' workers hold 2,000 jobs "
+        "(arq: `max_jobs` 1,000 each; Celery: 1,000 threads each)."
+    )
+
+
 def _f(v: float | None, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if v is None else fmt.format(v)
 
@@ -264,7 +275,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "",
         f"Processes: central runs in one; arq and Celery run a client and {WORKERS} workers; nervenet "
         f"runs {coordinators} coordinator process{'es' * (coordinators != 1)} and {WORKERS} "
-        "`nervenet worker` processes (its kill test: 2 coordinator processes, one killed).",
+        "`nervenet worker` processes (its kill test: 2 coordinator processes, one killed). "
+        + _bound_sentence(results["plan"].get("max_runs")),
         "",
         "## Targets",
         "",

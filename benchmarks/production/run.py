@@ -191,6 +191,11 @@ def parse_plan() -> tuple[Plan, argparse.Namespace]:
     )
     parser.add_argument("--coordinators", type=int, help="nervenet coordinator processes (K)")
     parser.add_argument(
+        "--max-runs",
+        type=int,
+        help=f"runs nervenet's coordinators run at once (default {FULL.max_runs}; 0: no bound)",
+    )
+    parser.add_argument(
         "--uvloop",
         action=argparse.BooleanOptionalAction,
         help="nervenet's processes on uvloop (pip install uvloop in this environment)",
@@ -201,6 +206,8 @@ def parse_plan() -> tuple[Plan, argparse.Namespace]:
         plan = plan.but(coordinators=args.coordinators)
     if args.uvloop is not None:
         plan = plan.but(uvloop=args.uvloop)
+    if args.max_runs is not None:
+        plan = plan.but(max_runs=args.max_runs or None)
     if plan.uvloop and importlib.util.find_spec("uvloop") is None:
         console.print(
             "[yellow]uvloop is not installed here (setup.sh installs it): asyncio's loop[/]"

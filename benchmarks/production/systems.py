@@ -99,6 +99,8 @@ def nervenet_coordinators(
 ) -> list[Runner]:
     args = [sys.executable, "runner_nervenet.py", *(["--durable"] if durable else [])]
     env = nervenet_env(url, plan)
+    if plan.max_runs is not None:
+        env["BENCH_MAX_RUNS"] = str(max(1, plan.max_runs // count))
     prefix = "durable" if durable else "coordinator"
     return [Runner(f"{prefix}-{k}", args, cwd=HERE, env=env) for k in range(count)]
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,9 +104,7 @@ async def test_queued_runs_are_shared_by_serve_processes_and_survive_one_dying(
 
     client = make_graph(redis_url)
     async with client.nervenet.pool as pool:
-        for n in range(runs):
-            config = {"configurable": {"thread_id": f"q-{n}", "__nervenet_run_id": f"q-{n}"}}
-            await client.asubmit(run_input(n), config, run_here=False)
+        await _queue(client, "q", runs)
         await asyncio.sleep(0.8)  # both coordinators took runs; some nodes done, some running
         status = await pool.status()
         doomed.send_signal(signal.SIGKILL)
@@ -134,9 +133,7 @@ async def test_a_serve_process_with_max_runs_runs_that_many_at_once_and_leaves_t
 
     client = make_graph(redis_url)
     async with client.nervenet.pool as pool:
-        for n in range(runs):
-            config = {"configurable": {"thread_id": f"m-{n}", "__nervenet_run_id": f"m-{n}"}}
-            await client.asubmit(run_input(n), config, run_here=False)
+        await _queue(client, "m", runs)
         waits = asyncio.gather(*(pool.workflows.wait(f"m-{n}") for n in range(runs)))
         running: list[int] = []
         while not waits.done():
@@ -148,3 +145,11 @@ async def test_a_serve_process_with_max_runs_runs_that_many_at_once_and_leaves_t
 
     assert [_decode(client, raw) for raw in results] == [expected_output(n) for n in range(runs)]
     assert max(running) == 3
+
+
+async def _queue(client: Any, prefix: str, runs: int) -> None:
+    """Queue runs ``{prefix}-0..`` (run id = thread id) for ``nervenet serve`` processes."""
+    for n in range(runs):
+        run_id = f"{prefix}-{n}"
+        config = {"configurable": {"thread_id": run_id, "__nervenet_run_id": run_id}}
+        await client.asubmit(run_input(n), config, run_here=False)
