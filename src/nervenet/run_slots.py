@@ -17,8 +17,8 @@ could wait forever once every slot is held by a run doing the same. A coordinato
 that is full claims no queued or abandoned run, so they stay in Redis for one with room.
 
 Not an ``asyncio.Semaphore``: runs start on any event loop or thread of the process (a graph
-is invoked from synchronous code, from another loop), claims need "up to n slots now, without
-waiting", and the status view the number running; a semaphore does none of these.
+is invoked from synchronous code, from another loop), where a semaphore serves one loop, and
+claims need "up to n slots now, without waiting", which it does not offer.
 """
 
 from __future__ import annotations
@@ -55,11 +55,16 @@ class _Waiter:
         self.handed = False
         """A released slot is this waiter's, whether or not it has woken up yet."""
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
+        """Tell the waiter its slot is there; False if nobody can hear it (its loop closed)."""
         if self.loop is None:
             self.future.set_result(None)
-        else:
+            return True
+        try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
+        except RuntimeError:  # the loop it waited on is closed, and its wait with it
+            return False
+        return True
 
 
 def _resolve(future: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
@@ -154,4 +159,5 @@ class RunSlots:
                 else:
                     self.running -= 1
         for waiter in woken:
-            waiter.wake()
+            if not waiter.wake():
+                self.release()  # on to the next one

@@ -86,12 +86,7 @@ async def test_a_blocked_thread_gets_its_slot_from_a_release_on_the_loop() -> No
     slots = RunSlots(1)
     await slots.acquire()
     got = threading.Event()
-
-    def caller() -> None:
-        slots.acquire_blocking()
-        got.set()
-
-    thread = threading.Thread(target=caller)
+    thread = threading.Thread(target=_take_and_tell, args=(slots, got))
     thread.start()
     await asyncio.sleep(0.05)
     assert not got.is_set() and slots.waiting == 1
@@ -99,6 +94,12 @@ async def test_a_blocked_thread_gets_its_slot_from_a_release_on_the_loop() -> No
     assert await asyncio.to_thread(got.wait, 5)
     thread.join()
     assert slots.running == 1
+
+
+def _take_and_tell(slots: RunSlots, got: threading.Event) -> None:
+    """A synchronous caller: block for a slot, then say so."""
+    slots.acquire_blocking()
+    got.set()
 
 
 def test_a_bound_below_one_is_refused() -> None:
@@ -203,3 +204,32 @@ async def test_serve_bounds_a_pool_only_before_it_runs_anything(make_pool: MakeP
     with pytest.raises(ConfigurationError, match="before the pool runs anything"):
         pool.bound_runs(5)
     pool.run_slots.release()
+
+
+def test_a_slot_handed_to_a_waiter_whose_loop_closed_goes_on() -> None:
+    """A run that waited on an event loop that is gone (a closed notebook kernel's loop, a
+    finished ``asyncio.run``) cannot take its slot: the next waiter gets it."""
+    slots = RunSlots(1)
+    slots.take(1)
+    dead = asyncio.new_event_loop()
+    stranded = dead.run_until_complete(_queue_one_waiter(slots))
+    dead.close()
+    got = threading.Event()
+    thread = threading.Thread(target=_take_and_tell, args=(slots, got))
+    thread.start()
+    while slots.waiting < 2:
+        threading.Event().wait(0.01)
+
+    slots.release()
+
+    assert got.wait(5)
+    thread.join()
+    assert (slots.running, slots.waiting) == (1, 0)
+    assert not stranded.done()  # it never learnt of the slot
+
+
+async def _queue_one_waiter(slots: RunSlots) -> asyncio.Task[None]:
+    """A waiter queued on this loop, its task still waiting when the loop closes."""
+    waiting = asyncio.ensure_future(slots.acquire())
+    await asyncio.sleep(0)
+    return waiting
