@@ -127,7 +127,8 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         multitask: str = "enqueue",
         **kwargs: Any,
     ) -> GraphRun:
-        """Start a durable run leased to this process; a survivor resumes it if we die.
+        """Start a durable run leased to this process; a survivor resumes it if we die. A
+        process at its ``PoolSettings.max_runs`` waits for a free slot before leasing the run.
 
         With ``run_here=False`` the run is queued instead, for the coordinator processes of the
         graph (``nervenet serve app:graph``): one of them runs it, another takes it over if that
