@@ -439,6 +439,18 @@ async def _status(url: str, namespace: str) -> None:
                 "-" if limit.tokens is None else f"{limit.tokens:.1f}",
             )
         console.print(limits)
+    if snapshot.run_loads:
+        loads = Table(title="runs per process")
+        for column in ("process", "running", "waiting for a slot", "max runs"):
+            loads.add_column(column, justify="left" if column == "process" else "right")
+        for load in snapshot.run_loads:
+            loads.add_row(
+                load.process_id[:8],
+                str(load.running),
+                str(load.waiting),
+                "-" if load.max_runs is None else str(load.max_runs),
+            )
+        console.print(loads)
     console.print(
         f"running workflows: {snapshot.running_workflows}   queued: {snapshot.queued_workflows}"
         f"   coordinator processes: {snapshot.coordinators}   escalations: {snapshot.escalations}"

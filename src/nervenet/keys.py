@@ -236,6 +236,18 @@ class Keys:
         return f"{self.workflows}:coordinators"
 
     @property
+    def run_loads(self) -> str:
+        """Sorted set of processes that run workflow runs, scored by heartbeat expiry (ms):
+        ``nn:{workflows}:loads``; each one's load is under :meth:`run_load`."""
+        return f"{self.workflows}:loads"
+
+    def run_load(self, process_id: str) -> str:
+        """A process's runs under way, waiting for a slot, and its bound (``max_runs``), as
+        ``"running waiting bound"`` (bound ``-``: none), expiring unless renewed:
+        ``nn:{workflows}:load:<process>``."""
+        return f"{self.workflows}:load:{process_id}"
+
+    @property
     def workflows_cancel(self) -> str:
         """Hash: run id -> cancel action (``interrupt``/``rollback``) its owner is asked to
         carry out at its next lease renewal: ``nn:{workflows}:cancel``."""

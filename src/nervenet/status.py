@@ -51,6 +51,19 @@ class QueueStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RunLoad:
+    """The runs one process runs (``PoolSettings.max_runs``, :mod:`nervenet.run_slots`)."""
+
+    process_id: str
+    running: int
+    """Runs under way (each holds a slot)."""
+    waiting: int
+    """Runs waiting for a slot in the process (queued durable runs wait in Redis instead)."""
+    max_runs: int | None
+    """The process's bound; None: none."""
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStatus:
     """Everything ``nervenet status`` shows."""
 
@@ -75,6 +88,8 @@ class PoolStatus:
     taken them over yet."""
     coordinators: int
     """Live coordinator processes (pools that can resume durable runs)."""
+    run_loads: list[RunLoad]
+    """Each live process that runs workflow runs: how many, how many wait for a slot."""
     partitions: int
     """Streams per task type."""
     primaries: int
@@ -167,9 +182,28 @@ async def collect_status(pool: Pool) -> PoolStatus:
         queued_workflows=queued,
         stranded_workflows=stranded,
         coordinators=coordinators,
+        run_loads=await _run_loads(pool, now_ms),
         partitions=keys.partitions,
         primaries=pool.transport.primaries,
         limits=await pool.limits.status(),
         escalations=await pool.escalations.count(),
         taken_at=time.time(),
     )
+
+
+async def _run_loads(pool: Pool, now_ms: int) -> list[RunLoad]:
+    redis, keys = pool.transport.redis, pool.keys
+    processes = [as_text(p) for p in await redis.zrangebyscore(keys.run_loads, now_ms, "+inf")]
+    if not processes:
+        return []
+    # One slot ({workflows}), so one MGET on a cluster too.
+    loads = await redis.mget([keys.run_load(p) for p in processes])
+    found = []
+    for process, load in zip(processes, loads, strict=True):
+        if load is None:  # expired between the two reads
+            continue
+        running, waiting, bound = as_text(load).split()
+        found.append(
+            RunLoad(process, int(running), int(waiting), None if bound == "-" else int(bound))
+        )
+    return sorted(found, key=lambda r: r.process_id)

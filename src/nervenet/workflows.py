@@ -584,7 +584,9 @@ class Workflows:
         except TRANSIENT_ERRORS:
             self._unsteady_at = time.monotonic()
             raise
-        if self._kinds or self._owned:  # a process driving runs is a live owner, for `runs`
+        slots = self._pool.run_slots
+        if self._kinds or self._owned or slots.running or slots.waiting or slots.bounded:
+            # A process driving runs is a live owner (for `runs`), and says how busy it is.
             await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
         if self._kinds and (self._takeover is None or self._takeover.done()):
@@ -625,13 +627,20 @@ class Workflows:
                 task.cancel()
 
     async def _announce(self) -> None:
-        """Say this process can resume runs, until a few heartbeats after it stops saying so."""
-        keys = self._pool.keys
+        """Say this process can resume runs (if it can), and how many it runs and how many
+        wait for a slot, until a few heartbeats after it stops saying so."""
+        keys, process = self._pool.keys, self._pool.process_id
         now_ms = int(time.time() * 1000)
-        expiry = now_ms + int(3 * self._pool.settings.heartbeat_interval * 1000)
+        lasts_ms = int(3 * self._pool.settings.heartbeat_interval * 1000)
+        slots = self._pool.run_slots
+        load = f"{slots.running} {slots.waiting} {slots.limit or '-'}"
         async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.coordinators, {self._pool.process_id: expiry})
-            pipe.zremrangebyscore(keys.coordinators, "-inf", now_ms)
+            if self._kinds or self._owned:
+                pipe.zadd(keys.coordinators, {process: now_ms + lasts_ms})
+                pipe.zremrangebyscore(keys.coordinators, "-inf", now_ms)
+            pipe.zadd(keys.run_loads, {process: now_ms + lasts_ms})
+            pipe.zremrangebyscore(keys.run_loads, "-inf", now_ms)
+            pipe.set(keys.run_load(process), load, px=lasts_ms)
             await pipe.execute()
 
     async def _take_over_abandoned(self) -> None:

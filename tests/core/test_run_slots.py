@@ -5,16 +5,19 @@ durable runs started here and runs taken from the queue, on every backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from core_support import FAST, MakePool
+from core_support import FAST, MakePool, Pools, run_cli, wait_until
 
-from nervenet import ConfigurationError, PoolSettings
+from nervenet import ConfigurationError, Pool, PoolSettings
 from nervenet.run_slots import RunSlots
+from nervenet.status import RunLoad
 from nervenet.workflows import RunFunction
 
 # --- the slots --------------------------------------------------------------------------------
@@ -171,17 +174,10 @@ async def test_a_full_process_leaves_queued_runs_in_redis_and_takes_them_oldest_
     ]
     pool.workflows.take_queued_runs()
 
-    async def until(condition: Callable[[], bool], what: str) -> None:
-        for _ in range(200):
-            if condition():
-                return
-            await asyncio.sleep(0.025)
-        raise AssertionError(what)
-
-    def taken(count: int) -> bool:
+    async def taken(count: int) -> bool:
         return len(started) >= count
 
-    await until(functools.partial(taken, 2), "two queued runs taken")
+    await wait_until(functools.partial(taken, 2), what="two queued runs taken")
     await asyncio.sleep(4 * FAST.heartbeat_interval)  # scans come and claim nothing more
     assert started == ["queued-0", "queued-1"]
     assert await pool.transport.redis.zcard(pool.keys.workflows_queued) == 3
@@ -189,10 +185,14 @@ async def test_a_full_process_leaves_queued_runs_in_redis_and_takes_them_oldest_
 
     for i, run_id in enumerate(gates):
         gates[run_id].set()
-        await until(functools.partial(taken, min(5, i + 3)), f"run {i + 3} taken")
+        await wait_until(functools.partial(taken, min(5, i + 3)), what=f"run {i + 3} taken")
     assert started == list(gates)
     assert [await h.result(timeout=10) for h in handles] == [r.encode() for r in gates]
-    await until(lambda: pool.run_slots.running == 0, "every slot given back")
+
+    async def all_given_back() -> bool:
+        return pool.run_slots.running == 0
+
+    await wait_until(all_given_back, what="every slot given back")
 
 
 async def test_serve_bounds_a_pool_only_before_it_runs_anything(make_pool: MakePool) -> None:
@@ -233,3 +233,59 @@ async def _queue_one_waiter(slots: RunSlots) -> asyncio.Task[None]:
     waiting = asyncio.ensure_future(slots.acquire())
     await asyncio.sleep(0)
     return waiting
+
+
+# --- what operators see ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _one_running_one_waiting(pool: Pool) -> AsyncIterator[None]:
+    """Two durable runs on a pool with one slot: one runs and one waits, until the block ends
+    (then both finish)."""
+    done = asyncio.Event()
+
+    async def run() -> bytes:
+        await done.wait()
+        return b""
+
+    first = await pool.workflows.start("core-kind", "holds-the-slot", b"", run)
+    second = asyncio.ensure_future(pool.workflows.start("core-kind", "waits", b"", run))
+    try:
+        yield
+    finally:
+        done.set()
+        assert await first.result(timeout=10) == b""
+        assert await (await second).result(timeout=10) == b""
+
+
+async def test_status_shows_each_process_runs_under_way_and_waiting_for_a_slot(
+    make_pool: MakePool,
+) -> None:
+    pool = await make_pool(settings=dataclasses.replace(FAST, max_runs=1))
+
+    async def announced() -> list[RunLoad]:
+        loads = (await pool.status()).run_loads
+        return loads if loads and loads[0].waiting else []
+
+    async with _one_running_one_waiting(pool):
+        [load] = await wait_until(announced, what="the process's load announced")
+    assert (load.process_id, load.running, load.waiting, load.max_runs) == (
+        pool.process_id,
+        1,
+        1,
+        1,
+    )
+
+
+@pytest.mark.redis
+async def test_the_status_command_shows_runs_per_process(redis_url: str, pools: Pools) -> None:
+    pool = await pools.open(
+        Pool.from_url(redis_url, settings=dataclasses.replace(FAST, max_runs=1))
+    )
+    async with _one_running_one_waiting(pool):
+        await asyncio.sleep(2 * FAST.heartbeat_interval)
+        status = await run_cli("status", "--redis", redis_url)
+
+    assert status.returncode == 0, status.output
+    row = rf"[│|]\s*{pool.process_id[:8]}\s*[│|]\s*1\s*[│|]\s*1\s*[│|]\s*1\s*[│|]"
+    assert re.search(row, status.output), status.output

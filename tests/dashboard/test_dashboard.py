@@ -181,6 +181,10 @@ async def test_metrics_expose_queues_workers_runs_and_escalations(
     assert 'nervenet_runs{status="running"} 2.0' in metrics  # order-running and the ghost
     assert "nervenet_escalations 2.0" in metrics
     assert "nervenet_workers 1.0" in metrics
+    # The scene's process runs order-running (durable, no max_runs: counted, none waiting).
+    process = scene.pool.process_id
+    assert f'nervenet_process_runs{{process_id="{process}",state="running"}} 1.0' in metrics
+    assert f'nervenet_process_runs{{process_id="{process}",state="waiting"}} 0.0' in metrics
 
 
 @pytest.mark.cluster

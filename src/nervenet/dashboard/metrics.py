@@ -86,6 +86,15 @@ class _Snapshot:
         yield GaugeMetricFamily(
             "nervenet_coordinators", "Live coordinator processes", value=s.coordinators
         )
+        slots = GaugeMetricFamily(
+            "nervenet_process_runs",
+            "Runs a process runs, or waits to run for a slot (PoolSettings.max_runs)",
+            labels=["process_id", "state"],
+        )
+        for process in s.run_loads:
+            slots.add_metric([process.process_id, "running"], process.running)
+            slots.add_metric([process.process_id, "waiting"], process.waiting)
+        yield slots
         runs = GaugeMetricFamily(
             "nervenet_runs",
             f"Runs by status among the newest {COUNTED_RUNS} recorded",
