@@ -19,17 +19,17 @@ So K coordinator processes share the runs of an app, and each takes over the oth
 
 Every pool that can resume some kind of run announces itself on each heartbeat, so the status
 view can say when runs wait and no coordinator process is alive to run them (workers never do).
-Every process that runs runs also says how many, and how many wait for a slot
+Every process that runs workflow runs also says how many, and how many wait for a slot
 (``PoolSettings.max_runs``, :mod:`nervenet.run_slots`).
 
 Keys (all under one hash tag, so the claim transaction works on Redis Cluster):
 ``nn:{workflows}`` (sorted set: run id -> lease expiry ms), ``nn:{workflows}:queued`` (sorted
 set: run id -> submission ms), ``nn:{workflows}:owner`` and ``nn:{workflows}:kind`` (hashes: run
-id -> owner process / kind), ``nn:{workflows}:coordinators`` and ``nn:{workflows}:loads`` (sorted
-sets: process -> heartbeat expiry ms) with ``nn:{workflows}:load:<process>`` (string, expiring:
-runs running, waiting, bound), ``nn:{workflows}:done`` (stream: one entry per finished run, so one reader per
-process serves every remote waiter); per run ``nn:wf:{run}`` (hash: kind, input, status, result,
-error).
+id -> owner process / kind), ``nn:{workflows}:coordinators`` and ``nn:{workflows}:loads``
+(sorted sets: process -> heartbeat expiry ms) with ``nn:{workflows}:load:<process>`` (string,
+expiring: runs running, waiting, bound), ``nn:{workflows}:done`` (stream: one entry per finished
+run, so one reader per process serves every remote waiter); per run ``nn:wf:{run}`` (hash: kind,
+input, status, result, error).
 """
 
 from __future__ import annotations
