@@ -588,7 +588,7 @@ class Workflows:
             self._unsteady_at = time.monotonic()
             raise
         slots = self._pool.run_slots
-        if self._kinds or self._owned or slots.running or slots.waiting or slots.bounded:
+        if self._kinds or self._owned or slots.running or slots.waiting:
             # A process driving runs is a live owner (for `runs`), and says how busy it is.
             await self._announce()
         # Taking runs over can take a while; it must never delay the next renewal.
