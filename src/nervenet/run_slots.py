@@ -134,6 +134,11 @@ class RunSlots:
             self._give_up(waiter)
             raise
 
+    def load(self) -> str:
+        """Runs under way, runs waiting and the bound, as a process announces them on its
+        heartbeat: ``"running waiting bound"``, bound ``-`` for none (see :func:`parse_load`)."""
+        return f"{self.running} {self.waiting} {self.limit or '-'}"
+
     def take(self, wanted: int) -> int:
         """Up to ``wanted`` slots now, without waiting: how many were taken. None while runs of
         this process wait, so that claims from Redis never overtake them."""
@@ -161,3 +166,9 @@ class RunSlots:
         for waiter in woken:
             if not waiter.wake():
                 self.release()  # on to the next one
+
+
+def parse_load(load: str) -> tuple[int, int, int | None]:
+    """``(running, waiting, bound)`` of what :meth:`RunSlots.load` wrote."""
+    running, waiting, bound = load.split()
+    return int(running), int(waiting), None if bound == "-" else int(bound)

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from .keys import WORKER_GROUP
 from .limits import LimitStatus
 from .registry import WorkerInfo
+from .run_slots import parse_load
 from .transport import as_text
 
 if TYPE_CHECKING:
@@ -202,8 +203,5 @@ async def _run_loads(pool: Pool, now_ms: int) -> list[RunLoad]:
     for process, load in zip(processes, loads, strict=True):
         if load is None:  # expired between the two reads
             continue
-        running, waiting, bound = as_text(load).split()
-        found.append(
-            RunLoad(process, int(running), int(waiting), None if bound == "-" else int(bound))
-        )
+        found.append(RunLoad(process, *parse_load(as_text(load))))
     return sorted(found, key=lambda r: r.process_id)

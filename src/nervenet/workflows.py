@@ -635,8 +635,7 @@ class Workflows:
         keys, process = self._pool.keys, self._pool.process_id
         now_ms = int(time.time() * 1000)
         lasts_ms = int(3 * self._pool.settings.heartbeat_interval * 1000)
-        slots = self._pool.run_slots
-        load = f"{slots.running} {slots.waiting} {slots.limit or '-'}"
+        load = self._pool.run_slots.load()
         async with self._pool.transport.redis.pipeline(transaction=False) as pipe:
             if self._kinds or self._owned:
                 pipe.zadd(keys.coordinators, {process: now_ms + lasts_ms})
