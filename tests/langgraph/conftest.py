@@ -51,10 +51,11 @@ APPS = Path(__file__).parent / "apps"
 
 
 @pytest.fixture
-def processes(redis_url: str) -> Iterator[ChildProcesses]:
+def processes(redis_url: str, tmp_path: Path) -> Iterator[ChildProcesses]:
     """Coordinator and worker child processes of the apps in ``apps/``, pointed at
-    ``redis_url`` (a test module may parametrize that fixture) and killed by PID after."""
-    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url})
+    ``redis_url`` (a test module may parametrize that fixture) and killed by PID after. Their
+    logs stay in the test's ``tmp_path`` (pytest keeps the last runs' ones)."""
+    procs = ChildProcesses(APPS, {"NERVENET_REDIS_URL": redis_url}, log_dir=tmp_path / "children")
     try:
         yield procs
     finally:

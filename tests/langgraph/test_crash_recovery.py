@@ -63,9 +63,11 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
     killed_at = time.monotonic()
 
     async with Pool.from_url(redis_url, settings=FAST) as pool:
-        results = await asyncio.wait_for(
-            asyncio.gather(*(pool.workflows.wait(f"run-{n}") for n in range(runs))), timeout=90
-        )
+        waits = [asyncio.ensure_future(pool.workflows.wait(f"run-{n}")) for n in range(runs)]
+        _, pending = await asyncio.wait(waits, timeout=90)
+        if pending:
+            await _fail_with_what_is_left(pool, processes, waits)
+        results = [wait.result() for wait in waits]
     recovered_in = time.monotonic() - killed_at
 
     graph = importlib.import_module(app).graph
@@ -79,6 +81,27 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
     )
     # Only work in flight at the kill can run twice: at most one node (task) per run.
     assert 0 <= extra <= runs
+
+
+async def _fail_with_what_is_left(
+    pool: Pool, processes: ChildProcesses, waits: list[asyncio.Future[bytes]]
+) -> None:
+    """Fail with the runs that did not finish, their records and owners, and the end of each
+    process's log."""
+    left = [f"run-{n}" for n, wait in enumerate(waits) if not wait.done()]
+    for wait in waits:
+        wait.cancel()
+    lines = []
+    for run_id in left[:10]:
+        record = await pool.workflows.record(run_id)
+        status = record.status if record is not None else "no record"
+        lines.append(f"{run_id}: {status}, owner {await pool.workflows.owner(run_id)}")
+    pytest.fail(
+        f"{len(left)} runs unfinished 90 s after the kills, among them:\n"
+        + "\n".join(lines)
+        + "\n"
+        + processes.report()
+    )
 
 
 def _decode(graph: object, raw: bytes) -> object:

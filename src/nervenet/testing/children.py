@@ -271,6 +271,15 @@ class ChildProcesses:
         """Lines containing ``text`` over every child's log (takeovers, reclaims...)."""
         return sum(child.count(text) for child in self.children)
 
+    def report(self, last: int = 1_500) -> str:
+        """Every child's state and the end of its log, for a failure's message: a timeout in
+        CI says nothing else about what the processes were doing."""
+        parts = []
+        for child in self.children:
+            state = "running" if child.running else f"exited with {child.returncode}"
+            parts.append(f"--- {child.name} (pid {child.pid}, {state}):\n{child.output(last)}")
+        return "\n".join(parts)
+
     def close(self, grace: float = 0.0) -> None:
         """Stop every child still running, newest first: SIGKILL at once, or SIGTERM and
         ``grace`` seconds before it. Removes the log directory if it is the private one."""
