@@ -216,7 +216,7 @@ class CrewRun:
             raise asyncio.CancelledError(f"run {self.run_id!r} was stopped")
         # A durable kickoff whose process missed its lease renewals (stopped, cut off) may
         # have been taken over: stop here rather than race the new owner.
-        self.pool.workflows.check_owned(self.leased_run)
+        await self.pool.workflows.check_owned(self.leased_run)
         policy = self.policy
         number = getattr(call, "call", 0)
         raw = await self.coordinator.dispatch(

@@ -84,7 +84,7 @@ class RemoteNode:
         pool = self.distribution.pool
         run_id = conf.get(RUN_ID_KEY)
         if run_id is not None:
-            pool.workflows.check_owned(run_id)  # a zombie coordinator stops here
+            await pool.workflows.check_owned(run_id)  # a zombie coordinator stops here
         workflow_id = str(run_id or conf.get(CONFIG_KEY_THREAD_ID) or config.get("run_id") or "-")
         coordinator = Coordinator(pool, workflow_id)
         frames = _Frames(config, serde)

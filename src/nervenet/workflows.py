@@ -146,6 +146,7 @@ class Workflows:
         self._done_last = "0-0"
         self._takes_queued = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late lease renewal
+        self._confirming: asyncio.Future[None] | None = None  # a renewal runs look to
         self.takeovers = 0
         self.queued_taken = 0
         pool.add_heartbeat_hook(self._heartbeat)
@@ -271,9 +272,32 @@ class Workflows:
         fresh = time.monotonic() - self._last_renewal < self._pool.settings.lease_ttl
         return fresh and run_id in self._owned
 
-    def check_owned(self, run_id: str) -> None:
-        """Raise :class:`LeaseLost` if another process may have taken the run over."""
-        if run_id in self._owned and not self.owns(run_id):
+    async def still_owns(self, run_id: str) -> bool:
+        """Whether this process still holds the run's lease. When its renewals are late (its
+        event loop stalled, under load or in a long collection), Redis says, not the clock:
+        a run nobody claimed meanwhile is still ours, and the renewal that asks keeps it so.
+
+        Judged by the clock alone, a stall longer than a lease dropped every run of the
+        process although no process had taken them. The process then took them over itself
+        from their checkpoints, repeating their nodes on a loop already too busy to renew:
+        the crash-recovery test, CPU-starved, never finished."""
+        if self.owns(run_id):
+            return True
+        if run_id not in self._owned:
+            return False
+        if self._confirming is None or self._confirming.done():
+            # One renewal for every run that asks at once (after a stall, all of them do).
+            self._confirming = asyncio.ensure_future(self._renew())
+        try:
+            await asyncio.shield(self._confirming)
+        except TRANSIENT_ERRORS:  # Redis cannot say: assume the worst, as the clock did
+            return False
+        return self.owns(run_id)
+
+    async def check_owned(self, run_id: str) -> None:
+        """Raise :class:`LeaseLost` if another process took the run over (see
+        :meth:`still_owns`)."""
+        if run_id in self._owned and not await self.still_owns(run_id):
             raise LeaseLost(
                 f"run {run_id!r}: this process missed its lease renewals (stopped or cut off "
                 "from Redis); another coordinator resumes the run"
@@ -306,7 +330,7 @@ class Workflows:
                     result = await run()
         except asyncio.CancelledError:
             action = self._cancelling.pop(run_id, None)
-            if action is None or not self.owns(run_id):
+            if action is None or not await self.still_owns(run_id):
                 raise
             current = asyncio.current_task()
             if current is not None:
@@ -316,11 +340,11 @@ class Workflows:
         except LeaseLost:
             raise
         except BaseException as exc:
-            if self.owns(run_id):
+            if await self.still_owns(run_id):
                 await self._finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         else:
-            if not self.owns(run_id):
+            if not await self.still_owns(run_id):
                 raise LeaseLost(f"run {run_id!r} was taken over before it finished here")
             interrupted = run_id in self._interrupted
             await self._finish(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import cast
 
 import pytest
+from core_support import MakePool
 
 from nervenet import Pool, PoolSettings
 
@@ -58,7 +60,7 @@ async def test_a_pool_made_long_before_its_first_run_holds_that_runs_lease() -> 
         await asyncio.sleep(0.7)  # idle longer than a lease, before the pool starts
 
         async def run() -> bytes:
-            pool.workflows.check_owned("early-run")
+            await pool.workflows.check_owned("early-run")
             return b"the result"
 
         handle = await pool.workflows.start("core-kind", "early-run", b"input", run)
@@ -66,3 +68,55 @@ async def test_a_pool_made_long_before_its_first_run_holds_that_runs_lease() -> 
         assert await handle.result(timeout=5) == b"the result"
     finally:
         await pool.aclose()
+
+
+STALLS = PoolSettings(heartbeat_interval=0.1, lease_ttl=0.3)
+
+
+async def test_a_run_outliving_a_stall_of_its_event_loop_ends_here_when_nobody_took_it(
+    make_pool: MakePool,
+) -> None:
+    """A loop that stalls longer than a lease (CPU-starved, a long collection) misses the
+    renewals; no other process claimed the run meanwhile, so it is still this process's:
+    it dispatches on and ends here, once. (Judged by the clock alone, the run was dropped
+    with LeaseLost and nobody ran it on: the starved crash-recovery test never finished.)"""
+    pool = await make_pool(settings=STALLS)
+    steps: list[str] = []
+
+    async def run() -> bytes:
+        time.sleep(3 * STALLS.lease_ttl)  # the loop stalls: no renewal for three leases
+        await pool.workflows.check_owned("stalled")  # as before a node's dispatch
+        steps.append("dispatched on")
+        time.sleep(3 * STALLS.lease_ttl)  # and again just before the end
+        return b"the result"
+
+    handle = await pool.workflows.start("core-kind", "stalled", b"input", run)
+
+    assert await handle.result(timeout=10) == b"the result"
+    assert steps == ["dispatched on"]
+    record = await handle.record()
+    assert record is not None and record.status == "done"
+
+
+async def test_a_run_claimed_by_another_process_during_a_stall_stops_here(
+    make_pool: MakePool,
+) -> None:
+    """The other side of the same stall: another process claimed the run meanwhile (its owner
+    in Redis says so), so this one is a zombie and goes no further."""
+    pool = await make_pool(settings=STALLS)
+    steps: list[str] = []
+
+    async def run() -> bytes:
+        time.sleep(3 * STALLS.lease_ttl)
+        # What a claim by another process leaves, written while our renewals are late.
+        await pool.transport.redis.hset(pool.keys.workflow_owners, "claimed", "another-process")
+        await pool.workflows.check_owned("claimed")
+        steps.append("dispatched on")
+        return b"a zombie's result"
+
+    await pool.workflows.start("core-kind", "claimed", b"input", run)
+    await asyncio.sleep(1.0)
+
+    assert steps == []
+    record = await pool.workflows.record("claimed")
+    assert record is not None and record.status == "running"  # the new owner's to end
