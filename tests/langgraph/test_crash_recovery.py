@@ -7,6 +7,7 @@ import importlib
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ async def _kill_and_recover(processes: ChildProcesses, redis_url: str, app: str,
 
 
 async def _fail_with_what_is_left(
-    pool: Pool, processes: ChildProcesses, waits: list[asyncio.Future[bytes]]
+    pool: Pool, processes: ChildProcesses, waits: Sequence[asyncio.Future[bytes]]
 ) -> None:
     """Fail with the runs that did not finish, their records and owners, and the end of each
     process's log."""
