@@ -30,6 +30,15 @@ log = logging.getLogger("nervenet.outages")
 #: Seconds without a failure before an outage counts as over (more than the longest backoff).
 QUIET_SECONDS = 5.0
 
+#: A late heartbeat whose thread ran this share of its time was late because the process was
+#: busy running its own code, not because Redis was slow to answer: a wait on Redis costs its
+#: thread no CPU.
+BUSY_SHARE = 0.5
+
+#: Seconds between two "too busy" warnings of one process (a saturated process would otherwise
+#: say it on every heartbeat).
+BUSY_WARNING_EVERY = 60.0
+
 #: Errors that mean "Redis is not there right now", never "this command is wrong": a lost
 #: connection, a cluster with uncovered slots or in the middle of a failover (CLUSTERDOWN,
 #: TRYAGAIN, a write that reached a demoted primary: READONLY).
@@ -60,6 +69,7 @@ class Outages:
         self.last_trouble = -1e9
         """Monotonic time of the last failure or slow heartbeat."""
         self.incidents = 0
+        self._busy_told = -1e9
 
     @property
     def ongoing(self) -> bool:
@@ -78,8 +88,27 @@ class Outages:
         self.failed(what, exc)
         await asyncio.sleep(backoff(failures))
 
-    def slow(self, what: str, seconds: float) -> None:
-        """A heartbeat (``what``) took ``seconds``, far longer than it should."""
+    def slow(self, what: str, seconds: float, busy: float = 0.0) -> None:
+        """A heartbeat (``what``) took ``seconds``, far longer than it should, of which its
+        thread spent ``busy`` running code (:func:`time.thread_time`). Mostly busy, it was
+        this process that could not keep up, and that is what it says (at most once every
+        :data:`BUSY_WARNING_EVERY`): before, an event loop busy with its own runs was
+        reported as Redis being unavailable, and operators looked at the wrong server."""
+        if busy >= BUSY_SHARE * seconds:
+            now = time.monotonic()
+            if now - self._busy_told >= BUSY_WARNING_EVERY:
+                self._busy_told = now
+                log.warning(
+                    "%s took %.1f s, %.1f s of it running this process's own work: the process "
+                    "is too busy to keep its heartbeats on time, and other processes may take "
+                    "its runs or tasks for abandoned. Give it more CPU or less work "
+                    "(PoolSettings.max_runs, a worker's concurrency), or longer lease_ttl and "
+                    "visibility_timeout",
+                    what,
+                    seconds,
+                    busy,
+                )
+            return
         self.last_trouble = time.monotonic()
         if self.since is None:
             self._open(f"{what} took {seconds:.1f} s", started=time.monotonic() - seconds)

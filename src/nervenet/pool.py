@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -436,7 +437,7 @@ class Pool:
         interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            started = asyncio.get_running_loop().time()
+            started, cpu_started = asyncio.get_running_loop().time(), time.thread_time()
             try:
                 await self._renew_reply_stream()
                 await self.inbox.trim_read_entries()
@@ -452,7 +453,7 @@ class Pool:
                 continue
             took = asyncio.get_running_loop().time() - started
             if took > 2 * interval:
-                self.outages.slow("a pool heartbeat", took)
+                self.outages.slow("a pool heartbeat", took, time.thread_time() - cpu_started)
             else:
                 self.outages.on_time()
 

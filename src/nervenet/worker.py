@@ -791,7 +791,7 @@ class Worker:
         failover the cluster client retries through looks like that)."""
         while True:
             await asyncio.sleep(interval)
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.thread_time()
             try:
                 await step()
             except asyncio.CancelledError:
@@ -808,7 +808,8 @@ class Worker:
                 took = time.monotonic() - started
                 if late_is_outage and took > 2 * interval:
                     self._unsteady_at = time.monotonic()
-                    self.pool.outages.slow(f"worker {self.worker_id}'s {what}", took)
+                    busy = time.thread_time() - cpu_started
+                    self.pool.outages.slow(f"worker {self.worker_id}'s {what}", took, busy)
 
     def _steady(self) -> bool:
         """Whether this worker's own heartbeats went through on time for a whole visibility
