@@ -74,6 +74,15 @@ def _find(results: dict[str, Any], system: str, kind: str, load: float) -> dict[
     return next((p for p in _phases(results, system, kind) if p["load"] == load), None)
 
 
+def _phase_roles(phase: dict[str, Any]) -> dict[str, float | None]:
+    """CPU ms per workflow by role over the whole phase (the window's, for older results)."""
+    return phase.get("cpu_ms_phase") or phase["cpu_ms"]
+
+
+def _phase_cpu(phase: dict[str, Any]) -> float:
+    return sum(v for v in _phase_roles(phase).values() if v is not None)
+
+
 def _verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("**PASS**" if ok else "**MISS**")
 
@@ -98,14 +107,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     central = max_sustained(results, "central")
-    if nn and central and central["cpu_ms_total"]:
-        ratio = nn["cpu_ms_total"] / central["cpu_ms_total"]
-        roles = ", ".join(f"{r} {v:.1f}" for r, v in nn["cpu_ms"].items() if v is not None)
+    if nn and central and _phase_cpu(central):
+        # Over the whole phase, not the window: a system whose first wave of a closed loop ends
+        # inside the window (central at 2,000 in flight, its P50 near the warm-up) counts a
+        # whole wave's completions against the window's CPU only, and looked 1.6x cheaper than
+        # it is (15.0 ms in the window, 24.0 over its phase, in the 21:30 run).
+        ratio = _phase_cpu(nn) / _phase_cpu(central)
+        roles = ", ".join(f"{r} {v:.1f}" for r, v in _phase_roles(nn).items() if v is not None)
         rows.append(
             (
                 "CPU per workflow at saturation, all roles incl. Redis, <= 1.15x central",
-                f"nervenet {nn['cpu_ms_total']:.1f} ms ({roles}) vs central "
-                f"{central['cpu_ms_total']:.1f} ms = {ratio:.2f}x",
+                f"over each phase: nervenet {_phase_cpu(nn):.1f} ms ({roles}) vs central "
+                f"{_phase_cpu(central):.1f} ms = {ratio:.2f}x (in the window: "
+                f"{nn['cpu_ms_total']:.1f} vs {central['cpu_ms_total']:.1f} ms)",
                 _verdict(ratio <= 1.15),
                 f"{(ratio / 1.15 - 1):+.0%} vs 1.15x",
             )
