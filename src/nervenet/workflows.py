@@ -146,7 +146,7 @@ class Workflows:
         self._done_last = "0-0"
         self._takes_queued = False
         self._unsteady_at = -1e9  # monotonic time of the last failed or late lease renewal
-        self._confirming: asyncio.Future[None] | None = None  # a renewal runs look to
+        self._confirming: asyncio.Future[None] | None = None  # what late runs wait on
         self.takeovers = 0
         self.queued_taken = 0
         pool.add_heartbeat_hook(self._heartbeat)
@@ -285,11 +285,13 @@ class Workflows:
             return True
         if run_id not in self._owned:
             return False
-        if self._confirming is None or self._confirming.done():
-            # One renewal for every run that asks at once (after a stall, all of them do).
-            self._confirming = asyncio.ensure_future(self._renew())
+        # One renewal for every run that asks at once (after a stall, all of them do), per
+        # event loop (a run started from another loop than the pool's awaits its own).
+        confirming, loop = self._confirming, asyncio.get_running_loop()
+        if confirming is None or confirming.done() or confirming.get_loop() is not loop:
+            confirming = self._confirming = asyncio.ensure_future(self._renew())
         try:
-            await asyncio.shield(self._confirming)
+            await asyncio.shield(confirming)
         except TRANSIENT_ERRORS:  # Redis cannot say: assume the worst, as the clock did
             return False
         return self.owns(run_id)
