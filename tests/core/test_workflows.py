@@ -1,6 +1,7 @@
 """Durable runs at the core level: a run that ends while its lease is being renewed ends
-normally. Takeovers by other processes are shown with real processes in tests/langgraph
-(crash recovery) and tests/chaos. Runs on both backends."""
+normally; a run whose process stalled longer than a lease goes on if no other process claimed
+it, and stops if one did. Takeovers by other processes are shown with real processes in
+tests/langgraph (crash recovery) and tests/chaos. Runs on every backend."""
 
 from __future__ import annotations
 
