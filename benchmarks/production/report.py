@@ -76,7 +76,8 @@ def _find(results: dict[str, Any], system: str, kind: str, load: float) -> dict[
 
 def _phase_roles(phase: dict[str, Any]) -> dict[str, float | None]:
     """CPU ms per workflow by role over the whole phase (the window's, for older results)."""
-    return phase.get("cpu_ms_phase") or phase["cpu_ms"]
+    roles: dict[str, float | None] = phase.get("cpu_ms_phase") or phase["cpu_ms"]
+    return roles
 
 
 def _phase_cpu(phase: dict[str, Any]) -> float:
