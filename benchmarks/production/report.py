@@ -113,13 +113,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         # inside the window (central at 2,000 in flight, its P50 near the warm-up) counts a
         # whole wave's completions against the window's CPU only, and looked 1.6x cheaper than
         # it is (15.0 ms in the window, 24.0 over its phase, in the 21:30 run).
-        ratio = _phase_cpu(nn) / _phase_cpu(central)
+        nn_cpu, central_cpu = _phase_cpu(nn), _phase_cpu(central)
+        ratio = nn_cpu / central_cpu
         roles = ", ".join(f"{r} {v:.1f}" for r, v in _phase_roles(nn).items() if v is not None)
         rows.append(
             (
                 "CPU per workflow at saturation, all roles incl. Redis, <= 1.15x central",
-                f"over each phase: nervenet {_phase_cpu(nn):.1f} ms ({roles}) vs central "
-                f"{_phase_cpu(central):.1f} ms = {ratio:.2f}x (in the window: "
+                f"over each phase: nervenet {nn_cpu:.1f} ms ({roles}) vs central "
+                f"{central_cpu:.1f} ms = {ratio:.2f}x (in the window: "
                 f"{nn['cpu_ms_total']:.1f} vs {central['cpu_ms_total']:.1f} ms)",
                 _verdict(ratio <= 1.15),
                 f"{(ratio / 1.15 - 1):+.0%} vs 1.15x",
