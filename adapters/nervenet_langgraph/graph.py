@@ -30,7 +30,7 @@ from langgraph.pregel import Pregel
 from nervenet import ConfigurationError, Pool, TaskContext
 from nervenet.handlers import Handler, validate_task_type
 from nervenet.routing import DEFAULT_QUEUE, TaskOptions
-from nervenet.run_slots import in_a_run
+from nervenet.run_slots import in_a_run, iterated_in_a_slot, iterated_in_a_slot_sync
 
 from . import runs
 from ._compat import CONF, CONFIG_KEY_TASK_ID, CONFIG_KEY_THREAD_ID, PregelNode, RunnableCallable
@@ -166,7 +166,9 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         run_id = runs.joinable_run(config)
         if run_id is not None:
             return runs.published(self, run_id, stream)
-        return _in_a_slot(self.nervenet.pool, stream) if self._takes_a_slot(config) else stream
+        if self._takes_a_slot(config):
+            return iterated_in_a_slot(self.nervenet.pool.run_slots, stream)
+        return stream
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -174,7 +176,9 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
         """LangGraph's ``stream`` (and so ``invoke``), in a run slot of the pool's process when
         it bounds them (``PoolSettings.max_runs``)."""
         stream = super().stream(input, config, **kwargs)
-        return _in_a_slot_sync(self.nervenet.pool, stream) if self._takes_a_slot(config) else stream
+        if self._takes_a_slot(config):
+            return iterated_in_a_slot_sync(self.nervenet.pool.run_slots, stream)
+        return stream
 
     def _takes_a_slot(self, config: RunnableConfig | None) -> bool:
         """Whether a run with ``config`` waits for a slot of a bounded pool: a root run does.
@@ -196,29 +200,6 @@ class DistributedRuns(Pregel[Any, Any, Any, Any]):
     ) -> Any:
         """LangGraph's own ``ainvoke`` in this process, without a durable lease."""
         return await super().ainvoke(input, config, **kwargs)
-
-
-async def _in_a_slot(pool: Pool, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """``stream``, run once a slot is free, and the slot held until it ends or is closed."""
-    slots = pool.run_slots
-    await slots.acquire()
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        try:
-            await stream.aclose()  # type: ignore[attr-defined]  # LangGraph's: an async generator
-        finally:
-            slots.release()
-
-
-def _in_a_slot_sync(pool: Pool, stream: Iterator[Any]) -> Iterator[Any]:
-    slots = pool.run_slots
-    slots.acquire_blocking()
-    try:
-        yield from stream
-    finally:
-        slots.release()
 
 
 class DistributedGraph(DistributedRuns, CompiledStateGraph):  # type: ignore[type-arg]

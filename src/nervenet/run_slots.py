@@ -10,11 +10,14 @@ Celery, and as runs wait for ``N_JOBS_PER_WORKER`` in LangGraph Server: the runs
 slot finish at the speed the machine allows.
 
 Who takes a slot: a root graph run started in this process (``ainvoke``, ``astream``,
-``invoke``...; its subgraphs share it), and every durable run this process runs: started
-here, taken from the queue (``nervenet serve``) or taken over from a dead process. A run
-started from inside a durable run (:func:`in_a_run`) shares its slot: waiting for a second one
-could wait forever once every slot is held by a run doing the same. A coordinator process
-that is full claims no queued or abandoned run, so they stay in Redis for one with room.
+``invoke``...; its subgraphs share it), a crew's kickoff started here (``kickoff``,
+``kickoff_async``, ``akickoff``, each run of ``kickoff_for_each``), and every durable run this
+process runs: started here, taken from the queue (``nervenet serve``) or taken over from a dead
+process. A run started from inside a durable run (:func:`in_a_run`) shares its slot: waiting for
+a second one could wait forever once every slot is held by a run doing the same. That holds
+across a hop to the pool's loop from synchronous code (:func:`keeping_the_run_scope`). A
+coordinator process that is full claims no queued or abandoned run, so they stay in Redis for
+one with room.
 
 Not an ``asyncio.Semaphore``: runs start on any event loop or thread of the process (a graph
 is invoked from synchronous code, from another loop), where a semaphore serves one loop, and
@@ -25,9 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _IN_A_RUN: ContextVar[bool] = ContextVar("nervenet_in_a_run", default=False)
 
@@ -40,6 +48,20 @@ def in_a_run() -> bool:
 def mark_in_a_run() -> None:
     """Called first thing in a durable run's own task: runs it starts share its slot."""
     _IN_A_RUN.set(True)
+
+
+def keeping_the_run_scope(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """``make`` for a hop to the pool's loop, which starts it in an empty context: if the
+    caller runs inside a durable run, what ``make`` starts shares that run's slot too (a crew's
+    ``kickoff_for_each`` or a flow's ``kickoff`` called from a flow's synchronous method)."""
+    if not in_a_run():
+        return make
+
+    async def in_the_callers_run() -> T:
+        mark_in_a_run()
+        return await make()
+
+    return in_the_callers_run
 
 
 class _Waiter:
@@ -134,6 +156,24 @@ class RunSlots:
             self._give_up(waiter)
             raise
 
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """A slot for the block: waited for, given back when the block ends however it ends."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextlib.contextmanager
+    def held_blocking(self) -> Iterator[None]:
+        """:meth:`held` for synchronous code."""
+        self.acquire_blocking()
+        try:
+            yield
+        finally:
+            self.release()
+
     def load(self) -> str:
         """Runs under way, runs waiting and the bound, as a process announces them on its
         heartbeat: ``"running waiting bound"``, bound ``-`` for none (see :func:`parse_load`)."""
@@ -166,6 +206,37 @@ class RunSlots:
         for waiter in woken:
             if not waiter.wake():
                 self.release()  # on to the next one
+
+
+async def iterated_in_a_slot(slots: RunSlots, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``stream``, run once a slot is free (its first item is asked for then, not before), the
+    slot held until it ends or is closed, and the stream closed with it (a run's stream does
+    its work as it is iterated: LangGraph's ``astream``, a streaming crew's chunks)."""
+    await slots.acquire()
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        try:
+            aclose: Any = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            slots.release()
+
+
+def iterated_in_a_slot_sync(slots: RunSlots, stream: Iterator[T]) -> Iterator[T]:
+    """:func:`iterated_in_a_slot` for a synchronous stream."""
+    slots.acquire_blocking()
+    try:
+        yield from stream
+    finally:
+        try:
+            close: Any = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            slots.release()
 
 
 def parse_load(load: str) -> tuple[int, int, int | None]:

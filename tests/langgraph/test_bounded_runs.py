@@ -10,6 +10,7 @@ import threading
 from typing import Annotated, Any
 
 import pytest
+from bounded_runs import Occupancy, all_slots_given_back
 from langgraph.graph import START, StateGraph
 from nervenet_langgraph import distribute
 from typing_extensions import TypedDict
@@ -21,27 +22,6 @@ pytestmark = pytest.mark.langgraph
 
 class State(TypedDict):
     trail: Annotated[list[str], operator.add]
-
-
-class Occupancy:
-    """Which runs' nodes run right now, and the most at once (the nodes run in this process,
-    on the pool's in-process worker; sync nodes in its threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-        self.order: list[str] = []
-
-    def enter(self, run: str) -> None:
-        with self._lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-            self.order.append(run)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.now -= 1
 
 
 def one_node(occupancy: Occupancy) -> StateGraph[Any]:
@@ -67,9 +47,8 @@ async def test_runs_past_the_bound_wait_and_start_in_the_order_they_came(pool: P
     assert occupancy.most == 2
     # Two at a time, in the order they came (two runs that hold a slot together may start their
     # nodes in either order: their tasks can go to different partitions).
-    waves = [sorted(occupancy.order[i : i + 2]) for i in range(0, 6, 2)]
-    assert waves == [runs[0:2], runs[2:4], runs[4:6]]
-    assert (pool.run_slots.running, pool.run_slots.waiting) == (0, 0)
+    assert occupancy.waves(2) == [runs[0:2], runs[2:4], runs[4:6]]
+    await all_slots_given_back(pool)
 
 
 async def test_a_subgraph_runs_in_its_parents_slot(pool: Pool) -> None:
@@ -107,7 +86,7 @@ async def test_a_stream_closed_early_gives_its_slot_back(pool: Pool) -> None:
 
     output = await asyncio.wait_for(graph.ainvoke({"trail": ["next"]}), 20)
     assert output["trail"] == ["next", "worked", "more"]
-    assert pool.run_slots.running == 0
+    await all_slots_given_back(pool)
 
 
 async def test_synchronous_runs_wait_for_a_slot_in_their_threads(pool: Pool) -> None:
