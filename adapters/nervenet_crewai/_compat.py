@@ -58,6 +58,7 @@ try:
         active_tool_failures,
         tool_failure_collector,
     )
+    from crewai.types.streaming import CrewStreamingOutput
 except ImportError as exc:  # pragma: no cover - depends on the installed CrewAI
     raise _incompatible("a name it uses is gone", exc) from exc
 
@@ -83,6 +84,13 @@ def _check() -> None:
             getattr(cls, "model_fields", {})
         )
         missing += [f"{cls.__name__}.{n}" for n in names if n not in known]
+    # A streaming kickoff's chunk source, wrapped to hold a run slot while it is read (crew.py).
+    stream = CrewStreamingOutput()
+    missing += [
+        f"CrewStreamingOutput.{n}"
+        for n in ("_sync_iterator", "_async_iterator")
+        if not hasattr(stream, n)
+    ]
     if missing:
         raise _incompatible(f"it no longer has {', '.join(missing)}")
 

@@ -31,6 +31,7 @@ from nervenet import Backoff, Pool, RunHandle
 from nervenet.errors import ConfigurationError
 from nervenet.handlers import Handler, validate_task_type
 from nervenet.routing import TaskOptions
+from nervenet.run_slots import RunSlots, in_a_run, iterated_in_a_slot, iterated_in_a_slot_sync
 
 from . import (
     _compat,  # noqa: F401  (first: checks the CrewAI names the modules below use)
@@ -134,14 +135,35 @@ class DistributedCrew:
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
     ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.kickoff``. A ``run_id`` makes the kickoff resumable: kicked off again
-        with the same id and inputs, tasks that finished before are not run again."""
-        return self.run(inputs, run_id=run_id).kickoff()
+        with the same id and inputs, tasks that finished before are not run again. A process
+        at its ``PoolSettings.max_runs`` blocks this thread until a run slot is free."""
+        slots = self._own_slots()
+        if slots is None:
+            return self.run(inputs, run_id=run_id).kickoff()
+        with slots.held_blocking():
+            output = self.run(inputs, run_id=run_id).kickoff()
+            if isinstance(output, CrewOutput):
+                return output
+        return _read_in_a_slot(slots, output)
 
     async def kickoff_async(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
     ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here. Cancelling
-        the call stops the run at its next dispatch (a thread cannot be interrupted)."""
+        the call stops the run at its next dispatch (a thread cannot be interrupted). A process
+        at its ``PoolSettings.max_runs`` waits here for a run slot, holding no crew meanwhile."""
+        slots = self._own_slots()
+        if slots is None:
+            return await self._kickoff_on_a_thread(inputs, run_id)
+        async with slots.held():
+            output = await self._kickoff_on_a_thread(inputs, run_id)
+            if isinstance(output, CrewOutput):
+                return output
+        return _read_in_a_slot(slots, output)
+
+    async def _kickoff_on_a_thread(
+        self, inputs: dict[str, Any] | None, run_id: str | None
+    ) -> CrewOutput | CrewStreamingOutput:
         started: list[CrewRun] = []
 
         def build() -> CrewRun:
@@ -188,8 +210,16 @@ class DistributedCrew:
     async def akickoff(
         self, inputs: dict[str, Any] | None = None, *, run_id: str | None = None
     ) -> CrewOutput | CrewStreamingOutput:
-        """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run."""
-        return await self.run(inputs, run_id=run_id).akickoff()
+        """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run. A process
+        at its ``PoolSettings.max_runs`` waits here for a run slot."""
+        slots = self._own_slots()
+        if slots is None:
+            return await self.run(inputs, run_id=run_id).akickoff()
+        async with slots.held():
+            output = await self.run(inputs, run_id=run_id).akickoff()
+            if isinstance(output, CrewOutput):
+                return output
+        return _read_in_a_slot(slots, output)
 
     def kickoff_for_each(
         self,
@@ -256,6 +286,13 @@ class DistributedCrew:
         if current_method.get() is None:
             return None
         return [crew_run_id(self.name) or "" for _ in range(count)]
+
+    def _own_slots(self) -> RunSlots | None:
+        """The run slots a kickoff started here waits in (``PoolSettings.max_runs``); None when
+        the pool is unbounded, or for a kickoff inside a durable run (a flow's method, a
+        durable kickoff), which runs in that run's slot."""
+        slots = self.require_pool().run_slots
+        return slots if slots.bounded and not in_a_run() else None
 
     def require_pool(self) -> Pool:
         if self.pool is None:
@@ -328,3 +365,16 @@ def distribute_crew(
         fast_locks=fast_locks,
         routes=CrewRoutes(name, agents, llms),
     )
+
+
+def _read_in_a_slot(slots: RunSlots, stream: CrewStreamingOutput) -> CrewStreamingOutput:
+    """A streaming kickoff runs its crew as its chunks are read: it waits for a run slot when
+    the first chunk is asked for (again, after the slot its crew was built in) and holds it
+    until its chunks end or the stream is closed. CrewAI's streaming output reads its chunk
+    source from ``_sync_iterator`` / ``_async_iterator`` as it is iterated and closes it on
+    ``close()`` / ``aclose()`` (checked by ``_compat``)."""
+    if stream._async_iterator is not None:
+        stream._async_iterator = iterated_in_a_slot(slots, stream._async_iterator)
+    if stream._sync_iterator is not None:
+        stream._sync_iterator = iterated_in_a_slot_sync(slots, stream._sync_iterator)
+    return stream

@@ -29,7 +29,7 @@ from .limits import Limits
 from .outages import TRANSIENT_ERRORS, Outages
 from .portal import Portal
 from .registry import Registry, WorkerInfo
-from .run_slots import RunSlots
+from .run_slots import RunSlots, keeping_the_run_scope
 from .runs import Runs
 from .settings import PoolSettings
 from .tracing import tracer_if_enabled
@@ -257,14 +257,16 @@ class Pool:
 
     def call_sync(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` on the pool's loop from synchronous code; return its result."""
-        return self.portal.call(make)
+        return self.portal.call(keeping_the_run_scope(make))
 
     def on_home(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         """Await ``make()`` on the pool's loop from whichever loop the caller runs on."""
         if self.portal.is_home():
             return make()  # no hand-off, and no coroutine frame kept per dispatch in flight
         # A cancelled caller waits for the dispatch's own bounded wait for its worker, and a bit.
-        return self.portal.run(make, cancel_grace=self.settings.cancel_wait + 1.0)
+        return self.portal.run(
+            keeping_the_run_scope(make), cancel_grace=self.settings.cancel_wait + 1.0
+        )
 
     async def __aenter__(self) -> Pool:
         await self.ensure_started()

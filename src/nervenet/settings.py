@@ -42,13 +42,13 @@ class PoolSettings:
     """Tasks one process may have dispatched and not yet answered; further dispatches wait.
     This is the backpressure that keeps task streams bounded without trimming unread tasks."""
     max_runs: int | None = None
-    """Workflow runs this process coordinates at once: root graph runs started here and durable
-    runs it started, took from the queue or took over. Runs beyond it wait for a slot in the
-    order they came, and a full process claims no queued or abandoned run (another one with
-    room does). Past what the machine can finish, this keeps runs finishing at its full rate
-    instead of all of them slowing down together (see :mod:`nervenet.run_slots`). None: no
-    bound, the right default for an app's own process; ``nervenet serve --max-runs`` sets it
-    for a coordinator process."""
+    """Workflow runs this process coordinates at once: root graph runs and crew kickoffs started
+    here, and durable runs it started, took from the queue or took over. Runs beyond it wait for
+    a slot in the order they came, and a full process claims no queued or abandoned run (another
+    one with room does). Past what the machine can finish, this keeps runs finishing at its full
+    rate instead of all of them slowing down together (see :mod:`nervenet.run_slots`). None: no
+    bound, the right default for an app's own process; ``nervenet serve --max-runs`` sets it for
+    a coordinator process."""
     reply_stream_maxlen: int = 100_000
     """Approximate cap of a reply stream (entries are read within milliseconds)."""
     escalation_stream_maxlen: int = 10_000
