@@ -37,7 +37,7 @@ import hop_marks
 from _common import Child, console, percentile, print_table, private_redis, registered
 from bare_streams import BareStreams
 from bench_dispatch import round_trips
-from bench_langgraph import checked
+from bench_langgraph import TARGET_NODE_MS, checked
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -108,6 +108,34 @@ def step_table(timelines: list[dict[str, int]], plain_per_node: float, floor: fl
         ["step", "µs", "of the node"],
         rows,
     )
+    handler = median_us("handler start", "handler end", ordered)
+    own = sum(median_us(start, end, ordered) for name, start, end in STEPS if name in OWN_STEPS)
+    floor_table(added=node + between - plain_per_node * 1e6, floor=floor * 1e6 + handler, own=own)
+
+
+#: The steps that are nervenet's own Python on either side (the rest: socket writes, Redis and
+#: wake-ups, LangGraph's node runner).
+OWN_STEPS = {
+    "coordinator: describe, pack, dispatch, batch",
+    "worker: accept, parse, start the handler",
+    "worker: result, settle pipeline, batch",
+    "coordinator: deliver, unpack, replay",
+}
+
+
+def floor_table(*, added: float, floor: float, own: float) -> None:
+    """Issue 14's per-node target against what no version of nervenet's code can avoid here: the
+    four hops through Redis (the bare protocol's round trip, almost no Python) and LangGraph's
+    node runner on the worker (the node's context, its input and output (de)serialized)."""
+    target = TARGET_NODE_MS * 1e3
+    rows = [
+        ["added latency per node, this run (node + step - plain)", f"{added:.0f}"],
+        ["floor: bare round trip + LangGraph's node runner", f"{floor:.0f}"],
+        [f"issue 14's target ({TARGET_NODE_MS:g} ms)", f"{target:.0f}"],
+        ["left under the target for nervenet's own steps", f"{target - floor:.0f}"],
+        ["nervenet's own steps now (both sides, medians summed)", f"{own:.0f}"],
+    ]
+    print_table("The per-node target against this machine's floor, µs", ["", "µs"], rows)
 
 
 def _in_order(timeline: dict[str, int]) -> bool:
