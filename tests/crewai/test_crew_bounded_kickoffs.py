@@ -6,7 +6,6 @@ methods run in the flow run's slot. On every backend."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import flow_apps
 from bounded_runs import Occupancy, all_slots_given_back
 from crew_fakes import ScriptedLLM, finished, streamed
 from crewai import Agent, Crew, Task
-from nervenet_crewai import current_task, distribute_crew, distribute_flow
+from nervenet_crewai import DistributedCrew, current_task, distribute_crew, distribute_flow
 from nervenet_crewai.testing import FakeCall
 
 from nervenet import Pool
@@ -64,14 +63,24 @@ async def plain_answers(*topics: str) -> list[str]:
     return [finished(await one_agent_crew().kickoff_async(inputs={"topic": t})).raw for t in topics]
 
 
-async def test_kickoffs_past_the_bound_wait_and_start_in_the_order_they_came(pool: Pool) -> None:
-    pool.bound_runs(2)
+async def bounded_crew(pool: Pool, max_runs: int) -> DistributedCrew:
+    """The one-agent crew on ``pool``, served here, its process bounded to ``max_runs``."""
+    pool.bound_runs(max_runs)
     crew = distribute_crew(one_agent_crew, pool=pool, name="bounded")
     await pool.serve(crew)
+    return crew
+
+
+@pytest.mark.parametrize("method", ["kickoff_async", "akickoff"])
+async def test_kickoffs_past_the_bound_wait_and_start_in_the_order_they_came(
+    pool: Pool, method: str
+) -> None:
+    crew = await bounded_crew(pool, 2)
+    kickoff = getattr(crew, method)  # on a thread of the crew's, or CrewAI's native async
     runs = [f"k{i}" for i in range(6)]
 
     outputs = await asyncio.wait_for(
-        asyncio.gather(*(crew.kickoff_async(inputs={"topic": r}, run_id=r) for r in runs)), 60
+        asyncio.gather(*(kickoff(inputs={"topic": r}, run_id=r) for r in runs)), 60
     )
 
     assert [finished(o).raw for o in outputs] == await plain_answers(*runs)
@@ -80,25 +89,8 @@ async def test_kickoffs_past_the_bound_wait_and_start_in_the_order_they_came(poo
     await all_slots_given_back(pool)
 
 
-async def test_native_async_kickoffs_wait_for_a_slot_too(pool: Pool) -> None:
-    pool.bound_runs(1)
-    crew = distribute_crew(one_agent_crew, pool=pool, name="bounded")
-    await pool.serve(crew)
-    runs = [f"a{i}" for i in range(3)]
-
-    outputs = await asyncio.wait_for(
-        asyncio.gather(*(crew.akickoff(inputs={"topic": r}, run_id=r) for r in runs)), 60
-    )
-
-    assert [finished(o).raw for o in outputs] == await plain_answers(*runs)
-    assert OCCUPANCY.most == 1
-    assert OCCUPANCY.order == runs
-
-
 async def test_synchronous_kickoffs_wait_for_a_slot_in_their_threads(pool: Pool) -> None:
-    pool.bound_runs(1)
-    crew = distribute_crew(one_agent_crew, pool=pool, name="bounded")
-    await pool.serve(crew)
+    crew = await bounded_crew(pool, 1)
 
     def kickoff(i: int) -> str:
         return finished(crew.kickoff(inputs={"topic": f"t{i}"}, run_id=f"t{i}")).raw
@@ -110,15 +102,12 @@ async def test_synchronous_kickoffs_wait_for_a_slot_in_their_threads(pool: Pool)
     assert answers == await plain_answers("t0", "t1", "t2")
     assert OCCUPANCY.most == 1
     assert sorted(OCCUPANCY.order) == ["t0", "t1", "t2"]
-    assert threading.active_count() < 300  # (the kickoffs' threads are the crew's own pool)
 
 
 async def test_a_streaming_kickoff_holds_its_slot_while_its_chunks_are_read(pool: Pool) -> None:
-    pool.bound_runs(1)
+    crew = await bounded_crew(pool, 1)
     streams = distribute_crew(crew_apps.streaming_crew, pool=pool, name="streams")
-    crew = distribute_crew(one_agent_crew, pool=pool, name="bounded")
     await pool.serve(streams)
-    await pool.serve(crew)
 
     stream = streamed(await streams.kickoff_async(inputs={"topic": "tides"}))
     chunks = aiter(stream)
@@ -138,11 +127,9 @@ async def test_a_streaming_kickoff_holds_its_slot_while_its_chunks_are_read(pool
 
 
 async def test_a_stream_closed_early_gives_its_slot_back(pool: Pool) -> None:
-    pool.bound_runs(1)
+    crew = await bounded_crew(pool, 1)
     streams = distribute_crew(crew_apps.streaming_crew, pool=pool, name="streams")
-    crew = distribute_crew(one_agent_crew, pool=pool, name="bounded")
     await pool.serve(streams)
-    await pool.serve(crew)
 
     stream = streamed(await streams.kickoff_async(inputs={"topic": "tides"}))
     async for _ in stream:
