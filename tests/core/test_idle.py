@@ -12,8 +12,11 @@ from core_support import MakePool, Serve
 
 from nervenet import Handlers, Pool, PoolSettings
 
-IDLE_SECONDS = 1.0
-MAX_CPU_SECONDS = 0.3
+#: Two windows of half a second each; the quieter one is judged (below).
+IDLE_SECONDS = 0.5
+#: A spinning loop uses the whole window; an idle pool used 0.008 s of a half-second window
+#: (FAST settings, a real server, 2026-12-08), on a machine at a third of the speed of others.
+MAX_CPU_SECONDS = 0.15
 
 
 def handlers(release: asyncio.Event) -> Handlers:
@@ -32,9 +35,16 @@ def handlers(release: asyncio.Event) -> Handlers:
 
 
 async def cpu_seconds_while_idle() -> float:
-    before = time.process_time()
-    await asyncio.sleep(IDLE_SECONDS)  # the measurement window, not a wait for an event
-    return time.process_time() - before
+    """This process's CPU seconds in the quieter of two windows. A spin shows in both; the
+    threads a previous test left winding down (process time counts every thread) may show in
+    one: the full suite once measured 0.45 s in a single 1 s window where a pool alone uses
+    0.016."""
+    used = []
+    for _ in range(2):
+        before = time.process_time()
+        await asyncio.sleep(IDLE_SECONDS)  # the measurement window, not a wait for an event
+        used.append(time.process_time() - before)
+    return min(used)
 
 
 @pytest.mark.parametrize("settings", [PoolSettings(), None], ids=["default-settings", "fast"])
