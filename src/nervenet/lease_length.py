@@ -5,8 +5,8 @@ once its lease went by without a renewal. A process whose event loop is starved 
 holding the GIL, as a CrewAI kickoff's do; more runs than its cores finish) renews late, and
 past a lease a peer took its runs although it was alive; the starved process then claimed
 runs back once the peer's renewals came late in turn. On the CrewAI recovery benchmark on a
-starved 2-core machine, the survivor-to-be took runs of the live coordinator 108-214 times
-before it was killed (in 3 runs of 5), and those runs' agent tasks ran twice.
+starved 2-core machine, the survivor-to-be took runs of the live coordinator 199-336 times
+before it was killed, and those runs' agent tasks ran twice.
 
 So a lease covers the lateness of the renewals it has to survive, as an accrual failure
 detector adapts to the heartbeats it observes (Cassandra's and Akka's): each renewal pushes

@@ -143,7 +143,6 @@ class Workflows:
         self.lease = LeaseLength(pool.settings.lease_ttl, pool.settings.heartbeat_interval)
         """How long the leases this process pushes last (stretched while it renews late)."""
         self._renewed_at = time.monotonic()  # when the last renewal of all our leases went out
-        self._held_for = self.lease.seconds  # how long the leases it pushed last
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._done_reader: asyncio.Task[None] | None = None
         self._done_reader_ready: asyncio.Future[None] | None = None
@@ -201,8 +200,7 @@ class Workflows:
             await self._pool.run_slots.acquire()
         keys, redis = self._pool.keys, self._pool.transport.redis
         try:
-            leased_at, length = time.monotonic(), self.lease.seconds
-            expires = self._expiry_ms(length)
+            leased_at, expires = time.monotonic(), self._expiry_ms()
             async with redis.pipeline(transaction=False) as pipe:
                 self._add_record(pipe, kind, run_id, payload, "running", thread)
                 pipe.zadd(keys.workflows, {run_id: expires})
@@ -215,10 +213,10 @@ class Workflows:
             if slotted:
                 self._pool.run_slots.release()
             raise
-        if not self._owned and leased_at > self._last_renewal:
+        if not self._owned:
             # Its lease, just pushed, is the only one: fresh as of now, whenever the last
             # renewal was (a pool made at import time starts its first run long after).
-            self._last_renewal, self._held_for = leased_at, length
+            self._last_renewal = max(self._last_renewal, leased_at)
         self._run_here(run_id, run, thread, kind, slotted=slotted)
         return RunHandle(self, run_id)
 
@@ -275,7 +273,7 @@ class Workflows:
 
     def owns(self, run_id: str) -> bool:
         """Whether this process still holds the run's lease, judged locally (no round trip)."""
-        fresh = time.monotonic() - self._last_renewal < self._held_for
+        fresh = time.monotonic() - self._last_renewal < self.lease.seconds
         return fresh and run_id in self._owned
 
     async def still_owns(self, run_id: str) -> bool:
@@ -600,8 +598,8 @@ class Workflows:
         )
 
     # --- heartbeat: renew what we own, take over what others abandoned -----------------------
-    def _expiry_ms(self, seconds: float | None = None) -> int:
-        return int((time.time() + (self.lease.seconds if seconds is None else seconds)) * 1000)
+    def _expiry_ms(self) -> int:
+        return int((time.time() + self.lease.seconds) * 1000)
 
     async def _heartbeat(self) -> None:
         started = time.monotonic()
@@ -642,16 +640,14 @@ class Workflows:
             self._last_renewal = self._renewed_at = started
             return
         self._stretch_lease(started - self._renewed_at)
-        self._renewed_at, length = started, self.lease.seconds
+        self._renewed_at = started
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms(length)), xx=True)
+            pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms()), xx=True)
             pipe.hmget(keys.workflow_owners, run_ids)
             # Cancel requests ride along (same slot, same round trip): nothing to poll.
             pipe.hmget(keys.workflows_cancel, run_ids)
             _, owners, cancels = await pipe.execute()
-        # Judged by the lease now in Redis: a stretched one counts once it is pushed, not while
-        # the push is on its way (the shorter lease before it may have lapsed meanwhile).
-        self._last_renewal, self._held_for = started, length
+        self._last_renewal = started
         for run_id, action in zip(run_ids, cancels, strict=True):
             task = self._owned.get(run_id)
             if action is not None and task is not None and run_id not in self._cancelling:
