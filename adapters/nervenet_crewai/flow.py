@@ -374,15 +374,9 @@ class DistributedFlow(Generic[F]):
                 )
             # Its end is written before its lease is released: starting it before that release
             # would have the release drop the new lease. It takes a round trip; if the owner
-            # died in between, a coordinator process (this one too) releases it within a lease
-            # (up to the longest, had the owner been starved).
+            # died in between, a coordinator process (this one too) releases it within a lease.
             settings = pool.settings
-            patience = (
-                time.monotonic()
-                + pool.workflows.lease.longest
-                + 2 * settings.lease_ttl
-                + settings.heartbeat_interval
-            )
+            patience = time.monotonic() + 3 * settings.lease_ttl + settings.heartbeat_interval
             while await pool.workflows.owner(run_id) is not None:
                 if time.monotonic() > patience:
                     raise NotWaitingForFeedback(

@@ -22,13 +22,10 @@ class PoolSettings:
     lease_ttl: float = 1.5
     """Lifetime of a coordinator's lease on a workflow run without renewal; after it, another
     coordinator process resumes the run from its last checkpoint (recovery within about
-    ``lease_ttl + heartbeat_interval / 4`` of a crash). A process whose renewals come late
-    (its event loop starved) lengthens its leases by twice the lateness it sees, up to 5 x this
-    (:mod:`nervenet.lease_length`), and its runs are then taken over that much later if it dies.
-    A stall longer than the lease it had may still lose its runs to another process, which is
-    safe (the stalled one asks Redis before its next dispatch, and stops) but repeats in-flight
-    work: raise it for CPU-starved coordinators. Runs no other process claimed meanwhile go on
-    where they are."""
+    ``lease_ttl + heartbeat_interval / 4`` of a crash). A process whose event loop stalls longer
+    than this may lose its runs to another process, which is safe (the stalled one asks Redis
+    before its next dispatch, and stops) but repeats in-flight work: raise it for CPU-starved
+    coordinators. Runs no other process claimed meanwhile go on where they are."""
     result_ttl: float = 24 * 3600.0
     """How long finished results stay cached to answer redeliveries and resumed workflows."""
     max_payload_bytes: int = 16 * 1024 * 1024

@@ -47,7 +47,6 @@ from redis.exceptions import WatchError
 from . import tracing
 from .cancelling import cancel_and_wait
 from .errors import ConfigurationError, LeaseLost, RunCancelled, WorkflowFailed
-from .lease_length import LeaseLength
 from .multitask import ThreadGate, check_strategy
 from .outages import TRANSIENT_ERRORS
 from .run_slots import in_a_run, mark_in_a_run
@@ -140,9 +139,6 @@ class Workflows:
         self._gate = ThreadGate(pool, self)
         self._owned: dict[str, asyncio.Task[bytes]] = {}
         self._last_renewal = time.monotonic()
-        self.lease = LeaseLength(pool.settings.lease_ttl, pool.settings.heartbeat_interval)
-        """How long the leases this process pushes last (stretched while it renews late)."""
-        self._renewed_at = time.monotonic()  # when the last renewal of all our leases went out
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._done_reader: asyncio.Task[None] | None = None
         self._done_reader_ready: asyncio.Future[None] | None = None
@@ -273,7 +269,7 @@ class Workflows:
 
     def owns(self, run_id: str) -> bool:
         """Whether this process still holds the run's lease, judged locally (no round trip)."""
-        fresh = time.monotonic() - self._last_renewal < self.lease.seconds
+        fresh = time.monotonic() - self._last_renewal < self._pool.settings.lease_ttl
         return fresh and run_id in self._owned
 
     async def still_owns(self, run_id: str) -> bool:
@@ -599,7 +595,7 @@ class Workflows:
 
     # --- heartbeat: renew what we own, take over what others abandoned -----------------------
     def _expiry_ms(self) -> int:
-        return int((time.time() + self.lease.seconds) * 1000)
+        return int((time.time() + self._pool.settings.lease_ttl) * 1000)
 
     async def _heartbeat(self) -> None:
         started = time.monotonic()
@@ -613,7 +609,7 @@ class Workflows:
                     self._unsteady_at = time.monotonic()
                     await self._renew()
             else:
-                self._last_renewal = self._renewed_at = time.monotonic()
+                self._last_renewal = time.monotonic()
         except TRANSIENT_ERRORS:
             self._unsteady_at = time.monotonic()
             raise
@@ -637,10 +633,8 @@ class Workflows:
         run_ids = list(self._owned)
         started = time.monotonic()
         if not run_ids:  # all ended meanwhile (the second push after a slow one)
-            self._last_renewal = self._renewed_at = started
+            self._last_renewal = started
             return
-        self._stretch_lease(started - self._renewed_at)
-        self._renewed_at = started
         async with redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.workflows, dict.fromkeys(run_ids, self._expiry_ms()), xx=True)
             pipe.hmget(keys.workflow_owners, run_ids)
@@ -660,21 +654,6 @@ class Workflows:
             if task is not None:
                 log.warning("lost the lease of run %s to another process; stopping it here", run_id)
                 task.cancel()
-
-    def _stretch_lease(self, gap: float) -> None:
-        """Leases cover the gaps between renewals (see :mod:`nervenet.lease_length`)."""
-        was_stretched = self.lease.stretched
-        self.lease.renewing(gap)
-        if self.lease.stretched and not was_stretched:
-            log.warning(
-                "lease renewals of this process came %.1f s apart (lease_ttl %g s): its leases "
-                "now last %.1f s, so that no other process takes its runs while it lives; were "
-                "it to die now, they would be taken over that much later. It is short of CPU "
-                "for its runs: give it more, or fewer runs (PoolSettings.max_runs)",
-                gap,
-                self.lease.lease_ttl,
-                self.lease.seconds,
-            )
 
     async def _announce(self) -> None:
         """Say this process can resume runs (if it can), and how many it runs and how many
