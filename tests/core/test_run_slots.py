@@ -198,10 +198,7 @@ async def test_a_full_process_leaves_queued_runs_in_redis_and_takes_them_oldest_
     assert started == list(gates)
     assert [await h.result(timeout=10) for h in handles] == [r.encode() for r in gates]
 
-    async def all_given_back() -> bool:
-        return pool.run_slots.running == 0
-
-    await wait_until(all_given_back, what="every slot given back")
+    await all_slots_given_back(pool, timeout=10.0)
 
 
 async def test_serve_bounds_a_pool_only_before_it_runs_anything(make_pool: MakePool) -> None:
