@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -152,14 +152,7 @@ class DistributedCrew:
         """Like ``Crew.kickoff_async``: CrewAI's kickoff on a thread, awaited here. Cancelling
         the call stops the run at its next dispatch (a thread cannot be interrupted). A process
         at its ``PoolSettings.max_runs`` waits here for a run slot, holding no crew meanwhile."""
-        slots = self._own_slots()
-        if slots is None:
-            return await self._kickoff_on_a_thread(inputs, run_id)
-        async with slots.held():
-            output = await self._kickoff_on_a_thread(inputs, run_id)
-            if isinstance(output, CrewOutput):
-                return output
-        return _read_in_a_slot(slots, output)
+        return await self._in_own_slot(lambda: self._kickoff_on_a_thread(inputs, run_id))
 
     async def _kickoff_on_a_thread(
         self, inputs: dict[str, Any] | None, run_id: str | None
@@ -212,14 +205,7 @@ class DistributedCrew:
     ) -> CrewOutput | CrewStreamingOutput:
         """Like ``Crew.akickoff``: CrewAI's native async kickoff, no thread per run. A process
         at its ``PoolSettings.max_runs`` waits here for a run slot."""
-        slots = self._own_slots()
-        if slots is None:
-            return await self.run(inputs, run_id=run_id).akickoff()
-        async with slots.held():
-            output = await self.run(inputs, run_id=run_id).akickoff()
-            if isinstance(output, CrewOutput):
-                return output
-        return _read_in_a_slot(slots, output)
+        return await self._in_own_slot(lambda: self.run(inputs, run_id=run_id).akickoff())
 
     def kickoff_for_each(
         self,
@@ -293,6 +279,20 @@ class DistributedCrew:
         durable kickoff), which runs in that run's slot."""
         slots = self.require_pool().run_slots
         return slots if slots.bounded and not in_a_run() else None
+
+    async def _in_own_slot(
+        self, kickoff: Callable[[], Awaitable[CrewOutput | CrewStreamingOutput]]
+    ) -> CrewOutput | CrewStreamingOutput:
+        """``kickoff()`` in a run slot of its own, if it takes one (:meth:`_own_slots`): held
+        while it runs, or, for a stream, while its chunks are read."""
+        slots = self._own_slots()
+        if slots is None:
+            return await kickoff()
+        async with slots.held():
+            output = await kickoff()
+            if isinstance(output, CrewOutput):
+                return output
+        return _read_in_a_slot(slots, output)
 
     def require_pool(self) -> Pool:
         if self.pool is None:
